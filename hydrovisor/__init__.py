@@ -1,0 +1,1 @@
+"""hydrovisor: control plane of a hydroponic greenhouse."""

@@ -1,0 +1,165 @@
+"""``SupervisedActor``: a pykka ``ThreadingActor`` whose every failure path reaches its supervisor.
+
+pykka's own loop treats failures unevenly (seen in pykka 4.5): an exception in ``on_start`` stops
+the actor without ``on_failure``; an exception in an ask goes to the caller and the actor keeps
+running; a ``BaseException`` stops *every* actor in the process; queued tells are discarded when
+an actor dies. This class replaces the loop (``_actor_loop``, the hook pykka gives actor
+implementations) so that:
+
+- ``on_start`` raising -> exit ``start_failed`` (``on_failure`` is called, the supervisor decides);
+- a tell handler raising -> exit ``crash``;
+- an ask handler raising -> the caller gets the exception **and** the actor exits ``crash``,
+  unless the exception is a :class:`Rejection` (an expected refusal: the actor keeps running);
+- ``BaseException`` (``SystemExit``, ``KeyboardInterrupt`` ...) -> contained, exit
+  ``base_exception`` of this actor only;
+- a handler running longer than the child's ``hang_timeout`` -> the supervisor abandons the
+  incarnation (Python cannot kill a thread); when the thread wakes up it exits without touching
+  the mailbox;
+- messages queued behind a crash stay in the path's mailbox for the next incarnation.
+
+Subclasses implement ``on_receive`` and/or methods called through proxies, exactly as in pykka.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import pykka
+from pykka import ActorRegistry
+from pykka.messages import _ActorStop
+
+from hydrovisor.supervisors.context import ActorContext
+from hydrovisor.supervisors.errors import Escalated, Rejection
+from hydrovisor.supervisors.exit import NORMAL, SHUTDOWN, ExitKind, ExitReason
+from hydrovisor.supervisors.mailbox import StopRequest
+
+log = logging.getLogger("hydrovisor.supervisor")
+
+
+class _Inbox:
+    """The pykka inbox interface of one incarnation, backed by the path's shared mailbox."""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: ActorContext) -> None:
+        self._ctx = ctx
+
+    def put(self, envelope: Any, /) -> None:
+        self._ctx.mailbox.put(envelope)
+
+    def get(self) -> Any:
+        return self._ctx.mailbox.get(self._ctx.generation)
+
+    def empty(self) -> bool:
+        return len(self._ctx.mailbox) == 0
+
+
+class SupervisedActor(pykka.ThreadingActor):
+    """Base class of every hydrovisor actor. Construct only through a :class:`ChildSpec`."""
+
+    # An abandoned (hung) thread must not keep the process alive at exit.
+    use_daemon_thread = True
+
+    def __init__(self, ctx: ActorContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        ctx.actor = self
+        self.actor_inbox = _Inbox(ctx)
+        self._actor_ref = pykka.ActorRef(self)
+        self.busy_since: float | None = None
+
+    @property
+    def path(self) -> str:
+        """This actor's stable path, e.g. ``/zones/zn-7``."""
+        return self.ctx.path
+
+    def _actor_loop(self) -> None:
+        reason = self._start_phase()
+        if reason is None:
+            self.ctx.started.set()
+            reason = self._receive_phase()
+        else:
+            self.ctx.start_error = reason
+            self.ctx.started.set()
+        self._exit_phase(reason)
+
+    def _start_phase(self) -> ExitReason | None:
+        try:
+            self.on_start()
+        except BaseException as exc:
+            self._failed(exc)
+            return ExitReason.from_exception(ExitKind.START_FAILED, exc)
+        return None
+
+    def _receive_phase(self) -> ExitReason | None:
+        """Handle messages until stopped; ``None`` means this incarnation was abandoned."""
+        while True:
+            envelope = self.actor_inbox.get()
+            if envelope is None:
+                return None
+            message = envelope.message
+            if isinstance(message, StopRequest | _ActorStop):
+                if isinstance(message, StopRequest) and message.generation != self.ctx.generation:
+                    continue
+                reason = self._stop_phase(SHUTDOWN if isinstance(message, StopRequest) else NORMAL)
+                if envelope.reply_to is not None:
+                    envelope.reply_to.set(None)
+                return reason
+            self.busy_since = time.monotonic()
+            try:
+                response = self._handle_receive(message)
+            except Rejection:
+                if envelope.reply_to is not None:
+                    envelope.reply_to.set_exception(exc_info=sys.exc_info())
+                else:
+                    log.warning(
+                        "rejected tell in %s",
+                        self.path,
+                        exc_info=True,
+                        extra={"event": "tell_rejected", "path": self.path},
+                    )
+                continue
+            except BaseException as exc:
+                if envelope.reply_to is not None:
+                    envelope.reply_to.set_exception(exc_info=sys.exc_info())
+                kind = _exit_kind(exc)
+                self._failed(exc)
+                return ExitReason.from_exception(kind, exc)
+            finally:
+                self.busy_since = None
+            if envelope.reply_to is not None:
+                envelope.reply_to.set(response)
+
+    def _stop_phase(self, reason: ExitReason) -> ExitReason:
+        try:
+            self.on_stop()
+        except BaseException as exc:
+            self._failed(exc)
+            return ExitReason.from_exception(ExitKind.CRASH, exc)
+        return reason
+
+    def _failed(self, exc: BaseException) -> None:
+        log.error(
+            "actor %s failed", self.path, exc_info=exc, extra={"event": "actor_failed", "path": self.path}
+        )
+        try:
+            self.on_failure(type(exc), exc, exc.__traceback__)
+        except Exception:
+            log.exception("on_failure of %s raised", self.path, extra={"path": self.path})
+
+    def _exit_phase(self, reason: ExitReason | None) -> None:
+        ActorRegistry.unregister(self.actor_ref)
+        abandoned = reason is None or self.actor_stopped.is_set()
+        self.actor_stopped.set()
+        self.ctx.exited.set()
+        if not abandoned and reason is not None:
+            self.ctx.report_exit(self.ctx.generation, reason)
+
+
+def _exit_kind(exc: BaseException) -> ExitKind:
+    if isinstance(exc, Escalated):
+        return ExitKind.ESCALATED
+    return ExitKind.CRASH if isinstance(exc, Exception) else ExitKind.BASE_EXCEPTION

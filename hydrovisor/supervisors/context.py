@@ -1,0 +1,42 @@
+"""What a supervised actor is given: its stable path, mailbox, incarnation and parent link."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from hydrovisor.supervisors.exit import ExitReason
+
+if TYPE_CHECKING:
+    from hydrovisor.supervisors.actor import SupervisedActor
+    from hydrovisor.supervisors.mailbox import Mailbox
+    from hydrovisor.supervisors.system import ActorSystem
+
+
+class ActorContext:
+    """Handed to an actor's constructor by its supervisor; one per incarnation."""
+
+    def __init__(
+        self,
+        *,
+        system: ActorSystem,
+        path: str,
+        mailbox: Mailbox,
+        generation: int,
+        report_exit: Callable[[int, ExitReason], None],
+    ) -> None:
+        self.system = system
+        self.path = path
+        self.mailbox = mailbox
+        self.generation = generation
+        self.report_exit = report_exit
+        self.started = threading.Event()
+        self.exited = threading.Event()
+        self.start_error: ExitReason | None = None
+        self.actor: SupervisedActor | None = None
+
+    @property
+    def name(self) -> str:
+        """The last path segment (the child id)."""
+        return self.path.rsplit("/", 1)[-1]

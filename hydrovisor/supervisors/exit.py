@@ -1,0 +1,44 @@
+"""Why an incarnation ended."""
+
+from __future__ import annotations
+
+import enum
+
+import msgspec
+
+
+class ExitKind(enum.StrEnum):
+    """Exit classes; only ``normal`` and ``shutdown`` are not failures."""
+
+    NORMAL = "normal"
+    SHUTDOWN = "shutdown"
+    CRASH = "crash"
+    START_FAILED = "start_failed"
+    HUNG = "hung"
+    BASE_EXCEPTION = "base_exception"
+    ESCALATED = "reached_max_restart_intensity"
+
+
+class ExitReason(msgspec.Struct, frozen=True):
+    """Kind plus a short human detail (exception type and message)."""
+
+    kind: ExitKind
+    detail: str = ""
+
+    @property
+    def abnormal(self) -> bool:
+        """True for every exit a transient child is restarted after."""
+        return self.kind not in (ExitKind.NORMAL, ExitKind.SHUTDOWN)
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}: {self.detail}" if self.detail else self.kind.value
+
+    @classmethod
+    def from_exception(cls, kind: ExitKind, exc: BaseException) -> ExitReason:
+        """Reason naming the exception type and its message, truncated for logs and labels."""
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return cls(kind, text[:300])
+
+
+NORMAL = ExitReason(ExitKind.NORMAL)
+SHUTDOWN = ExitReason(ExitKind.SHUTDOWN)

@@ -1,0 +1,112 @@
+"""A child's mailbox, owned by its stable path and shared by its successive incarnations.
+
+Messages queued for a child that crashes stay here and are handled by the next incarnation;
+only a child that stops for good closes its mailbox, and then every queued message fails with
+:class:`ActorStopped` (asks get the exception, tells are reported as dead letters).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from typing import Any
+
+from hydrovisor.supervisors.errors import ActorStopped
+
+log = logging.getLogger("hydrovisor.supervisor")
+
+
+class Envelope:
+    """A message and, for asks, where to put the reply (anything with ``set``/``set_exception``)."""
+
+    __slots__ = ("message", "reply_to")
+
+    def __init__(self, message: Any, reply_to: Any = None) -> None:
+        self.message = message
+        self.reply_to = reply_to
+
+
+class StopRequest:
+    """Supervisor-initiated stop of one incarnation; other incarnations ignore it."""
+
+    __slots__ = ("generation",)
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+
+
+class Mailbox:
+    """FIFO with an owner generation: only the current incarnation may take messages."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._items: collections.deque[Any] = collections.deque()
+        self._generation = 0
+        self._closed: str | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def closed_reason(self) -> str | None:
+        """Why the mailbox was closed, or ``None`` while it accepts messages."""
+        return self._closed
+
+    def put(self, envelope: Any) -> None:
+        """Queue a message; raises :class:`ActorStopped` once the child stopped for good."""
+        with self._cond:
+            if self._closed is not None:
+                raise ActorStopped(self.path, self._closed)
+            self._items.append(envelope)
+            self._cond.notify()
+
+    def put_first(self, envelope: Any) -> None:
+        """Queue a control message ahead of everything else (used for supervisor stops)."""
+        with self._cond:
+            self._items.appendleft(envelope)
+            self._cond.notify()
+
+    def get(self, generation: int) -> Any | None:
+        """Block for the next message; ``None`` tells a stale incarnation to exit at once."""
+        with self._cond:
+            while not self._items and generation == self._generation:
+                self._cond.wait()
+            if generation != self._generation:
+                return None
+            return self._items.popleft()
+
+    def new_generation(self) -> int:
+        """Hand the mailbox to a new incarnation; the previous one can take nothing more."""
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+            return self._generation
+
+    def close(self, reason: str) -> list[Any]:
+        """Refuse further messages and fail every queued one; returns what was drained."""
+        with self._cond:
+            self._closed = reason
+            self._generation += 1
+            drained = list(self._items)
+            self._items.clear()
+            self._cond.notify_all()
+        for envelope in drained:
+            fail_envelope(envelope, ActorStopped(self.path, reason))
+        return drained
+
+
+def fail_envelope(envelope: Any, error: BaseException) -> None:
+    """Fail one undeliverable message loudly: the asker gets ``error``, a tell is logged."""
+    if isinstance(envelope.message, StopRequest) or getattr(envelope.message, "internal", False):
+        return  # runtime control traffic (stops, ticks, exit reports) is not a dead letter
+    reply_to = getattr(envelope, "reply_to", None)
+    if reply_to is not None:
+        reply_to.set_exception(exc_info=(type(error), error, None))
+        return
+    log.warning(
+        "dead letter: %s",
+        error,
+        extra={"event": "dead_letter", "message_type": type(envelope.message).__name__},
+    )

@@ -1,0 +1,47 @@
+"""Messages a supervisor handles."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import msgspec
+
+from hydrovisor.supervisors.exit import ExitReason
+from hydrovisor.supervisors.spec import ChildSpec
+
+
+class ChildExited(msgspec.Struct, frozen=True):
+    """Sent by a child's thread as its last act; ``generation`` tells stale reports apart."""
+
+    internal: ClassVar[bool] = True
+
+    child_id: str
+    generation: int
+    reason: ExitReason
+
+
+class CheckLiveness(msgspec.Struct, frozen=True):
+    """Periodic tick from the timer service: look for hung children."""
+
+    internal: ClassVar[bool] = True
+
+
+class RestartDue(msgspec.Struct, frozen=True):
+    """A backed-off restart whose delay elapsed."""
+
+    internal: ClassVar[bool] = True
+
+    child_ids: tuple[str, ...]
+    token: int
+
+
+class StartChild(msgspec.Struct, frozen=True):
+    """Ask a dynamic supervisor to start one more child; replies with its path."""
+
+    spec: ChildSpec
+
+
+class TerminateChild(msgspec.Struct, frozen=True):
+    """Ask a supervisor to stop one child for good (its mailbox is closed)."""
+
+    child_id: str

@@ -1,0 +1,304 @@
+"""The supervisor actor: starts children in order, restarts them by strategy, escalates by intensity."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from hydrovisor.supervisors.actor import SupervisedActor
+from hydrovisor.supervisors.cell import Cell, CellState
+from hydrovisor.supervisors.errors import (
+    CapacityExceeded,
+    DuplicateChild,
+    Escalated,
+    NoSuchActor,
+    StartFailed,
+)
+from hydrovisor.supervisors.exit import SHUTDOWN, ExitKind, ExitReason
+from hydrovisor.supervisors.intensity import add_restart
+from hydrovisor.supervisors.messages import (
+    CheckLiveness,
+    ChildExited,
+    RestartDue,
+    StartChild,
+    TerminateChild,
+)
+from hydrovisor.supervisors.spec import ChildSpec, Restart, Strategy, SupervisorFlags
+
+if TYPE_CHECKING:
+    from hydrovisor.runtime.timers import Timer
+    from hydrovisor.supervisors.context import ActorContext
+
+log = logging.getLogger("hydrovisor.supervisor")
+
+
+def should_restart(restart: Restart, reason: ExitReason) -> bool:
+    """OTP restart types: permanent always, transient after abnormal exits, temporary never."""
+    if restart is Restart.PERMANENT:
+        return True
+    return restart is Restart.TRANSIENT and reason.abnormal
+
+
+class Supervisor(SupervisedActor):
+    """Supervises an ordered list of children (static) or a capped set started at runtime (dynamic)."""
+
+    def __init__(self, ctx: ActorContext, flags: SupervisorFlags, children: Sequence[ChildSpec]) -> None:
+        super().__init__(ctx)
+        self.flags = flags
+        self._initial = tuple(children)
+        self._order: list[str] = []
+        self._cells: dict[str, Cell] = {}
+        self._history: tuple[float, ...] = ()
+        self._restart_token = 0
+        self._ticker: Timer | None = None
+
+    # lifecycle -------------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self.ctx.system.cell(self.path).flags = self.flags
+        for spec in self._initial:
+            try:
+                self._add(spec)
+            except StartFailed:
+                self._terminate_all()
+                raise
+        self._ticker = self.ctx.system.timers.every(
+            self.flags.liveness_interval, lambda: self._tell_self(CheckLiveness())
+        )
+
+    def on_stop(self) -> None:
+        self._shutdown()
+
+    def on_failure(self, *_: Any) -> None:
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        self._terminate_all()
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, ChildExited):
+            self._on_child_exit(message)
+        elif isinstance(message, CheckLiveness):
+            self._check_liveness()
+        elif isinstance(message, RestartDue):
+            if message.token == self._restart_token:
+                self._start_group(message.child_ids)
+        elif isinstance(message, StartChild):
+            return self._start_dynamic(message.spec)
+        elif isinstance(message, TerminateChild):
+            self._terminate_for_good(message.child_id)
+        else:
+            return super().on_receive(message)
+        return None
+
+    # starting --------------------------------------------------------------------------------
+
+    def _child_path(self, child_id: str) -> str:
+        return f"/{child_id}" if self.path == "/" else f"{self.path}/{child_id}"
+
+    def _add(self, spec: ChildSpec) -> str:
+        path = self._child_path(spec.id)
+        if spec.id in self._cells:
+            raise DuplicateChild(path)
+        cell = self.ctx.system.register(path, spec)
+        self._cells[spec.id] = cell
+        self._order.append(spec.id)
+        self._publish_children()
+        try:
+            self._spawn(cell)
+        except StartFailed as exc:
+            cell.record_failure(ExitReason(ExitKind.START_FAILED, exc.reason))
+            cell.state = CellState.STOPPED
+            cell.mailbox.close(f"start failed: {exc.reason}")
+            self._forget(cell)
+            raise
+        return path
+
+    def _start_dynamic(self, spec: ChildSpec) -> str:
+        if self.flags.max_children is not None and len(self._cells) >= self.flags.max_children:
+            raise CapacityExceeded(self.path, self.flags.max_children)
+        return self._add(spec)
+
+    def _spawn(self, cell: Cell) -> None:
+        """Start one incarnation and wait for its ``on_start``; raises StartFailed."""
+        ctx = self.ctx.system.new_context(cell, self._report_exit_for(cell.spec.id))
+        cell.state = CellState.STARTING
+        try:
+            ref = cell.spec.start(ctx)
+        except Exception as exc:  # a factory bug is a start failure, not a supervisor crash
+            raise StartFailed(cell.path, f"{type(exc).__name__}: {exc}") from exc
+        cell.actor_class = ref.actor_class.__name__
+        if not ctx.started.wait(cell.spec.start_timeout):
+            self.ctx.system.abandon(cell, ctx)
+            raise StartFailed(cell.path, f"on_start did not finish in {cell.spec.start_timeout}s")
+        if ctx.start_error is not None:
+            raise StartFailed(cell.path, str(ctx.start_error))
+        cell.ctx = ctx
+        cell.state = CellState.RUNNING
+        cell.started_at = time.monotonic()
+        self.ctx.system.report("child_started", cell.path, restarts=cell.restarts_total)
+
+    def _report_exit_for(self, child_id: str) -> Any:
+        def report(generation: int, reason: ExitReason) -> None:
+            self._tell_self(ChildExited(child_id, generation, reason))
+
+        return report
+
+    def _tell_self(self, message: Any) -> None:
+        self.ctx.system.deliver(self.ctx.mailbox, message)
+
+    # failures --------------------------------------------------------------------------------
+
+    def _on_child_exit(self, msg: ChildExited) -> None:
+        cell = self._cells.get(msg.child_id)
+        if (
+            cell is None
+            or cell.ctx is None
+            or cell.ctx.generation != msg.generation
+            or cell.state is not CellState.RUNNING
+        ):
+            return  # a stale report: that incarnation was already stopped or replaced
+        cell.ctx = None
+        self._child_failed(cell, msg.reason)
+
+    def _check_liveness(self) -> None:
+        now = time.monotonic()
+        for cell in [self._cells[i] for i in self._order]:
+            ctx = cell.ctx
+            if ctx is None or ctx.actor is None or cell.state is not CellState.RUNNING:
+                continue
+            backoff = cell.spec.backoff
+            if backoff is not None and now - cell.started_at > backoff.reset_after:
+                cell.consecutive_restarts = 0
+            busy_since = ctx.actor.busy_since
+            hang = cell.spec.hang_timeout
+            if hang is not None and busy_since is not None and now - busy_since > hang:
+                self.ctx.system.abandon(cell, ctx)
+                cell.ctx = None
+                self._child_failed(cell, ExitReason(ExitKind.HUNG, f"handler busy for over {hang}s"))
+
+    def _child_failed(self, cell: Cell, reason: ExitReason) -> None:
+        if reason.abnormal:
+            cell.record_failure(reason)
+        self.ctx.system.report("child_exited", cell.path, reason=str(reason), restarts=cell.restarts_total)
+        if not should_restart(cell.spec.restart, reason):
+            self._retire(cell, reason)
+            return
+        self._history, exceeded = add_restart(
+            self._history, time.monotonic(), self.flags.max_restarts, self.flags.period
+        )
+        if exceeded:
+            self.ctx.system.report(
+                "escalation",
+                self.path,
+                reason=f"child {cell.path}: {reason}",
+                restarts=len(self._history) - 1,
+            )
+            self._terminate_all()
+            raise Escalated(
+                f"{self.path}: more than {self.flags.max_restarts} restarts in "
+                f"{self.flags.period}s; last: {cell.path} {reason}"
+            )
+        cell.record_restart()
+        self.ctx.system.count_restart(cell.path, reason)
+        self._restart(cell)
+
+    def _restart(self, failed: Cell) -> None:
+        ids = self._order
+        index = ids.index(failed.spec.id)
+        if self.flags.strategy is Strategy.ONE_FOR_ONE:
+            group = [failed.spec.id]
+        elif self.flags.strategy is Strategy.ONE_FOR_ALL:
+            group = list(ids)
+        else:
+            group = ids[index:]
+        for child_id in reversed(group):
+            if child_id != failed.spec.id:
+                self._terminate(self._cells[child_id])
+        survivors = []
+        for child_id in group:
+            cell = self._cells[child_id]
+            if child_id != failed.spec.id and cell.spec.restart is Restart.TEMPORARY:
+                self._retire(cell, SHUTDOWN)
+            else:
+                cell.state = CellState.RESTARTING
+                survivors.append(child_id)
+        delay = failed.spec.backoff.delay(failed.consecutive_restarts) if failed.spec.backoff else 0.0
+        self._restart_token += 1
+        if delay > 0:
+            token = self._restart_token
+            msg = RestartDue(tuple(survivors), token)
+            self.ctx.system.timers.after(delay, lambda: self._tell_self(msg))
+        else:
+            self._start_group(tuple(survivors))
+
+    def _start_group(self, child_ids: Sequence[str]) -> None:
+        for child_id in child_ids:
+            cell = self._cells.get(child_id)
+            if cell is None or cell.state is not CellState.RESTARTING:
+                continue
+            try:
+                self._spawn(cell)
+            except StartFailed as exc:
+                # counts as one more restart; siblings still waiting are started below
+                self._child_failed(cell, ExitReason(ExitKind.START_FAILED, exc.reason))
+                continue
+            self.ctx.system.report("child_restarted", cell.path, restarts=cell.restarts_total)
+
+    # stopping --------------------------------------------------------------------------------
+
+    def _terminate(self, cell: Cell) -> None:
+        """Stop the running incarnation (if any) within its shutdown timeout; keep the mailbox."""
+        ctx = cell.ctx
+        cell.ctx = None
+        if ctx is None or ctx.exited.is_set():
+            return
+        cell.state = CellState.STOPPING
+        self.ctx.system.request_stop(cell, ctx)
+        if not ctx.exited.wait(cell.spec.shutdown_timeout):
+            self.ctx.system.report(
+                "brutal_kill",
+                cell.path,
+                reason=f"no exit within {cell.spec.shutdown_timeout}s; thread abandoned",
+            )
+            self.ctx.system.abandon(cell, ctx)
+
+    def _retire(self, cell: Cell, reason: ExitReason) -> None:
+        """Stop a child for good: close its mailbox, forget it if temporary or dynamic."""
+        self._terminate(cell)
+        cell.state = CellState.STOPPED
+        cell.mailbox.close(str(reason))
+        if cell.spec.restart is Restart.TEMPORARY or self.flags.dynamic:
+            self._forget(cell)
+
+    def _forget(self, cell: Cell) -> None:
+        self._cells.pop(cell.spec.id, None)
+        self._order.remove(cell.spec.id)
+        self._publish_children()
+        self.ctx.system.unregister(cell.path)
+
+    def _terminate_for_good(self, child_id: str) -> None:
+        cell = self._cells.get(child_id)
+        if cell is None:
+            raise NoSuchActor(self._child_path(child_id))
+        self._retire(cell, SHUTDOWN)
+        if child_id in self._cells:
+            self._forget(cell)
+        self.ctx.system.report("child_terminated", cell.path)
+
+    def _terminate_all(self) -> None:
+        for child_id in reversed(list(self._order)):
+            cell = self._cells.pop(child_id)
+            self._terminate(cell)
+            cell.state = CellState.STOPPED
+            cell.mailbox.close(f"parent {self.path} stopped")
+            self.ctx.system.unregister(cell.path)
+        self._order.clear()
+        self._publish_children()
+
+    def _publish_children(self) -> None:
+        self.ctx.system.cell(self.path).children = tuple(self._child_path(i) for i in self._order)

@@ -1,0 +1,202 @@
+"""``ActorSystem``: the root of the tree, the path registry and the one actor factory.
+
+Senders address actors by stable path (``/zones/zn-7``), resolved at send time. A message sent
+while the child restarts waits in the path's mailbox and is handled by the new incarnation; a
+message to a path that stopped for good fails with :class:`ActorStopped` / :class:`NoSuchActor`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pykka
+from prometheus_client import CollectorRegistry, Counter
+from pykka import ActorRegistry
+
+from hydrovisor.runtime.bridge import Bridge
+from hydrovisor.runtime.timers import TimerService
+from hydrovisor.supervisors.cell import Cell, CellState
+from hydrovisor.supervisors.context import ActorContext
+from hydrovisor.supervisors.errors import ActorStopped, NoSuchActor, StartFailed
+from hydrovisor.supervisors.exit import ExitReason
+from hydrovisor.supervisors.mailbox import Envelope, Mailbox, StopRequest
+from hydrovisor.supervisors.spec import ChildSpec, SupervisorFlags
+
+log = logging.getLogger("hydrovisor.supervisor")
+
+ROOT = "/"
+
+
+class ActorSystem:
+    """Owns the supervision tree. Create one per process (tests may create several)."""
+
+    def __init__(
+        self,
+        *,
+        bridge: Bridge,
+        timers: TimerService,
+        registry: CollectorRegistry | None = None,
+        on_root_exit: Callable[[ExitReason], None] | None = None,
+    ) -> None:
+        self.bridge = bridge
+        self.timers = timers
+        self._on_root_exit = on_root_exit
+        self._cells: dict[str, Cell] = {}
+        self._lock = threading.Lock()
+        self.abandoned_threads = 0
+        self.restarts = Counter(
+            "hydrovisor_actor_restarts_total",
+            "Restarts performed by supervisors, by child path and exit kind.",
+            ["path", "reason"],
+            registry=registry,
+        )
+        bridge.attach(self)
+
+    # the tree --------------------------------------------------------------------------------
+
+    def start(
+        self, flags: SupervisorFlags, children: Sequence[ChildSpec], *, start_timeout: float = 60.0
+    ) -> None:
+        """Start the root supervisor and, in order, its whole tree; raises StartFailed."""
+        from hydrovisor.supervisors.supervisor import Supervisor  # noqa: PLC0415 - import cycle
+
+        spec = ChildSpec(
+            id="root",
+            start=lambda ctx: Supervisor.start(ctx, flags, children),
+            start_timeout=start_timeout,
+            hang_timeout=None,
+            kind="supervisor",
+        )
+        cell = self.register(ROOT, spec)
+        ctx = self.new_context(cell, self._root_exited)
+        spec.start(ctx)
+        cell.actor_class = "Supervisor"
+        if not ctx.started.wait(start_timeout) or ctx.start_error is not None:
+            reason = str(ctx.start_error) if ctx.start_error else "start timed out"
+            self.unregister(ROOT)
+            raise StartFailed(ROOT, reason)
+        cell.ctx = ctx
+        cell.state = CellState.RUNNING
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop the whole tree (children in reverse start order); True if it finished in time."""
+        cell = self._cells.get(ROOT)
+        if cell is None or cell.ctx is None:
+            return True
+        ctx = cell.ctx
+        cell.state = CellState.STOPPING
+        self.request_stop(cell, ctx)
+        done = ctx.exited.wait(timeout)
+        cell.state = CellState.STOPPED
+        cell.mailbox.close("system stopped")
+        self.unregister(ROOT)
+        return done
+
+    def _root_exited(self, _generation: int, reason: ExitReason) -> None:
+        cell = self._cells.get(ROOT)
+        if cell is not None and cell.state is CellState.STOPPING:
+            return
+        if reason.abnormal:
+            cell_failure = cell.record_failure if cell is not None else None
+            if cell_failure is not None:
+                cell_failure(reason)
+            self.report("root_exited", ROOT, reason=str(reason))
+        if self._on_root_exit is not None:
+            self._on_root_exit(reason)
+
+    # the registry ----------------------------------------------------------------------------
+
+    def register(self, path: str, spec: ChildSpec) -> Cell:
+        """Create the cell of a new path (used by supervisors)."""
+        with self._lock:
+            cell = Cell(path, spec)
+            self._cells[path] = cell
+            return cell
+
+    def unregister(self, path: str) -> None:
+        """Forget a path that stopped for good."""
+        with self._lock:
+            self._cells.pop(path, None)
+
+    def cell(self, path: str) -> Cell:
+        """The cell at ``path``; raises :class:`NoSuchActor`."""
+        cell = self._cells.get(path)
+        if cell is None:
+            raise NoSuchActor(path)
+        return cell
+
+    def paths(self) -> list[str]:
+        """Every registered path, sorted."""
+        with self._lock:
+            return sorted(self._cells)
+
+    # the one factory -------------------------------------------------------------------------
+
+    def new_context(self, cell: Cell, report_exit: Callable[[int, ExitReason], None]) -> ActorContext:
+        """Context for the next incarnation of ``cell``; takes over its mailbox."""
+        return ActorContext(
+            system=self,
+            path=cell.path,
+            mailbox=cell.mailbox,
+            generation=cell.mailbox.new_generation(),
+            report_exit=report_exit,
+        )
+
+    def request_stop(self, cell: Cell, ctx: ActorContext) -> None:
+        """Ask one incarnation to stop after its current message, ahead of queued ones."""
+        cell.mailbox.put_first(Envelope(StopRequest(ctx.generation)))
+
+    def abandon(self, cell: Cell, ctx: ActorContext) -> None:
+        """Give up on a hung incarnation: it can take no more messages and will exit silently."""
+        actor = ctx.actor
+        if actor is not None:
+            actor.actor_stopped.set()
+            ActorRegistry.unregister(actor.actor_ref)
+        if cell.mailbox.closed_reason is None:
+            cell.mailbox.new_generation()
+        self.abandoned_threads += 1
+
+    # messaging -------------------------------------------------------------------------------
+
+    def send(self, path: str, message: Any, *, reply_to: Any = None) -> None:
+        """Queue ``message`` for the actor at ``path`` (resolved now)."""
+        self.cell(path).mailbox.put(Envelope(message, reply_to))
+
+    def tell(self, path: str, message: Any) -> None:
+        """Fire-and-forget to a path; raises NoSuchActor / ActorStopped when undeliverable."""
+        self.send(path, message)
+
+    def ask(self, path: str, message: Any, *, timeout: float | None = 5.0) -> Any:
+        """Blocking ask from an actor thread (never from the loop: use ``bridge.ask``)."""
+        if self.bridge.affinity.on_loop():
+            raise RuntimeError("ActorSystem.ask blocks; on the loop use bridge.ask")
+        future: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
+        self.send(path, message, reply_to=future)
+        return future.get(timeout=timeout)
+
+    def deliver(self, mailbox: Mailbox, message: Any) -> bool:
+        """Tell for internal callbacks (timers, exit reports): a stopped target is not an error."""
+        try:
+            mailbox.put(Envelope(message))
+        except ActorStopped:
+            return False
+        return True
+
+    # reports ---------------------------------------------------------------------------------
+
+    def report(self, event: str, path: str, **fields: Any) -> None:
+        """One structured supervisor report line."""
+        level = logging.ERROR if event in ("escalation", "root_exited", "brutal_kill") else logging.INFO
+        if event == "child_exited" and not str(fields.get("reason", "")).startswith(("normal", "shutdown")):
+            level = logging.WARNING
+        detail = " ".join(f"{k}={v}" for k, v in fields.items())
+        log.log(
+            level, "supervisor %s %s %s", event, path, detail, extra={"event": event, "path": path, **fields}
+        )
+
+    def count_restart(self, path: str, reason: ExitReason) -> None:
+        """Bump ``hydrovisor_actor_restarts_total{path,reason}``."""
+        self.restarts.labels(path=path, reason=reason.kind.value).inc()
