@@ -11,6 +11,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+import pykka
+
 from hydrovisor.runtime.affinity import LoopAffinity
 
 log = logging.getLogger(__name__)
@@ -82,17 +84,20 @@ class TimerService:
         timer = Timer(self)
 
         def fire() -> None:
-            if timer.cancelled:
+            if timer.cancelled or not _run(callback):
                 return
-            _run(callback)
             timer._arm(self._loop.call_later(interval, fire))
 
         self.call_on_loop(lambda: timer._arm(self._loop.call_later(interval, fire)))
         return timer
 
 
-def _run(callback: Callable[[], None]) -> None:
+def _run(callback: Callable[[], None]) -> bool:
+    """Run one callback; False once its target actor is gone (a periodic timer then ends)."""
     try:
         callback()
+    except pykka.ActorDeadError:
+        return False
     except Exception:
         log.exception("timer callback failed", extra={"event": "timer_failed"})
+    return True

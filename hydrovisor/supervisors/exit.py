@@ -17,6 +17,7 @@ class ExitKind(enum.StrEnum):
     HUNG = "hung"
     BASE_EXCEPTION = "base_exception"
     ESCALATED = "reached_max_restart_intensity"
+    KILLED = "killed"
 
 
 class ExitReason(msgspec.Struct, frozen=True):

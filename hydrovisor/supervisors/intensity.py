@@ -11,5 +11,5 @@ def add_restart(
     Mirrors ``supervisor:add_restart/1``: a restart older than ``period`` no longer counts,
     and exactly ``max_restarts`` restarts inside the window are still allowed.
     """
-    recent = (now, *(t for t in history if now - t < period))
+    recent = (now, *(t for t in history if now - t <= period))
     return recent, len(recent) > max_restarts

@@ -18,6 +18,7 @@ class ChildExited(msgspec.Struct, frozen=True):
     child_id: str
     generation: int
     reason: ExitReason
+    parent_generation: int = 0  # the supervisor incarnation that started the child
 
 
 class CheckLiveness(msgspec.Struct, frozen=True):
@@ -45,3 +46,11 @@ class TerminateChild(msgspec.Struct, frozen=True):
     """Ask a supervisor to stop one child for good (its mailbox is closed)."""
 
     child_id: str
+
+
+class KillChild(msgspec.Struct, frozen=True):
+    """Stop a child's current incarnation as a failure (OTP ``exit(Pid, kill)``): it is
+    restarted by policy and the kill counts toward restart intensity."""
+
+    child_id: str
+    reason: str

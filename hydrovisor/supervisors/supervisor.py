@@ -21,6 +21,7 @@ from hydrovisor.supervisors.intensity import add_restart
 from hydrovisor.supervisors.messages import (
     CheckLiveness,
     ChildExited,
+    KillChild,
     RestartDue,
     StartChild,
     TerminateChild,
@@ -52,6 +53,7 @@ class Supervisor(SupervisedActor):
         self._cells: dict[str, Cell] = {}
         self._history: tuple[float, ...] = ()
         self._restart_token = 0
+        self._pending_restarts: dict[str, int] = {}  # child id -> token of its backed-off restart
         self._ticker: Timer | None = None
 
     # lifecycle -------------------------------------------------------------------------------
@@ -85,12 +87,16 @@ class Supervisor(SupervisedActor):
         elif isinstance(message, CheckLiveness):
             self._check_liveness()
         elif isinstance(message, RestartDue):
-            if message.token == self._restart_token:
-                self._start_group(message.child_ids)
+            due = tuple(i for i in message.child_ids if self._pending_restarts.get(i) == message.token)
+            for child_id in due:
+                del self._pending_restarts[child_id]
+            self._start_group(due)
         elif isinstance(message, StartChild):
             return self._start_dynamic(message.spec)
         elif isinstance(message, TerminateChild):
             self._terminate_for_good(message.child_id)
+        elif isinstance(message, KillChild):
+            self._kill(message)
         else:
             return super().on_receive(message)
         return None
@@ -143,8 +149,12 @@ class Supervisor(SupervisedActor):
         self.ctx.system.report("child_started", cell.path, restarts=cell.restarts_total)
 
     def _report_exit_for(self, child_id: str) -> Any:
+        # The path mailbox outlives this supervisor incarnation: tag reports with it, so that the
+        # next incarnation does not mistake an exit of our children for one of its own.
+        parent_generation = self.ctx.generation
+
         def report(generation: int, reason: ExitReason) -> None:
-            self._tell_self(ChildExited(child_id, generation, reason))
+            self._tell_self(ChildExited(child_id, generation, reason, parent_generation))
 
         return report
 
@@ -156,7 +166,8 @@ class Supervisor(SupervisedActor):
     def _on_child_exit(self, msg: ChildExited) -> None:
         cell = self._cells.get(msg.child_id)
         if (
-            cell is None
+            msg.parent_generation != self.ctx.generation
+            or cell is None
             or cell.ctx is None
             or cell.ctx.generation != msg.generation
             or cell.state is not CellState.RUNNING
@@ -180,6 +191,13 @@ class Supervisor(SupervisedActor):
                 self.ctx.system.abandon(cell, ctx)
                 cell.ctx = None
                 self._child_failed(cell, ExitReason(ExitKind.HUNG, f"handler busy for over {hang}s"))
+
+    def _kill(self, msg: KillChild) -> None:
+        cell = self._cells.get(msg.child_id)
+        if cell is None or cell.state is not CellState.RUNNING:
+            raise NoSuchActor(self._child_path(msg.child_id))
+        self._terminate(cell)
+        self._child_failed(cell, ExitReason(ExitKind.KILLED, msg.reason))
 
     def _child_failed(self, cell: Cell, reason: ExitReason) -> None:
         if reason.abnormal:
@@ -222,6 +240,8 @@ class Supervisor(SupervisedActor):
         survivors = []
         for child_id in group:
             cell = self._cells[child_id]
+            if child_id != failed.spec.id and cell.state is CellState.STOPPED:
+                continue  # stopped for good (a transient that finished, its mailbox closed)
             if child_id != failed.spec.id and cell.spec.restart is Restart.TEMPORARY:
                 self._retire(cell, SHUTDOWN)
             else:
@@ -229,8 +249,11 @@ class Supervisor(SupervisedActor):
                 survivors.append(child_id)
         delay = failed.spec.backoff.delay(failed.consecutive_restarts) if failed.spec.backoff else 0.0
         self._restart_token += 1
+        for child_id in survivors:  # this decision supersedes any backed-off restart still pending
+            self._pending_restarts.pop(child_id, None)
         if delay > 0:
             token = self._restart_token
+            self._pending_restarts.update(dict.fromkeys(survivors, token))
             msg = RestartDue(tuple(survivors), token)
             self.ctx.system.timers.after(delay, lambda: self._tell_self(msg))
         else:

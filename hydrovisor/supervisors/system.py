@@ -21,13 +21,22 @@ from hydrovisor.runtime.timers import TimerService
 from hydrovisor.supervisors.cell import Cell, CellState
 from hydrovisor.supervisors.context import ActorContext
 from hydrovisor.supervisors.errors import ActorStopped, NoSuchActor, StartFailed
-from hydrovisor.supervisors.exit import ExitReason
+from hydrovisor.supervisors.exit import ExitKind, ExitReason
 from hydrovisor.supervisors.mailbox import Envelope, Mailbox, StopRequest
+from hydrovisor.supervisors.messages import KillChild
 from hydrovisor.supervisors.spec import ChildSpec, SupervisorFlags
 
 log = logging.getLogger("hydrovisor.supervisor")
 
 ROOT = "/"
+
+
+def kill_request(path: str, reason: str) -> tuple[str, KillChild]:
+    """The supervisor path to ask, and the message, that kill the actor at ``path``."""
+    if path == ROOT or "/" not in path:
+        raise NoSuchActor(f"{path} (the root cannot be killed; stop the process)")
+    parent, child_id = path.rsplit("/", 1)
+    return parent or ROOT, KillChild(child_id, reason)
 
 
 class ActorSystem:
@@ -97,8 +106,10 @@ class ActorSystem:
 
     def _root_exited(self, _generation: int, reason: ExitReason) -> None:
         cell = self._cells.get(ROOT)
-        if cell is not None and cell.state is CellState.STOPPING:
-            return
+        if cell is None or cell.state in (CellState.STOPPING, CellState.STOPPED):
+            return  # stop() asked for it (and may already have unregistered the root)
+        if reason.kind is ExitKind.START_FAILED:
+            return  # start() raises StartFailed to its caller; this is not a running tree failing
         if reason.abnormal:
             cell_failure = cell.record_failure if cell is not None else None
             if cell_failure is not None:
@@ -176,6 +187,11 @@ class ActorSystem:
         future: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
         self.send(path, message, reply_to=future)
         return future.get(timeout=timeout)
+
+    def kill(self, path: str, reason: str) -> None:
+        """Fail the actor at ``path`` on purpose; its supervisor restarts it by policy."""
+        parent, message = kill_request(path, reason)
+        self.ask(parent, message, timeout=60.0)
 
     def deliver(self, mailbox: Mailbox, message: Any) -> bool:
         """Tell for internal callbacks (timers, exit reports): a stopped target is not an error."""

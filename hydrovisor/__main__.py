@@ -1,0 +1,5 @@
+"""``python -m hydrovisor`` is the ``hydrovisor`` command."""
+
+from hydrovisor.cli import main
+
+main()

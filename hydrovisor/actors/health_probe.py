@@ -1,0 +1,111 @@
+"""``HealthProbe``: an actor that checks one infrastructure component on a timer.
+
+It owns nothing asyncio: the check is a coroutine run on the loop through the bridge and its
+outcome comes back as a message. Results go to the shared :class:`HealthBoard` (read by
+``/health/ready`` and ``/metrics``); every up/down transition is logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import msgspec
+from prometheus_client import CollectorRegistry, Gauge
+
+from hydrovisor.runtime.bridge import Outcome
+from hydrovisor.runtime.timers import Timer
+from hydrovisor.supervisors import ActorContext, SupervisedActor
+
+log = logging.getLogger(__name__)
+
+Check = Callable[[], Coroutine[Any, Any, None]]
+
+
+class ComponentHealth(msgspec.Struct, frozen=True):
+    """Latest verdict on one component."""
+
+    ok: bool
+    reason: str
+    checked_at: float  # monotonic
+
+
+class HealthBoard:
+    """Thread-safe latest health per component, written by probes, read anywhere."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._lock = threading.Lock()
+        self._state: dict[str, ComponentHealth] = {}
+        self._gauge = Gauge("hydrovisor_component_up", "1 when the component's last check passed.",
+                            ["component"], registry=registry)
+
+    def set(self, component: str, ok: bool, reason: str) -> ComponentHealth | None:
+        """Record a result; returns the previous one."""
+        with self._lock:
+            previous = self._state.get(component)
+            self._state[component] = ComponentHealth(ok, reason, time.monotonic())
+        self._gauge.labels(component=component).set(1 if ok else 0)
+        return previous
+
+    def get(self, component: str) -> ComponentHealth | None:
+        """Latest result, or ``None`` before the first check."""
+        with self._lock:
+            return self._state.get(component)
+
+
+class _Probe(msgspec.Struct, frozen=True):
+    pass
+
+
+class _ProbeDone(msgspec.Struct, frozen=True):
+    outcome: Outcome
+
+
+class HealthProbe(SupervisedActor):
+    """Runs ``check`` every ``interval`` seconds; a raising check means the component is down."""
+
+    def __init__(self, ctx: ActorContext, component: str, check: Check, interval: float,
+                 board: HealthBoard) -> None:
+        super().__init__(ctx)
+        self._component = component
+        self._check = check
+        self._interval = interval
+        self._board = board
+        self._timer: Timer | None = None
+        self._in_flight = False
+
+    def on_start(self) -> None:
+        self._probe()
+        self._timer = self.ctx.system.timers.every(self._interval, lambda: self.actor_ref.tell(_Probe()))
+
+    def on_stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def on_failure(self, *_: Any) -> None:
+        self.on_stop()
+
+    def on_receive(self, message: Any) -> None:
+        if isinstance(message, _Probe):
+            self._probe()
+        elif isinstance(message, _ProbeDone):
+            self._record(message.outcome)
+
+    def _probe(self) -> None:
+        if self._in_flight:  # a slow check is still running: do not pile up more
+            return
+        self._in_flight = True
+        self.ctx.system.bridge.pipe(self._check(), lambda outcome: self.actor_ref.tell(_ProbeDone(outcome)))
+
+    def _record(self, outcome: Outcome) -> None:
+        self._in_flight = False
+        reason = "ok" if outcome.ok else str(outcome.error) or type(outcome.error).__name__
+        previous = self._board.set(self._component, outcome.ok, reason)
+        if previous is None or previous.ok != outcome.ok:
+            level = logging.INFO if outcome.ok else logging.ERROR
+            log.log(level, "component %s is %s: %s", self._component, "up" if outcome.ok else "down",
+                    reason, extra={"event": "component_health", "component": self._component,
+                                   "ok": outcome.ok})

@@ -1,0 +1,193 @@
+"""Build, start and stop one hydrovisor instance on the current event loop.
+
+Start order: infrastructure (PostgreSQL, migrations, broker) -> actor tree -> HTTP.
+Stop order is the reverse, within ``shutdown_timeout``. A root escalation (the tree gave up)
+ends the process with exit code 10; infrastructure that cannot start gives exit code 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, ProcessCollector
+
+from hydrovisor import exitcodes
+from hydrovisor.actors.health_probe import HealthBoard
+from hydrovisor.broker.embedded import EmbeddedBroker
+from hydrovisor.broker.errors import BrokerUnavailable
+from hydrovisor.config import Settings
+from hydrovisor.http.app import build_http_app
+from hydrovisor.runtime.affinity import LoopAffinity
+from hydrovisor.runtime.bridge import Bridge
+from hydrovisor.runtime.loop_lag import LoopLagMonitor
+from hydrovisor.runtime.timers import TimerService
+from hydrovisor.services import Services
+from hydrovisor.store.database import Database
+from hydrovisor.store.embedded_pg import EmbeddedPostgres
+from hydrovisor.store.errors import StoreError
+from hydrovisor.store.migrations import apply_migrations
+from hydrovisor.supervisors import ActorSystem, ExitReason, SupervisionError
+from hydrovisor.supervisors.metrics import TreeCollector
+from hydrovisor.tree import build_tree, root_flags
+
+log = logging.getLogger("hydrovisor.app")
+
+
+class StartupError(Exception):
+    """A component could not start; ``code`` names it, the process exits with code 2."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Hydrovisor:
+    """One instance. ``await start()``, later ``await stop()``; or ``await serve()`` for both."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services: Services | None = None
+        self.http_port: int | None = None
+        self._embedded: EmbeddedPostgres | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
+        self._exit_code = exitcodes.OK
+
+    async def start(self) -> Services:
+        """Bring everything up in order; on failure undo what started and raise StartupError."""
+        began = time.monotonic()
+        loop = asyncio.get_running_loop()
+        settings = self.settings
+        affinity = LoopAffinity(loop, debug=settings.debug_loop)
+        timers = TimerService(loop, affinity)
+        bridge = Bridge(loop, affinity)
+        registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        db = Database()
+        broker = EmbeddedBroker(settings.mqtt.host, settings.mqtt.port, dev_mode=settings.dev_mode)
+        system = ActorSystem(bridge=bridge, timers=timers, registry=registry, on_root_exit=self._root_exited)
+        registry.register(TreeCollector(system))
+        lag = LoopLagMonitor(loop, settings.loop_lag_interval, registry)
+        health = HealthBoard(registry)
+        services = Services(settings, registry, bridge, system, db, broker, health, lag)
+        self.services = services
+        try:
+            lag.start()
+            await self._start_store(db)
+            await self._start_broker(broker)
+            await self._start_tree(services)
+            await self._start_http(services)
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("hydrovisor ready", extra={
+            "event": "ready", "http_port": self.http_port, "mqtt_port": broker.port,
+            "startup_ms": round((time.monotonic() - began) * 1000),
+            "database": "external" if settings.database.url else "embedded",
+        })
+        return services
+
+    async def _start_store(self, db: Database) -> None:
+        dsn = self.settings.database.url
+        try:
+            if dsn is None:
+                self._embedded = EmbeddedPostgres(Path(self.settings.data_dir))
+                dsn = await asyncio.to_thread(self._embedded.start)
+            cfg = self.settings.database
+            await db.connect(dsn, min_size=cfg.pool_min, max_size=cfg.pool_max,
+                             connect_timeout=cfg.connect_timeout)
+            applied = await apply_migrations(db.pool)
+        except StoreError as exc:
+            raise StartupError(exc.code, str(exc)) from exc
+        log.info("schema up to date", extra={"event": "migrations", "applied": applied})
+
+    async def _start_broker(self, broker: EmbeddedBroker) -> None:
+        try:
+            await broker.start()
+        except (BrokerUnavailable, OSError) as exc:
+            raise StartupError("broker_start_failed", f"MQTT broker failed to start: {exc}") from exc
+
+    async def _start_tree(self, services: Services) -> None:
+        async def db_check() -> None:
+            await services.db.ping(timeout=2.0)
+
+        async def broker_check() -> None:
+            if not services.broker.is_running:
+                raise BrokerUnavailable("broker is not running")
+
+        children = build_tree(self.settings, services.health, db_check, broker_check)
+        try:
+            # start() blocks until every child's on_start ran; those may need the loop
+            await asyncio.to_thread(services.system.start, root_flags(self.settings), children)
+        except SupervisionError as exc:
+            raise StartupError(exc.code, str(exc)) from exc
+
+    async def _start_http(self, services: Services) -> None:
+        app = build_http_app(services)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.http.host, self.settings.http.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise StartupError("http_start_failed", f"HTTP server failed to start: {exc}") from exc
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else self.settings.http.port
+
+    async def stop(self) -> None:
+        """Stop in reverse order; safe to call after a partial start and more than once."""
+        services = self.services
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+        if services is not None:
+            await asyncio.to_thread(services.system.stop, self.settings.shutdown_timeout)
+            await services.broker.stop()
+            await services.db.close()
+            services.loop_lag.stop()
+        if self._embedded is not None:
+            embedded, self._embedded = self._embedded, None
+            await asyncio.to_thread(embedded.stop)
+
+    def _root_exited(self, reason: ExitReason) -> None:
+        """Called from the root supervisor's thread when the whole tree gave up."""
+        if not reason.abnormal:
+            return
+        log.critical("supervision tree escalated to the root: %s", reason,
+                     extra={"event": "fatal", "reason": str(reason)})
+        services = self.services
+        if services is not None:
+            services.bridge.loop.call_soon_threadsafe(self.request_exit, exitcodes.CRITICAL)
+
+    def request_exit(self, code: int) -> None:
+        """Ask :meth:`serve` to shut down and return ``code`` (call on the loop)."""
+        self._exit_code = max(self._exit_code, code)
+        self._stopping.set()
+
+    async def serve(self) -> int:
+        """Run until SIGTERM/SIGINT or a fatal escalation; returns the process exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_exit, exitcodes.OK)
+        try:
+            await self.start()
+        except StartupError as exc:
+            log.error("startup failed: %s", exc, extra={"event": "startup_failed", "code": exc.code})
+            return exitcodes.RECOVERABLE
+        await self._stopping.wait()
+        log.info("shutting down", extra={"event": "stopping", "exit_code": self._exit_code})
+        try:
+            await asyncio.wait_for(self.stop(), self.settings.shutdown_timeout + 5)
+        except TimeoutError:
+            log.error("shutdown exceeded its deadline", extra={"event": "shutdown_timeout"})
+            if self._embedded is not None:
+                await asyncio.to_thread(self._embedded.stop)
+            return max(self._exit_code, exitcodes.RECOVERABLE)
+        log.info("stopped", extra={"event": "stopped", "exit_code": self._exit_code})
+        return self._exit_code

@@ -1,0 +1,83 @@
+"""Typed settings. Every default lives here; ``hydrovisor config`` prints the effective values."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+import msgspec
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class Environment(enum.StrEnum):
+    """``production`` refuses to start without an API token."""
+
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class LogFormat(enum.StrEnum):
+    """Human text lines or one JSON object per line."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """HTTP API listener and request limits."""
+
+    host: str = "0.0.0.0"
+    port: Port = 8080
+    max_body_bytes: PositiveInt = 1024 * 1024
+
+
+class MqttSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Embedded MQTT broker listener."""
+
+    host: str = "0.0.0.0"
+    port: Port = 1883
+
+
+class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """PostgreSQL: ``url`` unset starts the embedded server in ``<data_dir>/pg``."""
+
+    url: str | None = None
+    pool_min: PositiveInt = 1
+    pool_max: PositiveInt = 10
+    connect_timeout: PositiveFloat = 5.0
+    health_interval: PositiveFloat = 5.0
+
+
+class SupervisionSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Root intensity and the caps of the dynamic subtrees."""
+
+    max_restarts: Annotated[int, msgspec.Meta(ge=0)] = 5
+    period: PositiveFloat = 10.0
+    max_nodes: PositiveInt = 10_000
+    max_zones: PositiveInt = 1_000
+    max_commands: PositiveInt = 2_000
+    hang_timeout: PositiveFloat = 30.0
+    liveness_interval: PositiveFloat = 1.0
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Everything ``hydrovisor run`` needs; decoded from TOML + ``HYDROVISOR_*`` variables."""
+
+    env: Environment = Environment.DEVELOPMENT
+    data_dir: str = "data"
+    api_token: str | None = None
+    admin_token: str | None = None
+    dev_mode: bool = False
+    chaos_enabled: bool = False
+    log_format: LogFormat = LogFormat.TEXT
+    log_level: str = "INFO"
+    debug_loop: bool = False
+    shutdown_timeout: PositiveFloat = 20.0
+    loop_lag_interval: PositiveFloat = 0.25
+    http: HttpSettings = HttpSettings()
+    mqtt: MqttSettings = MqttSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    supervision: SupervisionSettings = SupervisionSettings()

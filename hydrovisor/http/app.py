@@ -1,0 +1,26 @@
+"""The aiohttp application: middlewares, limits and every route table."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from hydrovisor.http import openapi
+from hydrovisor.http.auth import make_auth_middleware
+from hydrovisor.http.errors import error_middleware
+from hydrovisor.http.keys import MAX_BODY_BYTES, SERVICES
+from hydrovisor.http.routes import actors, health, metrics
+from hydrovisor.services import Services
+
+
+def build_http_app(services: Services) -> web.Application:
+    """Assemble the API for one running instance."""
+    max_body = services.settings.http.max_body_bytes
+    app = web.Application(
+        middlewares=[error_middleware, make_auth_middleware(services.settings)],
+        client_max_size=max_body,
+    )
+    app[SERVICES] = services
+    app[MAX_BODY_BYTES] = max_body
+    for table in (health.routes, metrics.routes, actors.routes, openapi.routes):
+        app.add_routes(table)
+    return app

@@ -1,0 +1,8 @@
+"""Typed aiohttp application keys."""
+
+from aiohttp import web
+
+from hydrovisor.services import Services
+
+SERVICES = web.AppKey("services", Services)
+MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)

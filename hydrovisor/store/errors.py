@@ -1,0 +1,36 @@
+"""Errors raised by the store; each carries a machine ``code``, ``str(exc)`` is the human message."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class of every store error."""
+
+    code = "store_error"
+
+
+class DatabaseUnavailable(StoreError):
+    """The database cannot be reached (not connected, refused, timed out, connection lost)."""
+
+    code = "db_unreachable"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"database unreachable: {reason}")
+        self.reason = reason
+
+
+class EmbeddedPostgresError(StoreError):
+    """The embedded PostgreSQL server could not be started, or is not running."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class MigrationError(StoreError):
+    """The schema could not be brought up to date; ``migration`` names the offending file."""
+
+    def __init__(self, code: str, message: str, *, migration: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.migration = migration

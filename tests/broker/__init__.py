@@ -1,0 +1,1 @@
+"""Tests of hydrovisor.broker with real amqtt clients."""

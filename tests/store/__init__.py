@@ -1,0 +1,1 @@
+"""Tests of hydrovisor.store against a real embedded PostgreSQL."""
