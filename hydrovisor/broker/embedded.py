@@ -22,6 +22,7 @@ from amqtt.contexts import BrokerConfig, ListenerConfig, ListenerType
 
 from hydrovisor.broker.auth import DeviceAuthenticator, DeviceAuthPlugin, is_refused
 from hydrovisor.broker.errors import BrokerNotRunning, BrokerStartFailed
+from hydrovisor.runtime.affinity import guard
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class EmbeddedBroker:
         self._broker: Broker | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def is_running(self) -> bool:
@@ -76,6 +78,8 @@ class EmbeddedBroker:
 
     async def start(self) -> None:
         """Start amqtt, then listen; raise ``BrokerStartFailed`` on failure."""
+        guard(self._loop, "EmbeddedBroker.start")
+        self._loop = asyncio.get_running_loop()
         if self._server is not None:
             return
         try:
@@ -96,10 +100,12 @@ class EmbeddedBroker:
 
     async def stop(self) -> None:
         """Stop listening, disconnect every client, shut amqtt down; idempotent."""
+        guard(self._loop, "EmbeddedBroker.stop")
         server, broker = self._server, self._broker
         if server is None or broker is None:
             return
         self._server = self._broker = None
+        self._loop = None
         server.close()
         try:
             await broker.shutdown()

@@ -44,3 +44,25 @@ class LoopAffinity:
                 f"{what} is bound to the event loop and was used from thread "
                 f"{threading.current_thread().name!r}; go through the bridge"
             )
+
+
+
+def guard(owner: asyncio.AbstractEventLoop | None, what: str) -> None:
+    """Fail loudly unless the caller runs on ``owner``, the loop ``what`` was created on.
+
+    Components owning asyncio objects (the database pool, the broker) call this on entry, so a
+    call from an actor thread (no running loop) or from another loop raises at once instead of
+    corrupting state later. ``owner=None`` means not started yet: nothing to compare.
+    """
+    if owner is None:
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is not owner:
+        raise LoopAffinityError(
+            f"{what} belongs to the event loop and was used from thread "
+            f"{threading.current_thread().name!r}{'' if running is None else ' on another loop'}; "
+            "go through the bridge"
+        )

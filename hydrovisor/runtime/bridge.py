@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import sys
 from collections.abc import Callable, Coroutine
 from types import TracebackType
@@ -49,11 +50,15 @@ class LoopReply:
         self._future = future
 
     def set(self, value: Any = None) -> None:
-        self._loop.call_soon_threadsafe(_resolve, self._future, value, None)
+        self._post(value, None)
 
     def set_exception(self, exc_info: ExcInfo | None = None) -> None:
-        error = (exc_info or sys.exc_info())[1]
-        self._loop.call_soon_threadsafe(_resolve, self._future, None, error)
+        self._post(None, (exc_info or sys.exc_info())[1])
+
+    def _post(self, value: Any, error: BaseException | None) -> None:
+        # Runs on the replying actor's thread: raising here would kill that actor's loop.
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody awaits this reply
+            self._loop.call_soon_threadsafe(_resolve, self._future, value, error)
 
 
 def _resolve(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:

@@ -7,6 +7,7 @@ import logging
 
 import asyncpg
 
+from hydrovisor.runtime.affinity import guard
 from hydrovisor.store.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -22,10 +23,12 @@ class Database:
 
     def __init__(self) -> None:
         self._pool: asyncpg.Pool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
         """The connected pool; raises ``DatabaseUnavailable`` before ``connect`` or after ``close``."""
+        guard(self._loop, "Database.pool")
         if self._pool is None:
             raise DatabaseUnavailable("not connected")
         return self._pool
@@ -39,6 +42,7 @@ class Database:
         """
         if self._pool is not None:
             raise RuntimeError("Database.connect called twice without close")
+        self._loop = asyncio.get_running_loop()
         try:
             self._pool = await asyncpg.create_pool(
                 dsn, min_size=min_size, max_size=max_size, timeout=connect_timeout
@@ -51,6 +55,7 @@ class Database:
     async def close(self) -> None:
         """Close the pool gracefully; idempotent."""
         pool, self._pool = self._pool, None
+        self._loop = None
         if pool is not None:
             await pool.close()
             log.info("database pool closed", extra={"event": "db_closed"})

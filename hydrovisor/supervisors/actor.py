@@ -147,7 +147,7 @@ class SupervisedActor(pykka.ThreadingActor):
         )
         try:
             self.on_failure(type(exc), exc, exc.__traceback__)
-        except Exception:
+        except BaseException:  # contained like any other failure: the exit must still be reported
             log.exception("on_failure of %s raised", self.path, extra={"path": self.path})
 
     def _exit_phase(self, reason: ExitReason | None) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
+from hydrovisor.runtime.affinity import LoopAffinityError
 from tests.app.conftest import Running
 from tests.helpers import http, wait_until
 
@@ -91,3 +94,17 @@ def test_restart_of_unknown_or_root_path_is_a_clear_404(instance: Running) -> No
     reply = http("POST", instance.base_url + "/api/v1/actors/zones/zn-404/restart")
     assert reply.status == 404
     assert reply.json()["code"] == "actor_not_found"
+
+
+def test_asyncio_owned_components_refuse_use_off_the_loop(instance: Running) -> None:
+    services = instance.app.services
+    assert services is not None
+    with pytest.raises(LoopAffinityError, match=r"Database\.pool"):
+        _ = services.db.pool  # this test's thread is not the loop: must fail loudly
+    assert instance.loop.run(_pool_size_on_loop(instance)) >= 1
+
+
+async def _pool_size_on_loop(instance: Running) -> int:
+    assert instance.app.services is not None
+    size: int = instance.app.services.db.pool.get_size()
+    return size
