@@ -24,17 +24,7 @@ from hydrovisor.supervisors import (
     SupervisorFlags,
     TerminateChild,
 )
-
-
-def wait_until(pred: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.002)
+from tests.helpers import wait_until
 
 
 def settle(lt: LoopThread, delay: float) -> None:

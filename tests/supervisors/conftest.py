@@ -8,10 +8,11 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sup_support import Journal, MakeSystem, Reports, wait_until
+from sup_support import Journal, MakeSystem, Reports
 
 from hydrovisor.runtime.loop_thread import LoopThread
 from hydrovisor.supervisors import ActorSystem, ChildSpec, ExitReason, SupervisorFlags
+from tests.helpers import wait_until
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,16 +24,6 @@ MakeSystem = Callable[..., ActorSystem]
 """Type of the ``make_system`` fixture: ``make_system(flags, children, start=True)``."""
 
 
-def wait_until(pred: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll ``pred`` until it returns something truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.002)
 
 
 class Journal:

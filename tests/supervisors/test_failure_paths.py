@@ -26,7 +26,6 @@ from sup_support import (
     restart_count,
     starts,
     stops,
-    wait_until,
     worker,
 )
 
@@ -46,6 +45,7 @@ from hydrovisor.supervisors import (
     supervisor_spec,
 )
 from hydrovisor.supervisors.cell import CellState
+from tests.helpers import wait_until
 
 
 class Refused(Rejection):

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
-from sup_support import Journal, MakeSystem, Worker, generation, restart_count, wait_until, worker
+from sup_support import Journal, MakeSystem, Worker, generation, restart_count, worker
 
 from hydrovisor.runtime.loop_thread import LoopThread
 from hydrovisor.supervisors import (
@@ -26,6 +26,7 @@ from hydrovisor.supervisors import (
     supervisor_spec,
 )
 from hydrovisor.supervisors.intensity import add_restart
+from tests.helpers import wait_until
 
 # unit tests -------------------------------------------------------------------------------------
 

@@ -20,7 +20,6 @@ from sup_support import (
     restart_count,
     starts,
     stops,
-    wait_until,
     worker,
 )
 
@@ -36,6 +35,7 @@ from hydrovisor.supervisors import (
 )
 from hydrovisor.supervisors.cell import CellState
 from hydrovisor.supervisors.supervisor import should_restart
+from tests.helpers import wait_until
 
 
 def lifecycle(journal: Journal, since: int) -> list[tuple[str, str, int]]:
