@@ -16,6 +16,7 @@ except a :class:`Rejection`, which is an expected refusal and leaves the actor r
 from hydrovisor.supervisors.actor import SupervisedActor
 from hydrovisor.supervisors.context import ActorContext
 from hydrovisor.supervisors.errors import (
+    ActorHung,
     ActorStopped,
     CapacityExceeded,
     DuplicateChild,
@@ -41,6 +42,7 @@ from hydrovisor.supervisors.system import ROOT, ActorSystem
 __all__ = [
     "ROOT",
     "ActorContext",
+    "ActorHung",
     "ActorStopped",
     "ActorSystem",
     "Backoff",

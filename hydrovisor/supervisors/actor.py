@@ -22,7 +22,9 @@ Subclasses implement ``on_receive`` and/or methods called through proxies, exact
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import sys
 import time
 from typing import Any
@@ -70,6 +72,8 @@ class SupervisedActor(pykka.ThreadingActor):
         self.actor_inbox = _Inbox(ctx)
         self._actor_ref = pykka.ActorRef(self)
         self.busy_since: float | None = None
+        # the reply slot of the message being handled: failed at once if the handler hangs
+        self.current_reply: Any = None
 
     @property
     def path(self) -> str:
@@ -109,29 +113,25 @@ class SupervisedActor(pykka.ThreadingActor):
                     envelope.reply_to.set(None)
                 return reason
             self.busy_since = time.monotonic()
+            self.current_reply = envelope.reply_to
             try:
                 response = self._handle_receive(message)
             except Rejection:
-                if envelope.reply_to is not None:
-                    envelope.reply_to.set_exception(exc_info=sys.exc_info())
-                else:
-                    log.warning(
-                        "rejected tell in %s",
-                        self.path,
-                        exc_info=True,
-                        extra={"event": "tell_rejected", "path": self.path},
-                    )
+                if envelope.reply_to is None:
+                    log.warning("rejected tell in %s", self.path, exc_info=True,
+                                extra={"event": "tell_rejected", "path": self.path})
+                _reply_error(envelope.reply_to, sys.exc_info())
                 continue
             except BaseException as exc:
-                if envelope.reply_to is not None:
-                    envelope.reply_to.set_exception(exc_info=sys.exc_info())
-                kind = _exit_kind(exc)
+                _reply_error(envelope.reply_to, sys.exc_info())
                 self._failed(exc)
-                return ExitReason.from_exception(kind, exc)
+                return ExitReason.from_exception(_exit_kind(exc), exc)
             finally:
                 self.busy_since = None
+                self.current_reply = None
             if envelope.reply_to is not None:
-                envelope.reply_to.set(response)
+                with contextlib.suppress(queue.Full):  # already failed by an abandonment
+                    envelope.reply_to.set(response)
 
     def _stop_phase(self, reason: ExitReason) -> ExitReason:
         try:
@@ -163,3 +163,9 @@ def _exit_kind(exc: BaseException) -> ExitKind:
     if isinstance(exc, Escalated):
         return ExitKind.ESCALATED
     return ExitKind.CRASH if isinstance(exc, Exception) else ExitKind.BASE_EXCEPTION
+
+
+def _reply_error(reply_to: Any, exc_info: Any) -> None:
+    if reply_to is not None:
+        with contextlib.suppress(queue.Full):  # already failed by an abandonment
+            reply_to.set_exception(exc_info=exc_info)

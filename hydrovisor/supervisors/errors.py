@@ -77,3 +77,13 @@ class Escalated(SupervisionError):
     """A supervisor exceeded its restart intensity and gives up (its parent decides next)."""
 
     code = "reached_max_restart_intensity"
+
+
+class ActorHung(SupervisionError):
+    """The actor handling this ask ran past its hang timeout and was abandoned and replaced."""
+
+    code = "actor_hung"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"actor {path} hung while handling this message; it was replaced")
+        self.path = path

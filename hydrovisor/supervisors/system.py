@@ -7,7 +7,9 @@ message to a path that stopped for good fails with :class:`ActorStopped` / :clas
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,7 +22,7 @@ from hydrovisor.runtime.bridge import Bridge
 from hydrovisor.runtime.timers import TimerService
 from hydrovisor.supervisors.cell import Cell, CellState
 from hydrovisor.supervisors.context import ActorContext
-from hydrovisor.supervisors.errors import ActorStopped, NoSuchActor, StartFailed
+from hydrovisor.supervisors.errors import ActorHung, ActorStopped, NoSuchActor, StartFailed
 from hydrovisor.supervisors.exit import ExitKind, ExitReason
 from hydrovisor.supervisors.mailbox import Envelope, Mailbox, StopRequest
 from hydrovisor.supervisors.messages import KillChild
@@ -166,6 +168,11 @@ class ActorSystem:
         if actor is not None:
             actor.actor_stopped.set()
             ActorRegistry.unregister(actor.actor_ref)
+            reply = actor.current_reply
+            if reply is not None:
+                error = ActorHung(cell.path)
+                with contextlib.suppress(queue.Full):  # the handler answered meanwhile
+                    reply.set_exception(exc_info=(ActorHung, error, None))
         if cell.mailbox.closed_reason is None:
             cell.mailbox.new_generation()
         self.abandoned_threads += 1

@@ -33,6 +33,7 @@ from hydrovisor.runtime.bridge import LoopReply
 from hydrovisor.runtime.loop_thread import LoopThread
 from hydrovisor.supervisors import (
     ActorContext,
+    ActorHung,
     ActorSystem,
     ChildSpec,
     ExitKind,
@@ -348,3 +349,21 @@ def test_reply_to_an_asker_that_cannot_take_it_does_not_kill_the_actor(
     system.send("/w", "ping", reply_to=LoopReply(other.loop, future))
     system.send("/w", ("raise", Refused("x")), reply_to=LoopReply(other.loop, future))
     assert system.ask("/w", "ping", timeout=5) == ("w", 1)
+
+
+def test_ask_to_a_hung_handler_fails_at_once_when_the_incarnation_is_abandoned(
+    make_system: MakeSystem, journal: Journal
+) -> None:
+    gate = threading.Event()
+    system = make_system(SupervisorFlags(liveness_interval=0.05), [worker("h", journal, hang_timeout=0.2)])
+    try:
+        stuck = pykka.ThreadingFuture()
+        system.send("/h", ("block", gate), reply_to=stuck)
+        with pytest.raises(ActorHung) as error:
+            stuck.get(timeout=5)  # long before the asker's own timeout
+        assert error.value.code == "actor_hung"
+        assert error.value.path == "/h"
+        assert system.ask("/h", "ping")[0] == "h"  # the replacement answers
+    finally:
+        gate.set()
+    wait_until(lambda: not journal_threads(journal)[0].is_alive(), what="released thread to exit")
