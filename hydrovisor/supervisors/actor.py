@@ -65,6 +65,11 @@ class SupervisedActor(pykka.ThreadingActor):
     # An abandoned (hung) thread must not keep the process alive at exit.
     use_daemon_thread = True
 
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        # pykka would allocate a queue per actor; ours is the path's mailbox, set in __init__
+        return None
+
     def __init__(self, ctx: ActorContext) -> None:
         super().__init__()
         self.ctx = ctx

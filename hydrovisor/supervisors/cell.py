@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import enum
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -55,12 +56,30 @@ class Cell:
         self.consecutive_restarts = 0
         self.last_failure: Failure | None = None
         self.flags: SupervisorFlags | None = None
-        self.children: tuple[str, ...] = ()
+        # child paths in start order; a dict for O(1) add/remove with thousands of dynamic children
+        self._children: dict[str, None] = {}
+        self._children_lock = threading.Lock()
 
     @property
     def name(self) -> str:
         """The child id (last path segment)."""
         return self.spec.id
+
+    @property
+    def children(self) -> tuple[str, ...]:
+        """Paths of the children, in start order (a copy, safe to read from any thread)."""
+        with self._children_lock:
+            return tuple(self._children)
+
+    def add_child(self, path: str) -> None:
+        """Record a started child (owning supervisor only)."""
+        with self._children_lock:
+            self._children[path] = None
+
+    def remove_child(self, path: str) -> None:
+        """Forget a child (owning supervisor only)."""
+        with self._children_lock:
+            self._children.pop(path, None)
 
     def record_failure(self, reason: ExitReason) -> None:
         """Remember an abnormal exit for introspection."""

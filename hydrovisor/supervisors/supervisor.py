@@ -49,7 +49,7 @@ class Supervisor(SupervisedActor):
         super().__init__(ctx)
         self.flags = flags
         self._initial = tuple(children)
-        self._order: list[str] = []
+        self._order: dict[str, None] = {}  # child ids in start order (O(1) removal)
         self._cells: dict[str, Cell] = {}
         self._history: tuple[float, ...] = ()
         self._restart_token = 0
@@ -112,10 +112,11 @@ class Supervisor(SupervisedActor):
             raise DuplicateChild(path)
         cell = self.ctx.system.register(path, spec)
         self._cells[spec.id] = cell
-        self._order.append(spec.id)
-        self._publish_children()
+        self._order[spec.id] = None
+        self._own_cell().add_child(path)
         try:
             self._spawn(cell)
+            self.ctx.system.report("child_started", cell.path)
         except StartFailed as exc:
             cell.record_failure(ExitReason(ExitKind.START_FAILED, exc.reason))
             cell.state = CellState.STOPPED
@@ -146,7 +147,6 @@ class Supervisor(SupervisedActor):
         cell.ctx = ctx
         cell.state = CellState.RUNNING
         cell.started_at = time.monotonic()
-        self.ctx.system.report("child_started", cell.path, restarts=cell.restarts_total)
 
     def _report_exit_for(self, child_id: str) -> Any:
         # The path mailbox outlives this supervisor incarnation: tag reports with it, so that the
@@ -222,18 +222,19 @@ class Supervisor(SupervisedActor):
                 f"{self.flags.period}s; last: {cell.path} {reason}"
             )
         cell.record_restart()
-        self.ctx.system.count_restart(cell.path, reason)
+        # children of a dynamic supervisor share one series: a path per command would be unbounded
+        label = f"{self.path.rstrip('/')}/*" if self.flags.dynamic else cell.path
+        self.ctx.system.count_restart(label, reason)
         self._restart(cell)
 
     def _restart(self, failed: Cell) -> None:
-        ids = self._order
-        index = ids.index(failed.spec.id)
+        ids = list(self._order)
         if self.flags.strategy is Strategy.ONE_FOR_ONE:
             group = [failed.spec.id]
         elif self.flags.strategy is Strategy.ONE_FOR_ALL:
-            group = list(ids)
+            group = ids
         else:
-            group = ids[index:]
+            group = ids[ids.index(failed.spec.id):]
         for child_id in reversed(group):
             if child_id != failed.spec.id:
                 self._terminate(self._cells[child_id])
@@ -300,8 +301,8 @@ class Supervisor(SupervisedActor):
 
     def _forget(self, cell: Cell) -> None:
         self._cells.pop(cell.spec.id, None)
-        self._order.remove(cell.spec.id)
-        self._publish_children()
+        self._order.pop(cell.spec.id, None)
+        self._own_cell().remove_child(cell.path)
         self.ctx.system.unregister(cell.path)
 
     def _terminate_for_good(self, child_id: str) -> None:
@@ -314,14 +315,15 @@ class Supervisor(SupervisedActor):
         self.ctx.system.report("child_terminated", cell.path)
 
     def _terminate_all(self) -> None:
+        own = self._own_cell()
         for child_id in reversed(list(self._order)):
             cell = self._cells.pop(child_id)
             self._terminate(cell)
             cell.state = CellState.STOPPED
             cell.mailbox.close(f"parent {self.path} stopped")
             self.ctx.system.unregister(cell.path)
+            own.remove_child(cell.path)
         self._order.clear()
-        self._publish_children()
 
-    def _publish_children(self) -> None:
-        self.ctx.system.cell(self.path).children = tuple(self._child_path(i) for i in self._order)
+    def _own_cell(self) -> Cell:
+        return self.ctx.system.cell(self.path)
