@@ -49,8 +49,7 @@ class Supervisor(SupervisedActor):
         super().__init__(ctx)
         self.flags = flags
         self._initial = tuple(children)
-        self._order: dict[str, None] = {}  # child ids in start order (O(1) removal)
-        self._cells: dict[str, Cell] = {}
+        self._cells: dict[str, Cell] = {}  # by child id, in start order
         self._history: tuple[float, ...] = ()
         self._restart_token = 0
         self._pending_restarts: dict[str, int] = {}  # child id -> token of its backed-off restart
@@ -112,7 +111,6 @@ class Supervisor(SupervisedActor):
             raise DuplicateChild(path)
         cell = self.ctx.system.register(path, spec)
         self._cells[spec.id] = cell
-        self._order[spec.id] = None
         self._own_cell().add_child(path)
         try:
             self._spawn(cell)
@@ -178,7 +176,7 @@ class Supervisor(SupervisedActor):
 
     def _check_liveness(self) -> None:
         now = time.monotonic()
-        for cell in [self._cells[i] for i in self._order]:
+        for cell in list(self._cells.values()):
             ctx = cell.ctx
             if ctx is None or ctx.actor is None or cell.state is not CellState.RUNNING:
                 continue
@@ -228,7 +226,7 @@ class Supervisor(SupervisedActor):
         self._restart(cell)
 
     def _restart(self, failed: Cell) -> None:
-        ids = list(self._order)
+        ids = list(self._cells)
         if self.flags.strategy is Strategy.ONE_FOR_ONE:
             group = [failed.spec.id]
         elif self.flags.strategy is Strategy.ONE_FOR_ALL:
@@ -301,7 +299,6 @@ class Supervisor(SupervisedActor):
 
     def _forget(self, cell: Cell) -> None:
         self._cells.pop(cell.spec.id, None)
-        self._order.pop(cell.spec.id, None)
         self._own_cell().remove_child(cell.path)
         self.ctx.system.unregister(cell.path)
 
@@ -316,14 +313,13 @@ class Supervisor(SupervisedActor):
 
     def _terminate_all(self) -> None:
         own = self._own_cell()
-        for child_id in reversed(list(self._order)):
+        for child_id in reversed(list(self._cells)):
             cell = self._cells.pop(child_id)
             self._terminate(cell)
             cell.state = CellState.STOPPED
             cell.mailbox.close(f"parent {self.path} stopped")
             self.ctx.system.unregister(cell.path)
             own.remove_child(cell.path)
-        self._order.clear()
 
     def _own_cell(self) -> Cell:
         return self.ctx.system.cell(self.path)
