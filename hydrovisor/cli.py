@@ -44,7 +44,8 @@ def _render(node: dict[str, Any], prefix: str = "", last: bool = True, top: bool
     failure = node.get("last_failure")
     bits = [node["state"], f"restarts={node['restarts_total']}", f"mailbox={node['mailbox_depth']}"]
     if node.get("strategy"):
-        bits.insert(0, str(node["strategy"]))
+        cap = node.get("max_children")
+        bits.insert(0, f"dynamic max={cap}" if cap else str(node["strategy"]))
     if failure:
         bits.append(f"last_failure={failure['reason']!r}")
     label = node["path"] if top else node["id"]
