@@ -96,6 +96,7 @@ def test_run_embedded_ready_mqtt_tree_and_clean_sigterm(tmp_path: Path, process:
     tree = subprocess.run([*HYDROVISOR, "tree", "--url", instance.base_url], capture_output=True,
                           text=True, timeout=30, env=_env(), check=False)
     assert tree.returncode == 0, tree.stderr
+    assert "dynamic max=" in tree.stdout
     for name in ("/", "store", "db_health", "broker", "nodes", "zones", "commands"):
         assert name in tree.stdout
 
