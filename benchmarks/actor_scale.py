@@ -104,8 +104,24 @@ def phase_hydrovisor(n: int) -> dict[str, Any]:
         began = time.perf_counter()
         stopped = system.stop(timeout=PHASE_TIMEOUT)
         stop = time.perf_counter() - began
+    return _result(lat, spawn, before=(rss0, threads0, vms0), after=(rss1, threads1, vms1), stop=stop,
+                   stopped=stopped, paths=paths)
+
+
+
+def _result(
+    lat: list[float],
+    spawn: float,
+    *,
+    before: tuple[int, int, int],
+    after: tuple[int, int, int],
+    stop: float,
+    stopped: bool,
+    paths: int,
+) -> dict[str, Any]:
+    """One phase's numbers; ``before``/``after`` are (RSS, threads, virtual memory)."""
     s = summarize(lat)
-    tenth = max(1, n // 10)
+    tenth = max(1, len(lat) // 10)
     return {
         "first10_s": sum(lat[:tenth]) / tenth,
         "last10_s": sum(lat[-tenth:]) / tenth,
@@ -113,16 +129,15 @@ def phase_hydrovisor(n: int) -> dict[str, Any]:
         "p50_s": s.p50,
         "p99_s": s.p99,
         "max_s": s.max,
-        "rss_delta": rss1 - rss0,
-        "threads_delta": threads1 - threads0,
-        "threads": threads1,
+        "rss_delta": after[0] - before[0],
+        "threads_delta": after[1] - before[1],
+        "threads": after[1],
         "stop_s": stop,
         "stopped": stopped,
         "paths": paths,
-        "rss_after": rss1,
-        "vms_delta": vms1 - vms0,
+        "rss_after": after[0],
+        "vms_delta": after[2] - before[2],
     }
-
 
 def phase_pykka(n: int) -> dict[str, Any]:
     """Start ``n`` plain pykka actors, then stop them all."""
@@ -143,24 +158,8 @@ def phase_pykka(n: int) -> dict[str, Any]:
     began = time.perf_counter()
     pykka.ActorRegistry.stop_all(block=True, timeout=PHASE_TIMEOUT)
     stop = time.perf_counter() - began
-    s = summarize(lat)
-    tenth = max(1, n // 10)
-    return {
-        "first10_s": sum(lat[:tenth]) / tenth,
-        "last10_s": sum(lat[-tenth:]) / tenth,
-        "spawn_s": spawn,
-        "p50_s": s.p50,
-        "p99_s": s.p99,
-        "max_s": s.max,
-        "rss_delta": rss1 - rss0,
-        "threads_delta": threads1 - threads0,
-        "threads": threads1,
-        "stop_s": stop,
-        "stopped": True,
-        "paths": n,
-        "rss_after": rss1,
-        "vms_delta": vms1 - vms0,
-    }
+    return _result(lat, spawn, before=(rss0, threads0, vms0), after=(rss1, threads1, vms1), stop=stop,
+                   stopped=True, paths=n)
 
 
 def run_phase(variant: str, n: int, stack_kib: int | None, daemon: bool) -> dict[str, Any]:
