@@ -1,0 +1,81 @@
+"""Greenhouses and zones."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+import msgspec
+
+
+class Greenhouse(msgspec.Struct, frozen=True):
+    """A greenhouse (``gh`` in topics)."""
+
+    uid: str
+    name: str
+    created_at: float
+
+
+class Zone(msgspec.Struct, frozen=True):
+    """A zone (``zone`` in topics) of one greenhouse."""
+
+    uid: str
+    greenhouse_uid: str
+    name: str
+    settings: dict[str, Any]
+    created_at: float
+
+
+async def create_greenhouse(pool: asyncpg.Pool, uid: str, name: str) -> Greenhouse | None:
+    """Insert; ``None`` when the uid exists already."""
+    row = await pool.fetchrow(
+        "INSERT INTO greenhouses (uid, name) VALUES ($1, $2) ON CONFLICT (uid) DO NOTHING "
+        "RETURNING uid, name, extract(epoch FROM created_at) AS created_at", uid, name)
+    return Greenhouse(**dict(row)) if row else None
+
+
+async def list_greenhouses(pool: asyncpg.Pool) -> list[Greenhouse]:
+    """All greenhouses by uid."""
+    rows = await pool.fetch(
+        "SELECT uid, name, extract(epoch FROM created_at) AS created_at FROM greenhouses ORDER BY uid")
+    return [Greenhouse(**dict(r)) for r in rows]
+
+
+async def greenhouse_exists(pool: asyncpg.Pool, uid: str) -> bool:
+    """True when a greenhouse with that uid exists."""
+    return bool(await pool.fetchval("SELECT EXISTS (SELECT 1 FROM greenhouses WHERE uid = $1)", uid))
+
+
+_ZONE_COLUMNS = "uid, greenhouse_uid, name, settings, extract(epoch FROM created_at) AS created_at"
+
+
+def _zone(row: asyncpg.Record) -> Zone:
+    data = dict(row)
+    data["settings"] = json.loads(data["settings"])
+    return Zone(**data)
+
+
+async def create_zone(
+    pool: asyncpg.Pool, uid: str, greenhouse_uid: str, name: str, settings: dict[str, Any]
+) -> Zone | None:
+    """Insert; ``None`` when the uid exists already."""
+    row = await pool.fetchrow(
+        "INSERT INTO zones (uid, greenhouse_uid, name, settings) VALUES ($1, $2, $3, $4::jsonb) "
+        f"ON CONFLICT (uid) DO NOTHING RETURNING {_ZONE_COLUMNS}",
+        uid, greenhouse_uid, name, json.dumps(settings))
+    return _zone(row) if row else None
+
+
+async def list_zones(pool: asyncpg.Pool, greenhouse_uid: str | None = None) -> list[Zone]:
+    """Zones, optionally of one greenhouse, by uid."""
+    rows = await pool.fetch(
+        f"SELECT {_ZONE_COLUMNS} FROM zones WHERE $1::text IS NULL OR greenhouse_uid = $1 ORDER BY uid",
+        greenhouse_uid)
+    return [_zone(r) for r in rows]
+
+
+async def get_zone(pool: asyncpg.Pool, uid: str) -> Zone | None:
+    """One zone or ``None``."""
+    row = await pool.fetchrow(f"SELECT {_ZONE_COLUMNS} FROM zones WHERE uid = $1", uid)
+    return _zone(row) if row else None
