@@ -79,7 +79,7 @@ class HealthProbe(SupervisedActor):
 
     def on_start(self) -> None:
         self._probe()
-        self._timer = self.ctx.system.timers.every(self._interval, lambda: self.actor_ref.tell(_Probe()))
+        self._timer = self.tell_self_every(self._interval, _Probe())
 
     def on_stop(self) -> None:
         if self._timer is not None:
@@ -98,7 +98,7 @@ class HealthProbe(SupervisedActor):
         if self._in_flight:  # a slow check is still running: do not pile up more
             return
         self._in_flight = True
-        self.ctx.system.bridge.pipe(self._check(), lambda outcome: self.actor_ref.tell(_ProbeDone(outcome)))
+        self.pipe_to_self(self._check(), _ProbeDone)
 
     def _record(self, outcome: Outcome) -> None:
         self._in_flight = False

@@ -27,7 +27,8 @@ import logging
 import queue
 import sys
 import time
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 import pykka
 from pykka import ActorRegistry
@@ -37,6 +38,10 @@ from hydrovisor.supervisors.context import ActorContext
 from hydrovisor.supervisors.errors import Escalated, Rejection
 from hydrovisor.supervisors.exit import NORMAL, SHUTDOWN, ExitKind, ExitReason
 from hydrovisor.supervisors.mailbox import StopRequest
+
+if TYPE_CHECKING:
+    from hydrovisor.runtime.bridge import Outcome
+    from hydrovisor.runtime.timers import Timer
 
 log = logging.getLogger("hydrovisor.supervisor")
 
@@ -84,6 +89,21 @@ class SupervisedActor(pykka.ThreadingActor):
     def path(self) -> str:
         """This actor's stable path, e.g. ``/zones/zn-7``."""
         return self.ctx.path
+
+    def tell_self_after(self, delay: float, message: Any) -> Timer:
+        """Deliver ``message`` to this incarnation after ``delay`` s (dropped if it is gone)."""
+        ref = self.actor_ref
+        return self.ctx.system.timers.after(delay, lambda: _tell_quietly(ref, message))
+
+    def tell_self_every(self, interval: float, message: Any) -> Timer:
+        """Deliver ``message`` to this incarnation every ``interval`` s; ends with the incarnation."""
+        ref = self.actor_ref
+        return self.ctx.system.timers.every(interval, lambda: ref.tell(message))
+
+    def pipe_to_self(self, coro: Coroutine[Any, Any, Any], wrap: Callable[[Outcome], Any]) -> None:
+        """Run ``coro`` on the loop; its outcome comes back as the message ``wrap(outcome)``."""
+        ref = self.actor_ref
+        self.ctx.system.bridge.pipe(coro, lambda outcome: _tell_quietly(ref, wrap(outcome)))
 
     def _actor_loop(self) -> None:
         reason = self._start_phase()
@@ -174,3 +194,9 @@ def _reply_error(reply_to: Any, exc_info: Any) -> None:
     if reply_to is not None:
         with contextlib.suppress(queue.Full):  # already failed by an abandonment
             reply_to.set_exception(exc_info=exc_info)
+
+
+def _tell_quietly(ref: pykka.ActorRef[Any], message: Any) -> None:
+    # the incarnation that asked is gone (restarted or stopped): its successor rebuilds its state
+    with contextlib.suppress(pykka.ActorDeadError):
+        ref.tell(message)

@@ -1,0 +1,150 @@
+"""``TelemetryWriter``: batches validated samples into PostgreSQL; nothing accepted is lost.
+
+Samples arrive as tells (cheap: a deque append). A batch is written when it reaches
+``batch_size`` or ``flush_interval`` elapsed, one batch in flight at a time, through the bridge
+(COPY + newest-wins ``telemetry_last`` in one transaction). A failed write keeps the batch at
+the head of the buffer and retries with backoff, so while PostgreSQL is down samples wait here
+(bounded by ``max_buffered``; beyond it new samples are refused and counted as
+``buffer_full``) and are written after recovery in arrival order. A crash of this actor loses
+the in-memory buffer: the supervisor's restart is counted and logged, and the buffered count
+it had is in the crash log line.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import msgspec
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from hydrovisor.runtime.bridge import Outcome
+from hydrovisor.runtime.timers import Timer
+from hydrovisor.store.repos.telemetry import Sample
+from hydrovisor.supervisors import ActorContext, SupervisedActor
+
+log = logging.getLogger(__name__)
+
+WriteBatch = Callable[[Sequence[Sample]], Coroutine[Any, Any, None]]
+OnOutage = Callable[[bool, str], None]
+
+
+class StoreSample(msgspec.Struct, frozen=True):
+    """One validated sample to store."""
+
+    sample: Sample
+
+
+class _Flush(msgspec.Struct, frozen=True):
+    pass
+
+
+class _Written(msgspec.Struct, frozen=True):
+    size: int
+    outcome: Outcome
+
+
+class WriterMetrics:
+    """Prometheus instruments of the writer."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.stored = Counter("hydrovisor_telemetry_stored_total", "Samples written to PostgreSQL.",
+                              registry=registry)
+        self.buffered = Gauge("hydrovisor_telemetry_buffered", "Samples waiting to be written.",
+                              registry=registry)
+        self.write_failures = Counter("hydrovisor_telemetry_write_failures_total",
+                                      "Failed batch writes (retried).", registry=registry)
+        self.refused = Counter("hydrovisor_telemetry_buffer_refused_total",
+                               "Samples refused because the buffer was full.", registry=registry)
+
+
+class TelemetryWriter(SupervisedActor):
+    """Buffers and writes samples; see the module docstring for the failure design."""
+
+    def __init__(
+        self, ctx: ActorContext, *, write: WriteBatch, metrics: WriterMetrics, on_outage: OnOutage,
+        batch_size: int = 2000, flush_interval: float = 0.1, max_buffered: int = 500_000,
+    ) -> None:
+        super().__init__(ctx)
+        self._write = write
+        self._metrics = metrics
+        self._on_outage = on_outage
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._max_buffered = max_buffered
+        self._buffer: collections.deque[Sample] = collections.deque()
+        self._in_flight = 0
+        self._failures = 0
+        self._retry_at = 0.0
+        self._timer: Timer | None = None
+
+    def on_start(self) -> None:
+        self._timer = self.tell_self_every(self._flush_interval, _Flush())
+
+    def on_stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._buffer:
+            log.warning("telemetry writer stopping with %d samples unwritten", len(self._buffer),
+                        extra={"event": "telemetry_unwritten", "count": len(self._buffer)})
+
+    def on_failure(self, *_: Any) -> None:
+        self.on_stop()
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, StoreSample):
+            self._accept(message.sample)
+        elif isinstance(message, _Flush):
+            self._flush(force=True)
+        elif isinstance(message, _Written):
+            self._written(message)
+        else:
+            return super().on_receive(message)
+        return None
+
+    def _accept(self, sample: Sample) -> None:
+        if len(self._buffer) >= self._max_buffered:
+            self._metrics.refused.inc()
+            return
+        self._buffer.append(sample)
+        self._metrics.buffered.set(len(self._buffer))
+        if len(self._buffer) >= self._batch_size:
+            self._flush(force=False)
+
+    def _flush(self, *, force: bool) -> None:
+        if self._in_flight or not self._buffer or (not force and len(self._buffer) < self._batch_size):
+            return
+        if time.monotonic() < self._retry_at:
+            return
+        size = min(self._batch_size, len(self._buffer))
+        batch = [self._buffer[i] for i in range(size)]
+        self._in_flight = size
+        self.pipe_to_self(self._write(batch), lambda outcome: _Written(size, outcome))
+
+    def _written(self, msg: _Written) -> None:
+        self._in_flight = 0
+        if msg.outcome.ok:
+            for _ in range(msg.size):
+                self._buffer.popleft()
+            self._metrics.stored.inc(msg.size)
+            self._metrics.buffered.set(len(self._buffer))
+            if self._failures:
+                log.info("telemetry writes recovered after %d failures; %d samples buffered",
+                         self._failures, len(self._buffer),
+                         extra={"event": "telemetry_write_recovered", "buffered": len(self._buffer)})
+                self._on_outage(False, f"recovered after {self._failures} failed writes")
+            self._failures = 0
+            self._retry_at = 0.0
+            self._flush(force=False)
+            return
+        self._failures += 1
+        self._metrics.write_failures.inc()
+        self._retry_at = time.monotonic() + min(5.0, 0.2 * 2 ** min(self._failures, 5))
+        reason = str(msg.outcome.error) or type(msg.outcome.error).__name__
+        if self._failures == 1:
+            log.error("telemetry write failed; buffering (%d samples): %s", len(self._buffer), reason,
+                      extra={"event": "telemetry_write_failed", "buffered": len(self._buffer)})
+            self._on_outage(True, reason)
