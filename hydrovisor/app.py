@@ -18,9 +18,16 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 
 from hydrovisor import exitcodes
 from hydrovisor.actors.health_probe import HealthBoard
-from hydrovisor.broker.embedded import EmbeddedBroker
+from hydrovisor.actors.telemetry_writer import WriterMetrics
+from hydrovisor.broker import DeviceDirectory, EmbeddedBroker
 from hydrovisor.broker.errors import BrokerUnavailable
 from hydrovisor.config import Settings
+from hydrovisor.devices.credentials import sync_binding
+from hydrovisor.devices.ingest import TelemetryCounters
+from hydrovisor.devices.loading import load_registry
+from hydrovisor.devices.plane import DevicePlane
+from hydrovisor.devices.registry import NodeRegistry
+from hydrovisor.devices.router import DeviceRouter
 from hydrovisor.http.app import build_http_app
 from hydrovisor.runtime.affinity import LoopAffinity
 from hydrovisor.runtime.bridge import Bridge
@@ -31,6 +38,7 @@ from hydrovisor.store.database import Database
 from hydrovisor.store.embedded_pg import EmbeddedPostgres
 from hydrovisor.store.errors import StoreError
 from hydrovisor.store.migrations import apply_migrations
+from hydrovisor.store.repos import events
 from hydrovisor.supervisors import ActorSystem, ExitReason, SupervisionError
 from hydrovisor.supervisors.metrics import TreeCollector
 from hydrovisor.tree import build_tree, root_flags
@@ -57,6 +65,7 @@ class Hydrovisor:
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._exit_code = exitcodes.OK
+        self._router: DeviceRouter | None = None
 
     async def start(self) -> Services:
         """Bring everything up in order; on failure undo what started and raise StartupError."""
@@ -69,17 +78,28 @@ class Hydrovisor:
         registry = CollectorRegistry()
         ProcessCollector(registry=registry)
         db = Database()
-        broker = EmbeddedBroker(settings.mqtt.host, settings.mqtt.port, dev_mode=settings.dev_mode)
+        directory = DeviceDirectory()
+        nodes_view = NodeRegistry()
+        broker = EmbeddedBroker(settings.mqtt.host, settings.mqtt.port, dev_mode=settings.dev_mode,
+                                directory=directory)
         system = ActorSystem(bridge=bridge, timers=timers, registry=registry, on_root_exit=self._root_exited)
         registry.register(TreeCollector(system))
-        lag = LoopLagMonitor(loop, settings.loop_lag_interval, registry)
-        health = HealthBoard(registry)
-        services = Services(settings, registry, bridge, system, db, broker, health, lag)
+        plane = DevicePlane(db=db, registry=nodes_view, publish=broker.publish,
+                            on_binding_changed=lambda view: sync_binding(directory, nodes_view, view))
+        services = Services(
+            settings=settings, registry=registry, bridge=bridge, system=system, db=db, broker=broker,
+            directory=directory, health=HealthBoard(registry),
+            loop_lag=LoopLagMonitor(loop, settings.loop_lag_interval, registry), devices=plane,
+            telemetry=TelemetryCounters(registry), writer_metrics=WriterMetrics(registry))
         self.services = services
+        self._router = DeviceRouter(plane, system, registry, services.telemetry)
+        broker.on_message = self._router.on_message
         try:
-            lag.start()
+            services.loop_lag.start()
             await self._start_store(db)
+            await load_registry(db, nodes_view, directory)
             await self._start_broker(broker)
+            self._router.start()
             await self._start_tree(services)
             await self._start_http(services)
         except BaseException:
@@ -120,7 +140,8 @@ class Hydrovisor:
             if not services.broker.is_running:
                 raise BrokerUnavailable("broker is not running")
 
-        children = build_tree(self.settings, services.health, db_check, broker_check)
+        children = build_tree(self.settings, services, db_check=db_check, broker_check=broker_check,
+                              on_outage=self._telemetry_outage)
         try:
             # start() blocks until every child's on_start ran; those may need the loop
             await asyncio.to_thread(services.system.start, root_flags(self.settings), children)
@@ -147,13 +168,23 @@ class Hydrovisor:
             runner, self._runner = self._runner, None
             await runner.cleanup()
         if services is not None:
-            await asyncio.to_thread(services.system.stop, self.settings.shutdown_timeout)
+            # ingress first, so that the tree (the telemetry writer flushes) drains what was accepted
             await services.broker.stop()
+            if self._router is not None:
+                await self._router.stop()
+            await asyncio.to_thread(services.system.stop, self.settings.shutdown_timeout)
             await services.db.close()
             services.loop_lag.stop()
         if self._embedded is not None:
             embedded, self._embedded = self._embedded, None
             await asyncio.to_thread(embedded.stop)
+
+    def _telemetry_outage(self, down: bool, reason: str) -> None:
+        """From the telemetry writer's thread: once writes work again, record the outage."""
+        services = self.services
+        if down or services is None:
+            return
+        services.bridge.submit(_record_outage(services, reason))
 
     def _root_exited(self, reason: ExitReason) -> None:
         """Called from the root supervisor's thread when the whole tree gave up."""
@@ -191,3 +222,12 @@ class Hydrovisor:
             return max(self._exit_code, exitcodes.RECOVERABLE)
         log.info("stopped", extra={"event": "stopped", "exit_code": self._exit_code})
         return self._exit_code
+
+
+async def _record_outage(services: Services, reason: str) -> None:
+    """An infra alert for a database outage the telemetry writer rode out (already resolved)."""
+    code, key = "infra_db_unreachable", "telemetry_writer"
+    await events.raise_alert(services.db.pool, zone_uid=None, node_uid=None, source="infra", code=code,
+                             alert_type="Database unreachable", dedupe_key=key,
+                             details={"detail": reason, "component": "telemetry_writer"})
+    await events.resolve_alert(services.db.pool, zone_uid=None, code=code, dedupe_key=key)

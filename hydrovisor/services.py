@@ -7,11 +7,17 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from hydrovisor.actors.health_probe import HealthBoard
-from hydrovisor.broker.embedded import EmbeddedBroker
+from hydrovisor.actors.telemetry_writer import WriterMetrics
+from hydrovisor.broker import DeviceDirectory, EmbeddedBroker
 from hydrovisor.config import Settings
+from hydrovisor.devices.credentials import identities
+from hydrovisor.devices.ingest import TelemetryCounters
+from hydrovisor.devices.plane import DevicePlane
+from hydrovisor.devices.registry import NodeView
 from hydrovisor.runtime.bridge import Bridge
 from hydrovisor.runtime.loop_lag import LoopLagMonitor
 from hydrovisor.store.database import Database
+from hydrovisor.store.repos.nodes import NodeRecord
 from hydrovisor.supervisors import ActorSystem
 
 
@@ -25,5 +31,17 @@ class Services:
     system: ActorSystem
     db: Database
     broker: EmbeddedBroker
+    directory: DeviceDirectory
     health: HealthBoard
     loop_lag: LoopLagMonitor
+    devices: DevicePlane
+    telemetry: TelemetryCounters
+    writer_metrics: WriterMetrics
+
+    def credentials_changed(self, node: NodeRecord, password_hash: str) -> None:
+        """A node got new MQTT credentials: the broker accepts them from now on."""
+        view = self.devices.registry.get(node.uid) or NodeView(
+            uid=node.uid, hardware_id=node.hardware_id, zone_uid=node.zone_uid, gh_uid=None,
+            validated=node.validated, pending_zone_uid=node.pending_zone_uid)
+        for identity in identities(view, password_hash, self.devices.registry):
+            self.directory.put(identity)

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from hydrovisor.actors.health_probe import Check, HealthBoard, HealthProbe
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from hydrovisor.actors.health_probe import Check, HealthProbe
+from hydrovisor.actors.rollups import RollupWorker
+from hydrovisor.actors.telemetry_writer import OnOutage, TelemetryWriter
 from hydrovisor.config import Settings
+from hydrovisor.devices.spawn import registered_nodes
+from hydrovisor.store.repos import telemetry
 from hydrovisor.supervisors import ChildSpec, SupervisorFlags, supervisor_spec
+
+if TYPE_CHECKING:
+    from hydrovisor.services import Services
 
 
 def root_flags(settings: Settings) -> SupervisorFlags:
@@ -15,7 +25,7 @@ def root_flags(settings: Settings) -> SupervisorFlags:
 
 
 def build_tree(
-    settings: Settings, board: HealthBoard, db_check: Check, broker_check: Check
+    settings: Settings, services: Services, *, db_check: Check, broker_check: Check, on_outage: OnOutage
 ) -> list[ChildSpec]:
     """Children of the root, in start order (stopped in reverse)."""
     sup = settings.supervision
@@ -24,7 +34,7 @@ def build_tree(
     def probe(component: str, check: Check, interval: float) -> ChildSpec:
         return ChildSpec(
             f"{component}_health",
-            lambda ctx: HealthProbe.start(ctx, component, check, interval, board),
+            lambda ctx: HealthProbe.start(ctx, component, check, interval, services.health),
             hang_timeout=sup.hang_timeout,
         )
 
@@ -32,10 +42,21 @@ def build_tree(
         return SupervisorFlags(dynamic=True, max_children=cap, max_restarts=10, period=10.0,
                                liveness_interval=sup.liveness_interval)
 
+    async def write(batch: Sequence[telemetry.Sample]) -> None:
+        await telemetry.write_batch(services.db.pool, batch)
+
+    async def advance(bucket: str) -> int:
+        return await telemetry.advance_rollups(services.db.pool, bucket)
+
+    writer = ChildSpec("telemetry_writer", lambda ctx: TelemetryWriter.start(
+        ctx, write=write, metrics=services.writer_metrics, on_outage=on_outage), hang_timeout=sup.hang_timeout)
+    rollups = ChildSpec("rollups", lambda ctx: RollupWorker.start(ctx, advance=advance),
+                        hang_timeout=sup.hang_timeout)
     return [
-        supervisor_spec("store", static, (probe("db", db_check, settings.database.health_interval),)),
+        supervisor_spec("store", static, (
+            probe("db", db_check, settings.database.health_interval), writer, rollups)),
         supervisor_spec("broker", static, (probe("broker", broker_check, 2.0),)),
-        supervisor_spec("nodes", dynamic(sup.max_nodes)),
+        supervisor_spec("nodes", dynamic(sup.max_nodes), lambda: registered_nodes(services.devices)),
         supervisor_spec("zones", dynamic(sup.max_zones)),
         supervisor_spec("commands", dynamic(sup.max_commands)),
     ]

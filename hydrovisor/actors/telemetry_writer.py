@@ -87,12 +87,24 @@ class TelemetryWriter(SupervisedActor):
     def on_stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        if self._buffer:
-            log.warning("telemetry writer stopping with %d samples unwritten", len(self._buffer),
-                        extra={"event": "telemetry_unwritten", "count": len(self._buffer)})
+        # graceful stop: write what is not already in flight (that batch completes on the loop)
+        pending = list(self._buffer)[self._in_flight:]
+        written = 0
+        try:
+            while written < len(pending):
+                batch = pending[written:written + self._batch_size]
+                self.ctx.system.bridge.submit(self._write(batch)).result(timeout=10)
+                written += len(batch)
+                self._metrics.stored.inc(len(batch))
+        except Exception as exc:  # the database is gone: say exactly what is lost
+            log.error("telemetry writer stopped with %d samples unwritten: %s", len(pending) - written, exc,
+                      extra={"event": "telemetry_unwritten", "count": len(pending) - written})
 
     def on_failure(self, *_: Any) -> None:
-        self.on_stop()
+        if self._timer is not None:
+            self._timer.cancel()
+        log.error("telemetry writer crashed with %d samples buffered", len(self._buffer),
+                  extra={"event": "telemetry_unwritten", "count": len(self._buffer)})
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, StoreSample):

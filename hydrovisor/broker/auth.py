@@ -1,74 +1,124 @@
-"""Device authentication for the embedded broker: the credential check and its amqtt plugin."""
+"""Admission of a connection from its CONNECT, decided before amqtt sees the connection.
+
+Rules (PROTOCOL §9):
+
+- outside development mode a device must present a username known to the directory and its
+  secret; anonymous clients get CONNACK 5, unknown users and wrong secrets CONNACK 4;
+- in development mode anonymous clients, and clients whose username the directory does not
+  know, are admitted *unrestricted* (no topic ACL: that is what the simulators and test tools
+  use); a client presenting a username the directory knows is still verified (wrong secret ->
+  CONNACK 4) and gets the device ACL, exactly as outside development mode;
+- a verified device's last will must be on a topic the ACL lets it publish (CONNACK 5 else):
+  amqtt publishes wills without any ACL check, so this is the only place to enforce it;
+- an empty client id needs a clean session (§3.1.3-8: CONNACK 2).
+
+The verdict is attached to the amqtt session (``attach``) and read back by the plugins.
+"""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
-from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 
-log = logging.getLogger(__name__)
+from hydrovisor.broker import acl
+from hydrovisor.broker.connect import (
+    BAD_USERNAME_PASSWORD,
+    IDENTIFIER_REJECTED,
+    NOT_AUTHORIZED,
+    ConnectRequest,
+)
+from hydrovisor.broker.directory import DeviceDirectory, DeviceIdentity
 
-# amqtt keeps a refused session registered, in state "connected"; the verdict is recorded on the
-# session itself (as amqtt's own auth plugins do with ``is_anonymous``) so it can be told apart.
-_REFUSED = "hydrovisor_refused"
-
-
-# runtime_checkable because amqtt builds the plugin Config with dacite in strict mode, which
-# type-checks every field with isinstance().
-@runtime_checkable
-class DeviceAuthenticator(Protocol):
-    """Checks the credentials a device sends in CONNECT. Runs on the event loop: keep it cheap."""
-
-    def verify(self, username: str | None, password: str | None) -> bool:
-        """True when ``username``/``password`` identify a known device."""
-        ...
+# Session attribute holding the Admission (amqtt sessions carry extension-owned attributes).
+_ADMISSION = "hydrovisor_admission"
 
 
-class DeviceAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no type information
-    """amqtt auth plugin: everyone in development mode, else only what the authenticator accepts.
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """An admitted connection: who it is and whether the device ACL applies.
 
-    amqtt instantiates plugins itself from the broker config; the broker passes ``dev_mode`` and
-    the authenticator object through this plugin's ``Config``. Fails closed: no authenticator,
-    or an authenticator that raises, means rejection.
+    ``verified`` is True when the directory vouched for the credentials; then the ACL applies
+    and is evaluated against the directory's *current* identity of ``username`` (so binding
+    or unbinding takes effect without a reconnect). Unverified admissions (development mode
+    only) are unrestricted.
     """
 
-    @dataclass
-    class Config:
-        """Plugin settings, filled from the ``plugins`` section of the broker config."""
-
-        dev_mode: bool = False
-        authenticator: DeviceAuthenticator | None = None
-
-    async def authenticate(self, *, session: Session) -> bool:
-        """Decide on one CONNECT (amqtt then answers CONNACK 0 or 5)."""
-        accepted = self._decide(session)
-        setattr(session, _REFUSED, not accepted)
-        if not accepted:
-            log.warning("device connection refused", extra={
-                "event": "device_auth_rejected", "client_id": session.client_id,
-                "username": session.username,
-            })
-        return accepted
-
-    def _decide(self, session: Session) -> bool:
-        config: DeviceAuthPlugin.Config = self.config
-        if config.dev_mode:
-            return True
-        if config.authenticator is None:
-            return False
-        try:
-            return config.authenticator.verify(session.username, session.password) is True
-        except Exception:
-            log.exception("device authenticator failed; refusing the connection", extra={
-                "event": "device_auth_error", "client_id": session.client_id,
-                "username": session.username,
-            })
-            return False
+    client_id: str
+    username: str | None
+    verified: bool
+    identity: DeviceIdentity | None
+    keep_alive: int
 
 
-def is_refused(session: Session) -> bool:
-    """True when ``DeviceAuthPlugin`` refused this session's latest CONNECT."""
-    return getattr(session, _REFUSED, False) is True
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A refused connection: the CONNACK return code and a reason for the log."""
+
+    return_code: int
+    reason: str
+
+
+def admit(request: ConnectRequest, directory: DeviceDirectory, *, dev_mode: bool) -> Admission | Refusal:
+    """Decide on one CONNECT."""
+    if not request.client_id and not request.clean_session:
+        return Refusal(IDENTIFIER_REJECTED, "empty_client_id_without_clean_session")
+    username = request.username
+    if username is None:
+        if dev_mode:
+            return _admitted(request, None)
+        return Refusal(NOT_AUTHORIZED, "anonymous")
+    if directory.get(username) is None:
+        if dev_mode:
+            return _admitted(request, None)
+        directory.verify(username, "")  # same cost as a known user: no username probing by timing
+        return Refusal(BAD_USERNAME_PASSWORD, "unknown_user")
+    identity = directory.verify(username, _text(request.password))
+    if identity is None:
+        return Refusal(BAD_USERNAME_PASSWORD, "bad_password")
+    if request.will is not None and not acl.may_publish(identity, request.will.topic):
+        return Refusal(NOT_AUTHORIZED, "will_topic_denied")
+    return _admitted(request, identity)
+
+
+def may_take_over(new: Admission, old: Admission) -> bool:
+    """May ``new`` replace the live connection ``old`` using the same client id?
+
+    MQTT makes the broker drop the old connection (§3.1.4-2). Without this check any admitted
+    client could knock a device off by reusing its client id; allowed are the same username,
+    the same device under its other username (hardware id vs node uid), a verified device
+    replacing an unverified development client, and development clients among themselves.
+    """
+    if new.username == old.username:
+        return True
+    if new.identity is not None and old.identity is not None:
+        return new.identity.hardware_id == old.identity.hardware_id
+    return new.verified or not old.verified
+
+
+def attach(session: Session, admission: Admission | None) -> None:
+    """Record ``admission`` on the amqtt session."""
+    setattr(session, _ADMISSION, admission)
+
+
+def admission_of(session: Session | None) -> Admission | None:
+    """The admission recorded on ``session`` (None: not admitted by us - refuse everything)."""
+    admission = getattr(session, _ADMISSION, None)
+    return admission if isinstance(admission, Admission) else None
+
+
+def _admitted(request: ConnectRequest, identity: DeviceIdentity | None) -> Admission:
+    return Admission(
+        client_id=request.client_id,
+        username=request.username,
+        verified=identity is not None,
+        identity=identity,
+        keep_alive=request.keep_alive,
+    )
+
+
+def _text(password: bytes | None) -> str:
+    """The password as text; bytes that are not UTF-8 can never match a generated secret."""
+    if password is None:
+        return ""
+    return password.decode("utf-8", "replace")

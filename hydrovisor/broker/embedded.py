@@ -1,53 +1,117 @@
 """The embedded MQTT 3.1.1 broker (amqtt) that the greenhouse nodes connect to.
 
-We own the TCP listener and hand each accepted connection to amqtt through its "external"
-listener API (``Broker.external_connected``), instead of letting amqtt bind the port itself:
-- the bound port is known without reading amqtt's private server table (port 0 works);
-- ``stop()`` can close every connection, including those that never sent CONNECT, which
-  amqtt does not track (and on Python >= 3.12 its own ``Server.wait_closed`` would wait for them).
+We own the TCP listener and hand each connection to amqtt through its "external" listener
+API (``Broker.external_connected``), which lets us:
 
-Only our ``DeviceAuthPlugin`` is loaded: giving amqtt an explicit ``plugins`` section replaces
-its defaults (anonymous auth, $SYS topics, event and packet loggers). Keep-alive is amqtt's:
-a client silent for its keep-alive period is disconnected.
+- read and authenticate the CONNECT ourselves *before* amqtt sees the connection. amqtt
+  deletes the subscriptions of a live session whose client id a new CONNECT reuses, and keeps
+  refused sessions registered, both before authenticating; a refused CONNECT here never
+  reaches amqtt, so it can neither disturb a device nor leak a session;
+- bound what an unauthenticated peer costs: a CONNECT must arrive within ``connect_timeout``
+  and be at most ``max_connect_bytes``;
+- enforce the keep-alive (amqtt 0.12 does not) with PROTOCOL's 1.5x margin;
+- drop the live connection of a client id when a new CONNECT takes it over (MQTT §3.1.4-2;
+  amqtt only discards the old session's state and leaves its connection running), and refuse
+  a takeover by another device (CONNACK 2);
+- kick devices (``disconnect``) and close every connection on ``stop()``, including those
+  that never sent CONNECT.
+
+The server side is in-process: ``on_message`` receives every device publish that passed the
+topic ACL (and device wills), ``publish`` sends to subscribed devices without a loopback
+client. Only our plugins are loaded: an explicit ``plugins`` section replaces amqtt's defaults
+(anonymous auth, $SYS topics, event and packet loggers - the latter would log passwords).
+
+Everything here runs on the event loop that called ``start()``; from actor threads go through
+the bridge.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
-from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
-from amqtt.broker import Broker
+from amqtt.adapters import StreamWriterAdapter
 from amqtt.contexts import BrokerConfig, ListenerConfig, ListenerType
 
-from hydrovisor.broker.auth import DeviceAuthenticator, DeviceAuthPlugin, is_refused
+from hydrovisor.broker.acl import is_topic_name, topic_matches
+from hydrovisor.broker.auth import Refusal, admit, may_take_over
+from hydrovisor.broker.connect import (
+    IDENTIFIER_REJECTED,
+    UNACCEPTABLE_PROTOCOL,
+    ConnectRequest,
+    MalformedConnect,
+    UnsupportedProtocol,
+    connack,
+    read_connect,
+)
+from hydrovisor.broker.connection import DeviceConnection, ReplayReader, enforce_keep_alive
+from hydrovisor.broker.directory import DeviceDirectory
+from hydrovisor.broker.engine import DeviceBroker
 from hydrovisor.broker.errors import BrokerNotRunning, BrokerStartFailed
+from hydrovisor.broker.messages import MessageSink
+from hydrovisor.broker.plugins import BrokerHooks, DeviceAclPlugin, DeviceAuthPlugin
 from hydrovisor.runtime.affinity import guard
 
 log = logging.getLogger(__name__)
 
 _LISTENER = "default"  # amqtt requires a listener of that name
-_AUTH_PLUGIN = f"{DeviceAuthPlugin.__module__}.{DeviceAuthPlugin.__qualname__}"
+_PLUGIN_PATHS = {cls: f"{cls.__module__}.{cls.__qualname__}" for cls in (DeviceAuthPlugin, DeviceAclPlugin)}
+_WRITE_TIMEOUT = 2.0  # for the CONNACK of a refusal
+_DROP_WAIT = 5.0  # how long a takeover / kick waits for amqtt to finish the old connection
+_STOP_GRACE = 3.0  # after this, stop() aborts connections amqtt is still closing (dead peers)
 
 
 class EmbeddedBroker:
     """amqtt broker plus its TCP listener, started and stopped on the caller's event loop.
 
-    ``dev_mode=True`` accepts every connection (anonymous included); otherwise a connection is
-    accepted only when ``authenticator.verify(username, password)`` returns True.
+    ``directory`` holds the device credentials (an empty one is created when omitted; fill it
+    through :attr:`directory`). ``dev_mode=True`` additionally admits anonymous clients and
+    usernames the directory does not know, without any topic ACL (see ``auth.py``).
     """
 
     def __init__(
-        self, host: str, port: int, *, dev_mode: bool, authenticator: DeviceAuthenticator | None = None
+        self,
+        host: str,
+        port: int,
+        *,
+        dev_mode: bool,
+        directory: DeviceDirectory | None = None,
+        on_message: MessageSink | None = None,
+        connect_timeout: float = 10.0,
+        max_connect_bytes: int = 2048,
+        keep_alive_factor: float = 1.5,
     ) -> None:
         self._host = host
         self._requested_port = port
         self._dev_mode = dev_mode
-        self._authenticator = authenticator
-        self._broker: Broker | None = None
+        self._directory = directory if directory is not None else DeviceDirectory()
+        self._hooks = BrokerHooks(self._directory, on_message)
+        self._connect_timeout = connect_timeout
+        self._max_connect_bytes = max_connect_bytes
+        self._keep_alive_factor = keep_alive_factor
+        self._broker: DeviceBroker | None = None
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # every accepted socket, CONNECT or not
+        self._admitted: set[DeviceConnection] = set()  # handed (or about to be handed) to amqtt
+        self._by_client_id: dict[str, DeviceConnection] = {}  # the latest admitted per client id
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def directory(self) -> DeviceDirectory:
+        """The credentials the broker checks; the application keeps it up to date."""
+        return self._directory
+
+    @property
+    def on_message(self) -> MessageSink | None:
+        """Called on the loop with every device publish that passed the ACL; must not block."""
+        return self._hooks.on_message
+
+    @on_message.setter
+    def on_message(self, sink: MessageSink | None) -> None:
+        self._hooks.on_message = sink
 
     @property
     def is_running(self) -> bool:
@@ -69,12 +133,37 @@ class EmbeddedBroker:
     @property
     def session_count(self) -> int:
         """Number of clients connected and authenticated right now."""
+        return len(self.connected_clients())
+
+    def connected_clients(self) -> list[str]:
+        """Client ids of the sessions connected right now, sorted."""
+        guard(self._loop, "EmbeddedBroker.connected_clients")
+        if self._broker is None:
+            return []
+        return sorted(
+            client_id for client_id, (session, _) in self._broker.sessions.items()
+            if session.transitions.is_connected()
+        )
+
+    def subscriber_count(self, topic: str) -> int:
+        """How many connected sessions have a subscription matching ``topic``.
+
+        0 means a publish to ``topic`` now reaches nobody: amqtt drops QoS 1 messages for
+        absent clean sessions, so the command path must not count on later delivery.
+        """
+        guard(self._loop, "EmbeddedBroker.subscriber_count")
         if self._broker is None:
             return 0
-        return sum(
-            1 for session, _ in self._broker.sessions.values()
-            if session.transitions.is_connected() and not is_refused(session)
-        )
+        subscribers = {
+            session.client_id
+            for topic_filter, subscriptions in self._broker.subscriptions.items()
+            if topic_matches(topic_filter, topic)
+            for session, _qos in subscriptions
+            if session.transitions.is_connected()
+        }
+        return len(subscribers)
+
+    # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start amqtt, then listen; raise ``BrokerStartFailed`` on failure."""
@@ -82,8 +171,9 @@ class EmbeddedBroker:
         self._loop = asyncio.get_running_loop()
         if self._server is not None:
             return
+        self._hooks.delivering = True
         try:
-            broker = Broker(self._config())
+            broker = DeviceBroker(self._config(), self._hooks)
             await broker.start()
         except Exception as exc:
             raise BrokerStartFailed(f"amqtt broker failed to start: {exc}") from exc
@@ -106,21 +196,82 @@ class EmbeddedBroker:
             return
         self._server = self._broker = None
         self._loop = None
+        self._hooks.delivering = False
         server.close()
+        # amqtt closes each connection gracefully, which waits for unsent data to drain: a dead
+        # peer would hold shutdown for minutes, so whatever is left after the grace is aborted.
+        loop = asyncio.get_running_loop()
+        deadline = loop.call_later(_STOP_GRACE, self._abort_all, "broker_stopping")
         try:
             await broker.shutdown()
         finally:
-            # Whatever amqtt did not close (connections still before or inside CONNECT).
-            for task in self._connections:
+            deadline.cancel()
+            # Whatever amqtt did not close (connections before or inside CONNECT, takeovers).
+            for task in self._tasks:
                 task.cancel()
-            await asyncio.gather(*self._connections, return_exceptions=True)
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             await server.wait_closed()
         log.info("mqtt broker stopped", extra={"event": "broker_stopped"})
+
+    # -- server plane ------------------------------------------------------------------------
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Publish in-process to every subscribed device (no ACL: this is the server speaking).
+
+        Delivery is at ``qos`` whatever QoS the subscriber asked for (amqtt forces the
+        publisher's QoS on in-process broadcasts). Returns once queued for delivery.
+        """
+        guard(self._loop, "EmbeddedBroker.publish")
+        broker = self._running()
+        if not is_topic_name(topic):
+            raise ValueError(f"not a publishable topic name: {topic!r}")
+        if qos not in (0, 1, 2):
+            raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
+        await broker.internal_message_broadcast(topic, bytes(payload), qos)
+        if retain:
+            await broker.retain_message(None, topic, bytes(payload), qos)
+
+    async def disconnect(self, client_id: str) -> bool:
+        """Drop the connection of ``client_id`` as a network fault would (its will goes out).
+
+        Returns once amqtt has processed the drop; False when no such client is connected.
+        """
+        guard(self._loop, "EmbeddedBroker.disconnect")
+        connection = self._by_client_id.get(client_id)
+        if connection is None:  # amqtt assigned the id (empty client id in CONNECT)
+            connection = next((c for c in self._admitted if c.client_id == client_id), None)
+        if connection is None or connection.finished.is_set():
+            return False
+        connection.drop("kicked")
+        await connection.wait_finished(_DROP_WAIT)
+        return True
+
+    async def disconnect_all(self) -> int:
+        """Drop every device connection (wills go out); returns how many were dropped."""
+        guard(self._loop, "EmbeddedBroker.disconnect_all")
+        victims = [c for c in self._admitted if not c.finished.is_set()]
+        self._abort_all("kicked")
+        await asyncio.gather(*(c.wait_finished(_DROP_WAIT) for c in victims))
+        return len(victims)
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _abort_all(self, reason: str) -> None:
+        for connection in list(self._admitted):
+            connection.drop(reason)
+
+    def _running(self) -> DeviceBroker:
+        if self._broker is None:
+            raise BrokerNotRunning("the embedded broker is not running")
+        return self._broker
 
     def _config(self) -> BrokerConfig:
         return BrokerConfig(
             listeners={_LISTENER: ListenerConfig(type=ListenerType.EXTERNAL)},
-            plugins={_AUTH_PLUGIN: {"dev_mode": self._dev_mode, "authenticator": self._authenticator}},
+            plugins={
+                _PLUGIN_PATHS[DeviceAuthPlugin]: {},
+                _PLUGIN_PATHS[DeviceAclPlugin]: {"hooks": self._hooks},
+            },
         )
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -128,15 +279,112 @@ class EmbeddedBroker:
         if broker is None or task is None:  # accepted while stopping
             writer.close()
             return
-        self._connections.add(task)
+        self._tasks.add(task)
+        peer = writer.get_extra_info("peername")
+        try:
+            read = await self._read_connect(reader, writer, peer)
+            if read is None:
+                return
+            request, raw = read
+            verdict = admit(request, self._directory, dev_mode=self._dev_mode)
+            if isinstance(verdict, Refusal):
+                await self._refuse(writer, verdict, request.client_id, request.username, peer)
+                return
+            connection = DeviceConnection(writer, verdict, peer)
+            self._admitted.add(connection)
+            try:
+                await self._hand_over(broker, reader, raw, connection)
+            finally:
+                connection.finished.set()
+                self._admitted.discard(connection)
+                if self._by_client_id.get(connection.admission.client_id) is connection:
+                    del self._by_client_id[connection.admission.client_id]
+        except Exception:
+            log.exception("mqtt connection failed", extra={"event": "broker_connection_error", "peer": peer})
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    async def _read_connect(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object
+    ) -> tuple[ConnectRequest, bytes] | None:
+        """The CONNECT and its raw bytes, or None when the connection is to be closed."""
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                return await read_connect(reader, self._max_connect_bytes)
+        except TimeoutError:
+            log.info("no CONNECT in time; closing", extra={
+                "event": "connect_timeout", "peer": peer, "timeout_s": self._connect_timeout,
+            })
+        except (asyncio.IncompleteReadError, ConnectionError):
+            log.debug("peer left before CONNECT", extra={"event": "connect_aborted", "peer": peer})
+        except UnsupportedProtocol as exc:
+            log.info("unsupported MQTT protocol", extra={"event": "connect_refused", "peer": peer,
+                                                         "reason": str(exc)})
+            await self._write_connack(writer, UNACCEPTABLE_PROTOCOL)
+        except MalformedConnect as exc:
+            log.warning("malformed CONNECT; closing", extra={
+                "event": "connect_malformed", "peer": peer, "reason": str(exc),
+            })
+        return None
+
+    async def _refuse(
+        self, writer: asyncio.StreamWriter, refusal: Refusal,
+        client_id: str, username: str | None, peer: object,
+    ) -> None:
+        log.warning("device connection refused", extra={
+            "event": "device_auth_rejected", "client_id": client_id, "username": username,
+            "reason": refusal.reason, "return_code": refusal.return_code, "peer": peer,
+        })
+        await self._write_connack(writer, refusal.return_code)
+
+    async def _write_connack(self, writer: asyncio.StreamWriter, return_code: int) -> None:
+        writer.write(connack(return_code))
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(writer.drain(), _WRITE_TIMEOUT)
+
+    async def _hand_over(
+        self, broker: DeviceBroker, reader: asyncio.StreamReader, raw: bytes, connection: DeviceConnection
+    ) -> None:
+        """Take the client id over if needed, then let amqtt serve the connection."""
+        admission, peer = connection.admission, connection.peer
+        if not await self._claim_client_id(connection):
+            refusal = Refusal(IDENTIFIER_REJECTED, "client_id_in_use")
+            await self._refuse(connection.writer, refusal, admission.client_id, admission.username, peer)
+            return
+        if connection.dropped_because is not None:  # superseded while waiting for the old one
+            return
+        log.info("device connected", extra={
+            "event": "device_connected", "client_id": admission.client_id, "username": admission.username,
+            "verified": admission.verified, "keep_alive": admission.keep_alive, "peer": peer,
+        })
+        watchdog = asyncio.create_task(enforce_keep_alive(connection, self._keep_alive_factor))
         try:
             await broker.external_connected(
-                StreamReaderAdapter(reader), StreamWriterAdapter(writer), _LISTENER
+                ReplayReader(reader, raw, connection), StreamWriterAdapter(connection.writer), _LISTENER
             )
-        except Exception:
-            log.exception("mqtt connection failed", extra={
-                "event": "broker_connection_error", "peer": writer.get_extra_info("peername"),
-            })
         finally:
-            self._connections.discard(task)
-            writer.close()
+            watchdog.cancel()
+            log.info("device disconnected", extra={
+                "event": "device_disconnected", "client_id": connection.client_id,
+                "reason": connection.dropped_because or "closed",
+            })
+
+    async def _claim_client_id(self, connection: DeviceConnection) -> bool:
+        """Make ``connection`` the holder of its client id, dropping a live predecessor.
+
+        False when the predecessor belongs to another device (see ``auth.may_take_over``).
+        """
+        client_id = connection.admission.client_id
+        if not client_id:
+            return True  # amqtt assigns a fresh id
+        old = self._by_client_id.get(client_id)
+        if old is not None and not old.finished.is_set():
+            if not may_take_over(connection.admission, old.admission):
+                return False
+            self._by_client_id[client_id] = connection
+            old.drop("taken_over")
+            await old.wait_finished(_DROP_WAIT)
+            return True
+        self._by_client_id[client_id] = connection
+        return True

@@ -7,8 +7,9 @@ from aiohttp import web
 from hydrovisor.http import openapi
 from hydrovisor.http.auth import make_auth_middleware
 from hydrovisor.http.errors import error_middleware
-from hydrovisor.http.keys import MAX_BODY_BYTES, SERVICES
-from hydrovisor.http.routes import actors, health, metrics
+from hydrovisor.http.keys import MAX_BODY_BYTES, RATE_LIMIT, SERVICES
+from hydrovisor.http.ratelimit import RateLimiter
+from hydrovisor.http.routes import actors, fleet, health, metrics, nodes, telemetry
 from hydrovisor.services import Services
 
 
@@ -21,6 +22,8 @@ def build_http_app(services: Services) -> web.Application:
     )
     app[SERVICES] = services
     app[MAX_BODY_BYTES] = max_body
-    for table in (health.routes, metrics.routes, actors.routes, openapi.routes):
+    app[RATE_LIMIT] = RateLimiter(rate=20.0, burst=40)
+    for table in (health.routes, metrics.routes, actors.routes, fleet.routes, nodes.routes, telemetry.routes,
+                  openapi.routes):
         app.add_routes(table)
     return app

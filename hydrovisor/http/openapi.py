@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from aiohttp import web
+
+from hydrovisor.http.routes import fleet, nodes, telemetry
 
 routes = web.RouteTableDef()
 
@@ -93,7 +96,94 @@ DOCUMENT: dict[str, Any] = {
 }
 
 
+
+
+def _schema(kind: type) -> dict[str, Any]:
+    """JSON Schema of a request body Struct, straight from its msgspec definition."""
+    schema: dict[str, Any] = msgspec.json.schema(kind, ref_template="#/components/schemas/{name}")
+    for name, component in schema.pop("$defs", {}).items():
+        DOCUMENT["components"]["schemas"][name] = component
+    return schema
+
+
+def _op(summary: str, responses: dict[str, Any], *, body: type | None = None, params: list[Any] | None = None,
+        admin: bool = False) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary + (" (admin)" if admin else ""), "responses": {**responses, **_ERRORS}}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _schema(body)}}}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _q(name: str, description: str, *, required: bool = False, kind: str = "string") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": {"type": kind}, "description": description}
+
+
+_UID_PARAM = [{"name": "uid", "in": "path", "required": True, "schema": {"type": "string"}}]
+_OK = _resp("ok")
+_BAD = _resp("invalid input; `code` says which", _ERROR)
+_NOT_FOUND = _resp("not found", _ERROR)
+_CONFLICT = _resp("conflict", _ERROR)
+
+
+def _device_plane_paths() -> dict[str, Any]:
+    zone_q = _q("zone_uid", "zone id", required=True)
+    return {
+        "/api/v1/greenhouses": {
+            "get": _op("list greenhouses", {"200": _OK}),
+            "post": _op("create a greenhouse", {"201": _resp("created"), "400": _BAD, "409": _CONFLICT},
+                        body=fleet.NewGreenhouse),
+        },
+        "/api/v1/zones": {
+            "get": _op("list zones", {"200": _OK}, params=[_q("greenhouse_uid", "only this greenhouse")]),
+            "post": _op("create a zone", {"201": _resp("created"), "400": _BAD, "404": _NOT_FOUND,
+                                          "409": _CONFLICT}, body=fleet.NewZone),
+        },
+        "/api/v1/zones/{uid}/events": {"get": _op(
+            "the zone timeline", {"200": _OK, "404": _NOT_FOUND},
+            params=[*_UID_PARAM, _q("limit", "newest N entries", kind="integer")])},
+        "/api/v1/nodes": {
+            "get": _op("list nodes", {"200": _OK}, params=[_q("zone_uid", "only this zone")]),
+            "post": _op("pre-register a node configured in the field", {
+                "201": _resp("created"), "400": _BAD, "404": _NOT_FOUND, "409": _CONFLICT}, body=nodes.NewNode),
+        },
+        "/api/v1/nodes/{uid}": {"get": _op("one node with its channels", {"200": _OK, "404": _NOT_FOUND},
+                                           params=_UID_PARAM)},
+        "/api/v1/nodes/{uid}/bind": {"post": _op(
+            "bind to a zone: pushes the config, completed by the node's config_report",
+            {"202": _resp("bind pending"), "400": _BAD, "404": _NOT_FOUND, "409": _CONFLICT},
+            body=nodes.BindBody, params=_UID_PARAM)},
+        "/api/v1/nodes/{uid}/unbind": {"post": _op(
+            "back to the temp namespace", {"200": _OK, "404": _NOT_FOUND, "409": _CONFLICT}, params=_UID_PARAM)},
+        "/api/v1/nodes/{uid}/credentials": {"post": _op(
+            "issue or rotate the node's MQTT password (shown once)", {"201": _resp("credentials"),
+                                                                      "404": _NOT_FOUND},
+            params=_UID_PARAM, admin=True)},
+        "/api/v1/nodes/{uid}/events": {"get": _op(
+            "the node's timeline entries", {"200": _OK, "404": _NOT_FOUND},
+            params=[*_UID_PARAM, _q("limit", "newest N entries", kind="integer")])},
+        "/api/v1/alerts": {"get": _op("alerts, newest first", {"200": _OK, "400": _BAD}, params=[
+            _q("status", "ACTIVE or RESOLVED"), _q("zone_uid", "only this zone")])},
+        "/api/v1/ingest/telemetry": {"post": _op(
+            "ingest telemetry samples (<= 1000); invalid ones are dropped with a counted reason",
+            {"200": _resp("empty list"), "202": _resp("accepted: count, dropped, total, dropped_reasons"),
+             "400": _BAD, "413": _resp("body too large", _ERROR), "429": _resp("rate limited", _ERROR)},
+            body=telemetry.IngestBody)},
+        "/api/v1/telemetry/last": {"get": _op("latest value per node + channel + metric", {"200": _OK, "400": _BAD},
+                                              params=[zone_q, _q("node_uid", "only this node")])},
+        "/api/v1/telemetry": {"get": _op("samples or buckets of a zone", {"200": _OK, "400": _BAD}, params=[
+            zone_q, _q("node_uid", "only this node"), _q("metric", "metric name"),
+            _q("from", "unix seconds or ISO 8601 with timezone (default: 1 h ago)"),
+            _q("to", "unix seconds or ISO 8601 with timezone (default: now)"),
+            _q("bucket", "1m, 1h or 1d (default: raw samples)"), _q("limit", "max points", kind="integer")])},
+    }
+
+
 @routes.get("/openapi.json")
 async def openapi(_: web.Request) -> web.Response:
     """The API description."""
     return web.json_response(DOCUMENT)
+
+
+DOCUMENT["paths"].update(_device_plane_paths())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -102,7 +102,7 @@ class SupervisorFlags(msgspec.Struct, frozen=True):
 def supervisor_spec(
     child_id: str,
     flags: SupervisorFlags,
-    children: tuple[ChildSpec, ...] = (),
+    children: Sequence[ChildSpec] | Callable[[], Sequence[ChildSpec]] = (),
     *,
     restart: Restart = Restart.PERMANENT,
     shutdown_timeout: float = 30.0,

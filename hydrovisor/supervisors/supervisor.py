@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hydrovisor.supervisors.actor import SupervisedActor
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hydrovisor.supervisor")
 
+# the initial children, or a function giving them at every (re)start (e.g. from a registry)
+Children = Sequence[ChildSpec] | Callable[[], Sequence[ChildSpec]]
+
 
 def should_restart(restart: Restart, reason: ExitReason) -> bool:
     """OTP restart types: permanent always, transient after abnormal exits, temporary never."""
@@ -45,10 +48,10 @@ def should_restart(restart: Restart, reason: ExitReason) -> bool:
 class Supervisor(SupervisedActor):
     """Supervises an ordered list of children (static) or a capped set started at runtime (dynamic)."""
 
-    def __init__(self, ctx: ActorContext, flags: SupervisorFlags, children: Sequence[ChildSpec]) -> None:
+    def __init__(self, ctx: ActorContext, flags: SupervisorFlags, children: Children) -> None:
         super().__init__(ctx)
         self.flags = flags
-        self._initial = tuple(children)
+        self._initial = children
         self._cells: dict[str, Cell] = {}  # by child id, in start order
         self._history: tuple[float, ...] = ()
         self._restart_token = 0
@@ -59,7 +62,8 @@ class Supervisor(SupervisedActor):
 
     def on_start(self) -> None:
         self.ctx.system.cell(self.path).flags = self.flags
-        for spec in self._initial:
+        specs = self._initial() if callable(self._initial) else self._initial
+        for spec in specs:
             try:
                 self._add(spec)
             except StartFailed:

@@ -1,72 +1,19 @@
-"""EmbeddedBroker against real amqtt MQTT clients on an ephemeral port."""
+"""EmbeddedBroker lifecycle against real amqtt MQTT clients on an ephemeral port."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 
 import pytest
-from amqtt.client import MQTTClient
-from amqtt.errors import ConnectError
 from amqtt.mqtt.constants import QOS_1
 
-from hydrovisor.broker.auth import DeviceAuthenticator
 from hydrovisor.broker.embedded import EmbeddedBroker
 from hydrovisor.broker.errors import BrokerUnavailable
+from hydrovisor.runtime.affinity import LoopAffinityError
+from tests.broker.support import SECRET_A, connect, eventually, fleet, no_message, refused_code, run, running
 
-NOT_AUTHORIZED = 5  # CONNACK return code amqtt sends for a refused CONNECT
-
-
-class OneDevice:
-    """Accepts exactly nd-1/pw and remembers what it was asked."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str | None, str | None]] = []
-
-    def verify(self, username: str | None, password: str | None) -> bool:
-        self.calls.append((username, password))
-        return (username, password) == ("nd-1", "pw")
-
-
-@asynccontextmanager
-async def running(
-    dev_mode: bool, authenticator: DeviceAuthenticator | None = None
-) -> AsyncIterator[EmbeddedBroker]:
-    broker = EmbeddedBroker("127.0.0.1", 0, dev_mode=dev_mode, authenticator=authenticator)
-    await broker.start()
-    try:
-        yield broker
-    finally:
-        await broker.stop()
-
-
-async def connect(port: int, credentials: str = "") -> MQTTClient:
-    # No client plugins: amqtt's default client packet logger would log the CONNECT password.
-    client = MQTTClient(config={"auto_reconnect": False, "plugins": {}})
-    await client.connect(f"mqtt://{credentials}127.0.0.1:{port}")
-    return client
-
-
-async def refused_code(port: int, credentials: str = "") -> int | None:
-    with pytest.raises(ConnectError) as info:
-        await connect(port, credentials)
-    code: int | None = info.value.return_code
-    return code
-
-
-async def eventually(condition: Callable[[], bool]) -> None:
-    """Poll amqtt-side state (it offers nothing to wait on) for up to 3 s."""
-    for _ in range(300):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached within 3 s")
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(scenario(), timeout=30))
+BAD_CREDENTIALS, NOT_AUTHORIZED = 4, 5
 
 
 def test_dev_mode_publish_subscribe_round_trip_on_an_ephemeral_port() -> None:
@@ -74,56 +21,16 @@ def test_dev_mode_publish_subscribe_round_trip_on_an_ephemeral_port() -> None:
         async with running(dev_mode=True) as broker:
             assert broker.is_running
             assert broker.port > 0
-            node, server = await connect(broker.port), await connect(broker.port)
+            node, other = await connect(broker.port), await connect(broker.port)
             assert broker.session_count == 2
             await node.subscribe([("hydro/gh-1/zone-7/nd-1/config", QOS_1)])
-            await server.publish("hydro/gh-1/zone-7/nd-1/config", b'{"v":1}', qos=QOS_1)
+            await other.publish("hydro/gh-1/zone-7/nd-1/config", b'{"v":1}', qos=QOS_1)
             message = await node.deliver_message(timeout_duration=5)
             assert message is not None
             assert (message.topic, bytes(message.data)) == ("hydro/gh-1/zone-7/nd-1/config", b'{"v":1}')
             await node.disconnect()
-            await server.disconnect()
+            await other.disconnect()
             await eventually(lambda: broker.session_count == 0)
-
-    run(scenario)
-
-
-def test_without_dev_mode_and_without_authenticator_connect_is_refused() -> None:
-    async def scenario() -> None:
-        async with running(dev_mode=False) as broker:
-            assert await refused_code(broker.port) == NOT_AUTHORIZED
-            assert await refused_code(broker.port, "nd-1:pw@") == NOT_AUTHORIZED
-            assert broker.session_count == 0
-
-    run(scenario)
-
-
-def test_authenticator_admits_the_right_password_only() -> None:
-    device = OneDevice()
-
-    async def scenario() -> None:
-        async with running(dev_mode=False, authenticator=device) as broker:
-            client = await connect(broker.port, "nd-1:pw@")
-            assert await refused_code(broker.port, "nd-1:wrong@") == NOT_AUTHORIZED
-            assert await refused_code(broker.port) == NOT_AUTHORIZED
-            assert broker.session_count == 1  # refused sessions are not counted
-            await client.disconnect()
-
-    run(scenario)
-    assert device.calls == [("nd-1", "pw"), ("nd-1", "wrong"), (None, None)]
-
-
-class Exploding:
-    def verify(self, username: str | None, password: str | None) -> bool:
-        raise RuntimeError("credential store unavailable")
-
-
-def test_an_authenticator_that_raises_refuses_and_the_broker_keeps_serving() -> None:
-    async def scenario() -> None:
-        async with running(dev_mode=False, authenticator=Exploding()) as broker:
-            assert await refused_code(broker.port, "nd-1:pw@") == NOT_AUTHORIZED
-            assert await refused_code(broker.port, "nd-1:pw@") == NOT_AUTHORIZED
-            assert broker.is_running
 
     run(scenario)
 
@@ -134,8 +41,7 @@ def test_amqtt_default_plugins_are_not_loaded() -> None:
             client = await connect(broker.port)
             # amqtt's $SYS plugin retains broker/version etc. at start; a subscriber would get them.
             await client.subscribe([("$SYS/#", QOS_1)])
-            with pytest.raises(TimeoutError):
-                await client.deliver_message(timeout_duration=0.3)
+            await no_message(client)
             await client.disconnect()
 
     run(scenario)
@@ -145,14 +51,17 @@ def test_a_refused_password_is_never_logged(caplog: pytest.LogCaptureFixture) ->
     caplog.set_level(logging.DEBUG)
 
     async def scenario() -> None:
-        async with running(dev_mode=False, authenticator=OneDevice()) as broker:
-            assert await refused_code(broker.port, "nd-1:Sup3r-Secret@") == NOT_AUTHORIZED
+        async with running(directory=fleet()) as broker:
+            assert await refused_code(broker.port, "nd-a:Sup3r-Secret@") == BAD_CREDENTIALS
+            client = await connect(broker.port, f"nd-a:{SECRET_A}@", client_id="esp32-aaaaaaaaaaaa")
+            await client.disconnect()
 
     run(scenario)
     assert any(getattr(r, "event", None) == "device_auth_rejected" for r in caplog.records)
-    # amqtt's MQTTClient logs its URI, password included: that is the test client's side, not ours.
     broker_side = [r for r in caplog.records if not r.name.startswith("amqtt.client")]
-    assert "Sup3r-Secret" not in "\n".join(f"{r.getMessage()} {r.__dict__}" for r in broker_side)
+    text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in broker_side)
+    assert "Sup3r-Secret" not in text
+    assert SECRET_A not in text
 
 
 def test_stop_closes_every_connection_and_the_listener() -> None:
@@ -177,7 +86,22 @@ def test_stop_closes_every_connection_and_the_listener() -> None:
         with pytest.raises(BrokerUnavailable) as info:
             _ = broker.port
         assert info.value.code == "broker_not_running"
+        with pytest.raises(BrokerUnavailable):
+            await broker.publish("hydro/time/response", b"{}")
         await broker.stop()  # idempotent
+
+    run(scenario)
+
+
+def test_a_stopped_broker_starts_again() -> None:
+    async def scenario() -> None:
+        broker = EmbeddedBroker("127.0.0.1", 0, dev_mode=True)
+        for _ in range(2):
+            await broker.start()
+            client = await connect(broker.port)
+            await eventually(lambda: broker.session_count == 1)
+            await client.disconnect()
+            await broker.stop()
 
     run(scenario)
 
@@ -190,5 +114,14 @@ def test_start_on_a_taken_port_fails_with_a_code() -> None:
                 await second.start()
             assert info.value.code == "broker_start_failed"
             assert not second.is_running
+
+    run(scenario)
+
+
+def test_the_broker_is_bound_to_its_loop() -> None:
+    async def scenario() -> None:
+        async with running(dev_mode=True) as broker:
+            with pytest.raises(LoopAffinityError):
+                await asyncio.to_thread(broker.subscriber_count, "hydro/time/response")
 
     run(scenario)

@@ -1,0 +1,1 @@
+"""The device plane: routing device messages, the node registry view, telemetry validation."""

@@ -1,0 +1,82 @@
+"""One validation path for telemetry from MQTT and HTTP (DOMAIN §2)."""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter
+
+from hydrovisor.devices.registry import NodeRegistry
+from hydrovisor.protocol import normalize_metric
+from hydrovisor.store.repos.telemetry import Sample
+
+FUTURE_SLACK_S = 300.0
+
+
+class DropReason(enum.StrEnum):
+    """Why a sample was not stored (a label of ``hydrovisor_telemetry_dropped_total``)."""
+
+    UNKNOWN_NODE = "unknown_node"
+    NODE_NOT_VALIDATED = "node_not_validated"
+    NODE_UNASSIGNED = "node_unassigned"
+    NODE_ZONE_MISMATCH = "node_zone_mismatch"
+    UNKNOWN_METRIC = "unknown_metric"
+    INVALID_VALUE = "invalid_value"
+    TEMP_NAMESPACE = "temp_namespace"
+    MALFORMED = "malformed"
+    BUFFER_FULL = "buffer_full"
+
+
+class TelemetryCounters:
+    """Accepted and dropped sample counters, exported to Prometheus."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.accepted = Counter("hydrovisor_telemetry_accepted_total", "Samples accepted for storage.",
+                                ["source"], registry=registry)
+        self.dropped = Counter("hydrovisor_telemetry_dropped_total", "Samples not stored, by reason.",
+                               ["reason", "source"], registry=registry)
+
+
+def validate_sample(
+    registry: NodeRegistry, *, node_uid: str, zone_uid: str | None, channel: str, metric_type: str,
+    value: object, ts: float | None, source: str, flags: Mapping[str, object] | None = None,
+    now: float | None = None,
+) -> Sample | DropReason:
+    """Resolve and check one sample; unknown metrics are kept as ``OTHER`` with their name."""
+    node = registry.get(node_uid)
+    if node is None:
+        return DropReason.UNKNOWN_NODE
+    if node.zone_uid is None:
+        return DropReason.NODE_UNASSIGNED
+    if not node.validated:
+        return DropReason.NODE_NOT_VALIDATED
+    if zone_uid is not None and zone_uid != node.zone_uid:
+        return DropReason.NODE_ZONE_MISMATCH
+    if isinstance(value, bool) or (isinstance(value, int | float) and math.isfinite(value)):
+        number = float(value)
+    else:
+        return DropReason.INVALID_VALUE
+    if not metric_type.strip():
+        return DropReason.UNKNOWN_METRIC
+    metric = normalize_metric(metric_type)
+    current = time.time() if now is None else now
+    sample_flags = dict(flags or {})
+    if ts is not None and ts >= 1e10:  # milliseconds (PROTOCOL §3)
+        ts = ts / 1000.0
+    if ts is None or ts < 1e9 or ts > current + FUTURE_SLACK_S:
+        sample_flags["ts_replaced"] = True
+        ts = current
+    return Sample(
+        zone_uid=node.zone_uid,
+        node_uid=node_uid,
+        channel=channel,
+        metric=metric.name if metric.known else "OTHER",
+        metric_original=None if metric.known else metric.original,
+        value=number,
+        ts=ts,
+        source=source,
+        flags=sample_flags or None,
+    )

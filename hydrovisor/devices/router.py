@@ -1,0 +1,184 @@
+"""Routes every device message that passed the broker's ACL (runs on the loop).
+
+The broker hook only enqueues; one task drains the queue so the broker's path stays cheap.
+Telemetry is validated here and told to the telemetry writer (the hot path never visits a node
+actor); time requests are answered at once; a ``node_hello`` registers the node (and starts its
+actor); every other message goes to ``/nodes/<uid>``. What cannot be routed is counted with a
+reason in ``hydrovisor_device_messages_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import asyncpg
+from prometheus_client import CollectorRegistry, Counter
+
+from hydrovisor.actors.node import FromDevice
+from hydrovisor.actors.telemetry_writer import StoreSample
+from hydrovisor.broker import DeviceMessage as BrokerMessage
+from hydrovisor.devices.ingest import DropReason, TelemetryCounters, validate_sample
+from hydrovisor.devices.plane import DevicePlane
+from hydrovisor.devices.registry import NodeView
+from hydrovisor.devices.spawn import ensure_node_actor, node_path
+from hydrovisor.protocol import (
+    TIME_RESPONSE,
+    CommandResponse,
+    DecodeError,
+    NodeHello,
+    ParsedTopic,
+    Telemetry,
+    TimeRequest,
+    TopicError,
+    decode_device_message,
+    encode_time_response,
+    node_uid_from_hello,
+    parse_topic,
+)
+from hydrovisor.store.repos import nodes
+from hydrovisor.supervisors import ActorSystem, NoSuchActor, SupervisionError
+
+log = logging.getLogger(__name__)
+
+WRITER_PATH = "/store/telemetry_writer"
+QUEUE_LIMIT = 100_000
+
+
+class DeviceRouter:
+    """Queue + dispatcher of device messages; ``on_message`` is the broker hook."""
+
+    def __init__(self, plane: DevicePlane, system: ActorSystem, registry: CollectorRegistry,
+                 telemetry: TelemetryCounters) -> None:
+        self._plane = plane
+        self._system = system
+        self._telemetry = telemetry
+        self._queue: asyncio.Queue[BrokerMessage] = asyncio.Queue(QUEUE_LIMIT)
+        self._task: asyncio.Task[None] | None = None
+        self._messages = Counter("hydrovisor_device_messages_total", "Device messages by type and outcome.",
+                                 ["type", "outcome"], registry=registry)
+
+    def on_message(self, message: BrokerMessage) -> None:
+        """Broker hook (on the loop): enqueue only."""
+        try:
+            self._queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self._messages.labels(type="any", outcome="router_overflow").inc()
+
+    def start(self) -> None:
+        """Start draining the queue (call on the loop)."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="device-router")
+
+    async def stop(self) -> None:
+        """Stop draining; queued messages are discarded (devices re-send state on reconnect)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            message = await self._queue.get()
+            try:
+                await self.route(message)
+            except Exception:
+                log.exception("device message on %s could not be routed", message.topic,
+                              extra={"event": "route_failed", "topic": message.topic})
+                self._messages.labels(type="any", outcome="route_failed").inc()
+
+    async def route(self, message: BrokerMessage) -> None:
+        """Handle one device message."""
+        topic = parse_topic(message.topic)
+        if isinstance(topic, TopicError):
+            self._messages.labels(type="unknown", outcome="bad_topic").inc()
+            return
+        decoded = decode_device_message(topic, message.payload, now=message.received_at)
+        kind = topic.type
+        if isinstance(decoded, DecodeError):
+            self._messages.labels(type=kind, outcome=decoded.reason).inc()
+            if kind == "telemetry":
+                self._telemetry.dropped.labels(reason=DropReason.MALFORMED, source="mqtt").inc()
+            return
+        body = decoded.message
+        if isinstance(body, TimeRequest):
+            await self._answer_time()
+        elif isinstance(body, NodeHello):
+            await self._hello(body, message.received_at)
+        elif isinstance(body, Telemetry):
+            self._telemetry_sample(body, topic, message.received_at)
+        elif isinstance(body, CommandResponse):
+            self._messages.labels(type=kind, outcome="no_command_tracker").inc()
+        else:
+            uid = self._resolve(topic.node, topic.is_temp)
+            if uid is None:
+                self._messages.labels(type=kind, outcome="unknown_node").inc()
+                return
+            self._plane.registry.touch(uid, message.received_at)
+            await self._deliver(uid, FromDevice(body, topic, message.received_at), kind)
+
+    def _resolve(self, segment: str, is_temp: bool) -> str | None:
+        registry = self._plane.registry
+        node = registry.by_hardware_id(segment) if is_temp else registry.get(segment)
+        return node.uid if node is not None else None
+
+    async def _deliver(self, uid: str, message: FromDevice, kind: str) -> None:
+        try:
+            try:
+                self._system.tell(node_path(uid), message)
+            except NoSuchActor:
+                # a registered node whose actor is missing (e.g. /nodes restarted): start it now
+                await ensure_node_actor(self._system, self._plane, uid)
+                self._system.tell(node_path(uid), message)
+        except SupervisionError as exc:
+            self._messages.labels(type=kind, outcome=exc.code).inc()
+            return
+        self._messages.labels(type=kind, outcome="routed").inc()
+
+    def _telemetry_sample(self, body: Telemetry, topic: ParsedTopic, received_at: float) -> None:
+        if topic.is_temp:
+            self._telemetry.dropped.labels(reason=DropReason.TEMP_NAMESPACE, source="mqtt").inc()
+            return
+        self._plane.registry.touch(topic.node, received_at)
+        flags = {k: v for k, v in (("stable", body.stable), ("flow_active", body.flow_active),
+                                   ("corrections_allowed", body.corrections_allowed), ("stub", body.stub or None),
+                                   ("ts_replaced", body.ts_replaced or None)) if v is not None}
+        result = validate_sample(self._plane.registry, node_uid=topic.node, zone_uid=topic.zone,
+                                 channel=topic.channel or "default", metric_type=body.metric_type,
+                                 value=body.value, ts=body.ts, source="mqtt", flags=flags, now=received_at)
+        if isinstance(result, DropReason):
+            self._telemetry.dropped.labels(reason=result, source="mqtt").inc()
+            return
+        try:
+            self._system.tell(WRITER_PATH, StoreSample(result))
+        except SupervisionError:
+            self._telemetry.dropped.labels(reason=DropReason.BUFFER_FULL, source="mqtt").inc()
+            return
+        self._telemetry.accepted.labels(source="mqtt").inc()
+
+    async def _answer_time(self) -> None:
+        await self._plane.publish(TIME_RESPONSE, encode_time_response(time.time()))
+        self._messages.labels(type="time_request", outcome="answered").inc()
+
+    async def _hello(self, hello: NodeHello, received_at: float) -> None:
+        uid = node_uid_from_hello(hello)
+        try:
+            node, created = await nodes.register_from_hello(
+                self._plane.db.pool, uid=uid, hardware_id=hello.hardware_id, node_type=hello.node_type,
+                fw_version=hello.fw_version, hardware_revision=hello.hardware_revision)
+        except asyncpg.UniqueViolationError:
+            log.warning("node_hello from %s claims uid %s of another node; ignored", hello.hardware_id, uid,
+                        extra={"event": "hello_uid_conflict", "node_uid": uid})
+            self._messages.labels(type="node_hello", outcome="uid_conflict").inc()
+            return
+        if created:
+            log.info("node %s registered (hardware id %s)", node.uid, node.hardware_id,
+                     extra={"event": "node_registered", "node_uid": node.uid})
+        if self._plane.registry.get(node.uid) is None:
+            self._plane.registry.put(NodeView(uid=node.uid, hardware_id=node.hardware_id, zone_uid=node.zone_uid,
+                                              gh_uid=None, validated=node.validated))
+        self._plane.registry.touch(node.uid, received_at)
+        await ensure_node_actor(self._system, self._plane, node.uid)
+        self._messages.labels(type="node_hello", outcome="registered" if created else "known").inc()
