@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import asyncpg
 import msgspec
 
 from hydrovisor.devices.plane import DevicePlane
@@ -48,7 +49,8 @@ from hydrovisor.supervisors import ActorContext, Rejection, SupervisedActor
 
 log = logging.getLogger(__name__)
 
-DbWrite = Callable[[], Coroutine[Any, Any, Any]]
+# a database call, given the pool on the loop (actors never touch the pool themselves)
+DbWrite = Callable[[asyncpg.Pool], Coroutine[Any, Any, Any]]
 MAX_PENDING_WRITES = 200
 LWT_GRACE_S = 3.0  # traffic this recent contradicts a (replayed) LWT
 
@@ -112,7 +114,7 @@ class NodeActor(SupervisedActor):
     # lifecycle -------------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        node = self._db_now(nodes.get_node(self._plane.db.pool, self.uid))
+        node = self._db_now(lambda pool: nodes.get_node(pool, self.uid))
         if node is None:
             raise LookupError(f"node {self.uid} is not in the registry")
         self._node = node
@@ -133,9 +135,9 @@ class NodeActor(SupervisedActor):
     def on_failure(self, *_: Any) -> None:
         self.on_stop()
 
-    def _db_now(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        """Blocking read through the bridge (used at start, where the state is needed at once)."""
-        return self.ctx.system.bridge.submit(coro).result(timeout=10)
+    def _db_now(self, call: DbWrite) -> Any:
+        """Blocking database call through the bridge (where the result is needed at once)."""
+        return self.ctx.system.bridge.submit(_with_pool(self._plane, call)).result(timeout=10)
 
     # messages --------------------------------------------------------------------------------
 
@@ -208,12 +210,11 @@ class NodeActor(SupervisedActor):
         log.info("node %s is %s (%s)", self.uid, "online" if online else "offline", reason,
                  extra={"event": kind.lower(), "node_uid": self.uid, "zone_id": zone})
         self._event(kind, {"reason": reason})
-        pool = self._plane.db.pool
         if online:
-            self._write("resolve_offline_alert", lambda: events.resolve_alert(
+            self._write("resolve_offline_alert", lambda pool: events.resolve_alert(
                 pool, zone_uid=zone, code="infra_node_offline", dedupe_key=self.uid))
         else:
-            self._write("offline_alert", lambda: events.raise_alert(
+            self._write("offline_alert", lambda pool: events.raise_alert(
                 pool, zone_uid=zone, node_uid=self.uid, source="infra", code="infra_node_offline",
                 alert_type="Node offline", details={"node_uid": self.uid, "reason": reason},
                 dedupe_key=self.uid))
@@ -221,8 +222,7 @@ class NodeActor(SupervisedActor):
     def _persist_liveness(self) -> None:
         online, seen, heartbeat = self._online, self._last_seen, self._heartbeat
         self._persisted_seen = seen
-        pool = self._plane.db.pool
-        self._write("liveness", lambda: nodes.record_liveness(
+        self._write("liveness", lambda pool: nodes.record_liveness(
             pool, self.uid, online=online, last_seen_at=seen, heartbeat=heartbeat))
 
     # binding ---------------------------------------------------------------------------------
@@ -231,11 +231,11 @@ class NodeActor(SupervisedActor):
         node = self._require_node()
         if node.zone_uid == msg.zone_uid:
             raise BindRefused("node_already_bound", f"node {self.uid} is already bound to {msg.zone_uid}")
-        channels = self._db_now(nodes.list_channels(self._plane.db.pool, self.uid))
+        channels = self._db_now(lambda pool: nodes.list_channels(pool, self.uid))
         push = ConfigPush(node_id=self.uid, gh_uid=msg.gh_uid, zone_uid=msg.zone_uid, type=node.type,
                           channels=tuple(_channel_config(c) for c in channels), node_secret=node.node_secret)
-        self._db_now(nodes.set_pending_bind(self._plane.db.pool, self.uid, msg.zone_uid))
-        self._db_now(self._plane.publish(self._config_topic(), encode_config_push(push)))
+        self._db_now(lambda pool: nodes.set_pending_bind(pool, self.uid, msg.zone_uid))
+        self._publish_now(self._config_topic(), encode_config_push(push))
         self._node = msgspec.structs.replace(node, pending_zone_uid=msg.zone_uid, pending_since=time.time(),
                                              state="ASSIGNED")
         self._timers.append(self.tell_self_after(self._plane.bind_expiry, _BindExpired(msg.zone_uid)))
@@ -248,8 +248,8 @@ class NodeActor(SupervisedActor):
             raise BindRefused("node_not_bound", f"node {self.uid} is not bound")
         push = ConfigPush(node_id=node.hardware_id, gh_uid=TEMP_GH, zone_uid=TEMP_ZONE, type=node.type,
                           channels=(), node_secret=node.node_secret)
-        self._db_now(self._plane.publish(self._config_topic(), encode_config_push(push)))
-        self._db_now(nodes.unbind(self._plane.db.pool, self.uid))
+        self._publish_now(self._config_topic(), encode_config_push(push))
+        self._db_now(lambda pool: nodes.unbind(pool, self.uid))
         old_zone = node.zone_uid
         self._node = msgspec.structs.replace(node, zone_uid=None, pending_zone_uid=None, pending_since=None,
                                              validated=False, state="REGISTERED")
@@ -260,8 +260,7 @@ class NodeActor(SupervisedActor):
         node = self._node
         if node is None or node.pending_zone_uid != zone_uid:
             return
-        pool = self._plane.db.pool
-        self._write("bind_expired", lambda: nodes.clear_pending_bind(pool, self.uid))
+        self._write("bind_expired", lambda pool: nodes.clear_pending_bind(pool, self.uid))
         self._node = msgspec.structs.replace(node, pending_zone_uid=None, pending_since=None,
                                              state="REGISTERED" if node.zone_uid is None else node.state)
         self._event("NODE_BIND_EXPIRED", {"target_zone_uid": zone_uid}, zone=zone_uid)
@@ -271,13 +270,12 @@ class NodeActor(SupervisedActor):
         node = self._require_node()
         channels = [_channel_record(c) for c in report.channels]
         data = msgspec.to_builtins(report)
-        pool = self._plane.db.pool
-        self._write("config_report", lambda: nodes.store_config_report(
+        self._write("config_report", lambda pool: nodes.store_config_report(
             pool, self.uid, data, channels, report.fw_version))
         pending = node.pending_zone_uid
         if (pending is not None and not topic.is_temp and topic.zone == pending
                 and report.zone_uid in (None, pending)):
-            self._db_now(nodes.complete_bind(pool, self.uid, pending))
+            self._db_now(lambda pool: nodes.complete_bind(pool, self.uid, pending))
             self._node = msgspec.structs.replace(node, zone_uid=pending, pending_zone_uid=None, pending_since=None,
                                                  validated=True, state="ACTIVE")
             self._event("NODE_BOUND", {"gh_uid": topic.gh}, zone=pending)
@@ -287,19 +285,17 @@ class NodeActor(SupervisedActor):
 
     def _event(self, event_type: str, details: dict[str, Any], zone: str | None = None) -> None:
         zone_uid = zone or self._zone()
-        pool = self._plane.db.pool
-        self._write("zone_event", lambda: events.add_zone_event(pool, zone_uid, self.uid, event_type, details))
+        self._write("zone_event", lambda pool: events.add_zone_event(pool, zone_uid, self.uid, event_type, details))
 
     def _error(self, report: ErrorReport) -> None:
-        pool = self._plane.db.pool
         level = (report.level or "ERROR").upper()
-        self._write("node_error", lambda: events.add_node_error(
+        self._write("node_error", lambda pool: events.add_node_error(
             pool, node_uid=self.uid, level=level, component=report.component, error_code=report.error_code,
             message=report.message, details=report.details or {}, ts=report.ts))
         if level == "ERROR":
             zone = self._zone()
             code = report.error_code or "unknown"
-            self._write("node_error_alert", lambda: events.raise_alert(
+            self._write("node_error_alert", lambda pool: events.raise_alert(
                 pool, zone_uid=zone, node_uid=self.uid, source="infra", code="infra_node_error",
                 alert_type="Node error", details={"error_code": code, "message": report.message},
                 dedupe_key=f"{self.uid}:{code}"))
@@ -307,7 +303,10 @@ class NodeActor(SupervisedActor):
     # helpers ---------------------------------------------------------------------------------
 
     def _write(self, what: str, write: DbWrite) -> None:
-        self.pipe_to_self(write(), lambda outcome: _Written(what, write, outcome))
+        self.pipe_to_self(_with_pool(self._plane, write), lambda outcome: _Written(what, write, outcome))
+
+    def _publish_now(self, topic: str, payload: bytes) -> None:
+        self.ctx.system.bridge.submit(self._plane.publish(topic, payload)).result(timeout=10)
 
     def _written(self, msg: _Written) -> None:
         if msg.outcome.ok or msg.retry is None:
@@ -345,6 +344,10 @@ class NodeActor(SupervisedActor):
         if old != view:
             self._plane.on_binding_changed(view)
         return view
+
+
+async def _with_pool(plane: DevicePlane, call: DbWrite) -> Any:
+    return await call(plane.db.pool)
 
 
 def _channel_record(channel: ChannelConfig) -> ChannelRecord:

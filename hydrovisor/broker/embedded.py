@@ -1,7 +1,7 @@
 """The embedded MQTT 3.1.1 broker (amqtt) that the greenhouse nodes connect to.
 
-We own the TCP listener and hand each connection to amqtt through its "external" listener
-API (``Broker.external_connected``), which lets us:
+We own the TCP listener (``listener.py``) and hand each connection to amqtt through its
+"external" listener API (``Broker.external_connected``), which lets us:
 
 - read and authenticate the CONNECT ourselves *before* amqtt sees the connection. amqtt
   deletes the subscriptions of a live session whose client id a new CONNECT reuses, and keeps
@@ -28,37 +28,22 @@ the bridge.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
-from amqtt.adapters import StreamWriterAdapter
 from amqtt.contexts import BrokerConfig, ListenerConfig, ListenerType
 
 from hydrovisor.broker.acl import is_topic_name, topic_matches
-from hydrovisor.broker.auth import Refusal, admit, may_take_over
-from hydrovisor.broker.connect import (
-    IDENTIFIER_REJECTED,
-    UNACCEPTABLE_PROTOCOL,
-    ConnectRequest,
-    MalformedConnect,
-    UnsupportedProtocol,
-    connack,
-    read_connect,
-)
-from hydrovisor.broker.connection import DeviceConnection, ReplayReader, enforce_keep_alive
 from hydrovisor.broker.directory import DeviceDirectory
 from hydrovisor.broker.engine import DeviceBroker
 from hydrovisor.broker.errors import BrokerNotRunning, BrokerStartFailed
+from hydrovisor.broker.listener import DROP_WAIT, LISTENER_NAME, DeviceListener
 from hydrovisor.broker.messages import MessageSink
 from hydrovisor.broker.plugins import BrokerHooks, DeviceAclPlugin, DeviceAuthPlugin
 from hydrovisor.runtime.affinity import guard
 
 log = logging.getLogger(__name__)
 
-_LISTENER = "default"  # amqtt requires a listener of that name
 _PLUGIN_PATHS = {cls: f"{cls.__module__}.{cls.__qualname__}" for cls in (DeviceAuthPlugin, DeviceAclPlugin)}
-_WRITE_TIMEOUT = 2.0  # for the CONNACK of a refusal
-_DROP_WAIT = 5.0  # how long a takeover / kick waits for amqtt to finish the old connection
 _STOP_GRACE = 3.0  # after this, stop() aborts connections amqtt is still closing (dead peers)
 
 
@@ -91,10 +76,8 @@ class EmbeddedBroker:
         self._max_connect_bytes = max_connect_bytes
         self._keep_alive_factor = keep_alive_factor
         self._broker: DeviceBroker | None = None
+        self._listener: DeviceListener | None = None
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()  # every accepted socket, CONNECT or not
-        self._admitted: set[DeviceConnection] = set()  # handed (or about to be handed) to amqtt
-        self._by_client_id: dict[str, DeviceConnection] = {}  # the latest admitted per client id
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- state -------------------------------------------------------------------------------
@@ -177,13 +160,16 @@ class EmbeddedBroker:
             await broker.start()
         except Exception as exc:
             raise BrokerStartFailed(f"amqtt broker failed to start: {exc}") from exc
-        self._broker = broker
+        listener = DeviceListener(
+            broker, self._directory, dev_mode=self._dev_mode, connect_timeout=self._connect_timeout,
+            max_connect_bytes=self._max_connect_bytes, keep_alive_factor=self._keep_alive_factor,
+        )
         try:
-            self._server = await asyncio.start_server(self._serve, self._host, self._requested_port)
+            self._server = await asyncio.start_server(listener.serve, self._host, self._requested_port)
         except OSError as exc:
-            self._broker = None
             await broker.shutdown()
             raise BrokerStartFailed(f"cannot listen on {self._host}:{self._requested_port}: {exc}") from exc
+        self._broker, self._listener = broker, listener
         log.info("mqtt broker listening", extra={
             "event": "broker_started", "host": self._host, "port": self.port, "dev_mode": self._dev_mode,
         })
@@ -191,25 +177,22 @@ class EmbeddedBroker:
     async def stop(self) -> None:
         """Stop listening, disconnect every client, shut amqtt down; idempotent."""
         guard(self._loop, "EmbeddedBroker.stop")
-        server, broker = self._server, self._broker
-        if server is None or broker is None:
+        server, broker, listener = self._server, self._broker, self._listener
+        if server is None or broker is None or listener is None:
             return
-        self._server = self._broker = None
+        self._server, self._broker, self._listener = None, None, None
         self._loop = None
         self._hooks.delivering = False
         server.close()
         # amqtt closes each connection gracefully, which waits for unsent data to drain: a dead
         # peer would hold shutdown for minutes, so whatever is left after the grace is aborted.
         loop = asyncio.get_running_loop()
-        deadline = loop.call_later(_STOP_GRACE, self._abort_all, "broker_stopping")
+        deadline = loop.call_later(_STOP_GRACE, listener.abort_all, "broker_stopping")
         try:
             await broker.shutdown()
         finally:
             deadline.cancel()
-            # Whatever amqtt did not close (connections before or inside CONNECT, takeovers).
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await listener.close()
             await server.wait_closed()
         log.info("mqtt broker stopped", extra={"event": "broker_stopped"})
 
@@ -237,28 +220,24 @@ class EmbeddedBroker:
         Returns once amqtt has processed the drop; False when no such client is connected.
         """
         guard(self._loop, "EmbeddedBroker.disconnect")
-        connection = self._by_client_id.get(client_id)
-        if connection is None:  # amqtt assigned the id (empty client id in CONNECT)
-            connection = next((c for c in self._admitted if c.client_id == client_id), None)
-        if connection is None or connection.finished.is_set():
+        connection = self._listener.find(client_id) if self._listener else None
+        if connection is None:
             return False
         connection.drop("kicked")
-        await connection.wait_finished(_DROP_WAIT)
+        await connection.wait_finished(DROP_WAIT)
         return True
 
     async def disconnect_all(self) -> int:
         """Drop every device connection (wills go out); returns how many were dropped."""
         guard(self._loop, "EmbeddedBroker.disconnect_all")
-        victims = [c for c in self._admitted if not c.finished.is_set()]
-        self._abort_all("kicked")
-        await asyncio.gather(*(c.wait_finished(_DROP_WAIT) for c in victims))
+        if self._listener is None:
+            return 0
+        victims = self._listener.live()
+        self._listener.abort_all("kicked")
+        await asyncio.gather(*(c.wait_finished(DROP_WAIT) for c in victims))
         return len(victims)
 
-    # -- connections -------------------------------------------------------------------------
-
-    def _abort_all(self, reason: str) -> None:
-        for connection in list(self._admitted):
-            connection.drop(reason)
+    # -- internals ---------------------------------------------------------------------------
 
     def _running(self) -> DeviceBroker:
         if self._broker is None:
@@ -267,124 +246,9 @@ class EmbeddedBroker:
 
     def _config(self) -> BrokerConfig:
         return BrokerConfig(
-            listeners={_LISTENER: ListenerConfig(type=ListenerType.EXTERNAL)},
+            listeners={LISTENER_NAME: ListenerConfig(type=ListenerType.EXTERNAL)},
             plugins={
                 _PLUGIN_PATHS[DeviceAuthPlugin]: {},
                 _PLUGIN_PATHS[DeviceAclPlugin]: {"hooks": self._hooks},
             },
         )
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        broker, task = self._broker, asyncio.current_task()
-        if broker is None or task is None:  # accepted while stopping
-            writer.close()
-            return
-        self._tasks.add(task)
-        peer = writer.get_extra_info("peername")
-        try:
-            read = await self._read_connect(reader, writer, peer)
-            if read is None:
-                return
-            request, raw = read
-            verdict = admit(request, self._directory, dev_mode=self._dev_mode)
-            if isinstance(verdict, Refusal):
-                await self._refuse(writer, verdict, request.client_id, request.username, peer)
-                return
-            connection = DeviceConnection(writer, verdict, peer)
-            self._admitted.add(connection)
-            try:
-                await self._hand_over(broker, reader, raw, connection)
-            finally:
-                connection.finished.set()
-                self._admitted.discard(connection)
-                if self._by_client_id.get(connection.admission.client_id) is connection:
-                    del self._by_client_id[connection.admission.client_id]
-        except Exception:
-            log.exception("mqtt connection failed", extra={"event": "broker_connection_error", "peer": peer})
-        finally:
-            self._tasks.discard(task)
-            writer.close()
-
-    async def _read_connect(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object
-    ) -> tuple[ConnectRequest, bytes] | None:
-        """The CONNECT and its raw bytes, or None when the connection is to be closed."""
-        try:
-            async with asyncio.timeout(self._connect_timeout):
-                return await read_connect(reader, self._max_connect_bytes)
-        except TimeoutError:
-            log.info("no CONNECT in time; closing", extra={
-                "event": "connect_timeout", "peer": peer, "timeout_s": self._connect_timeout,
-            })
-        except (asyncio.IncompleteReadError, ConnectionError):
-            log.debug("peer left before CONNECT", extra={"event": "connect_aborted", "peer": peer})
-        except UnsupportedProtocol as exc:
-            log.info("unsupported MQTT protocol", extra={"event": "connect_refused", "peer": peer,
-                                                         "reason": str(exc)})
-            await self._write_connack(writer, UNACCEPTABLE_PROTOCOL)
-        except MalformedConnect as exc:
-            log.warning("malformed CONNECT; closing", extra={
-                "event": "connect_malformed", "peer": peer, "reason": str(exc),
-            })
-        return None
-
-    async def _refuse(
-        self, writer: asyncio.StreamWriter, refusal: Refusal,
-        client_id: str, username: str | None, peer: object,
-    ) -> None:
-        log.warning("device connection refused", extra={
-            "event": "device_auth_rejected", "client_id": client_id, "username": username,
-            "reason": refusal.reason, "return_code": refusal.return_code, "peer": peer,
-        })
-        await self._write_connack(writer, refusal.return_code)
-
-    async def _write_connack(self, writer: asyncio.StreamWriter, return_code: int) -> None:
-        writer.write(connack(return_code))
-        with contextlib.suppress(OSError, TimeoutError):
-            await asyncio.wait_for(writer.drain(), _WRITE_TIMEOUT)
-
-    async def _hand_over(
-        self, broker: DeviceBroker, reader: asyncio.StreamReader, raw: bytes, connection: DeviceConnection
-    ) -> None:
-        """Take the client id over if needed, then let amqtt serve the connection."""
-        admission, peer = connection.admission, connection.peer
-        if not await self._claim_client_id(connection):
-            refusal = Refusal(IDENTIFIER_REJECTED, "client_id_in_use")
-            await self._refuse(connection.writer, refusal, admission.client_id, admission.username, peer)
-            return
-        if connection.dropped_because is not None:  # superseded while waiting for the old one
-            return
-        log.info("device connected", extra={
-            "event": "device_connected", "client_id": admission.client_id, "username": admission.username,
-            "verified": admission.verified, "keep_alive": admission.keep_alive, "peer": peer,
-        })
-        watchdog = asyncio.create_task(enforce_keep_alive(connection, self._keep_alive_factor))
-        try:
-            await broker.external_connected(
-                ReplayReader(reader, raw, connection), StreamWriterAdapter(connection.writer), _LISTENER
-            )
-        finally:
-            watchdog.cancel()
-            log.info("device disconnected", extra={
-                "event": "device_disconnected", "client_id": connection.client_id,
-                "reason": connection.dropped_because or "closed",
-            })
-
-    async def _claim_client_id(self, connection: DeviceConnection) -> bool:
-        """Make ``connection`` the holder of its client id, dropping a live predecessor.
-
-        False when the predecessor belongs to another device (see ``auth.may_take_over``).
-        """
-        client_id = connection.admission.client_id
-        if not client_id:
-            return True  # amqtt assigns a fresh id
-        old = self._by_client_id.get(client_id)
-        if old is not None and not old.finished.is_set():
-            if not may_take_over(connection.admission, old.admission):
-                return False
-            self._by_client_id[client_id] = connection
-            old.drop("taken_over")
-            await old.wait_finished(_DROP_WAIT)
-            return True
-        self._by_client_id[client_id] = connection
-        return True
