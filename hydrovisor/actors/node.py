@@ -1,7 +1,7 @@
 """``NodeActor``: one per registered node (``/nodes/<uid>``).
 
 Owns the node's lifecycle (PROTOCOL §7): liveness (offline after ``offline_after`` s of silence,
-or an LWT not contradicted by newer traffic — a retained LWT is replayed on every reconnect),
+or the LWT of its current session — the router drops the will of a session already replaced),
 the bind flow (pending bind -> config push with the node secret on the temp topic ->
 ``config_report`` from the new namespace completes it; expiry), unbind, config reports
 (stored without secrets, channels upserted), events (zone timeline) and error reports (stored;
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 # a database call, given the pool on the loop (actors never touch the pool themselves)
 DbWrite = Callable[[asyncpg.Pool], Coroutine[Any, Any, Any]]
 MAX_PENDING_WRITES = 200
-LWT_GRACE_S = 3.0  # traffic this recent contradicts a (replayed) LWT
 
 
 class FromDevice(msgspec.Struct, frozen=True):
@@ -161,7 +160,7 @@ class NodeActor(SupervisedActor):
     def _from_device(self, msg: FromDevice) -> None:
         body = msg.message
         if isinstance(body, Lwt):
-            self._lwt(msg.received_at)
+            self._lwt()
             return
         self._seen(msg.received_at)
         if isinstance(body, Heartbeat):
@@ -184,9 +183,9 @@ class NodeActor(SupervisedActor):
         if not self._online:
             self._set_online(True, "traffic")
 
-    def _lwt(self, at: float) -> None:
-        latest = max(self._last_seen or 0.0, self._plane.registry.last_seen(self.uid) or 0.0)
-        if self._online and at - latest > LWT_GRACE_S:
+    def _lwt(self) -> None:
+        # the router already dropped the will of a session the device has replaced
+        if self._online:
             self._set_online(False, "lwt")
 
     def _tick(self) -> None:

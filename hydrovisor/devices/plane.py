@@ -20,6 +20,7 @@ class DevicePlane:
     registry: NodeRegistry
     publish: Publish
     on_binding_changed: Callable[[NodeView], None]
+    client_connected: Callable[[str], bool]
     offline_after: float = 120.0
     bind_expiry: float = 1800.0
     liveness_interval: float = 10.0

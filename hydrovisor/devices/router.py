@@ -28,6 +28,7 @@ from hydrovisor.protocol import (
     TIME_RESPONSE,
     CommandResponse,
     DecodeError,
+    Lwt,
     NodeHello,
     ParsedTopic,
     Telemetry,
@@ -115,6 +116,10 @@ class DeviceRouter:
             uid = self._resolve(topic.node, topic.is_temp)
             if uid is None:
                 self._messages.labels(type=kind, outcome="unknown_node").inc()
+                return
+            if isinstance(body, Lwt) and self._plane.client_connected(message.client_id):
+                # the will of a session the device has already replaced: it is back, not gone
+                self._messages.labels(type=kind, outcome="stale_lwt").inc()
                 return
             self._plane.registry.touch(uid, message.received_at)
             await self._deliver(uid, FromDevice(body, topic, message.received_at), kind)
