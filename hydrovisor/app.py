@@ -84,9 +84,8 @@ class Hydrovisor:
                                 directory=directory)
         system = ActorSystem(bridge=bridge, timers=timers, registry=registry, on_root_exit=self._root_exited)
         registry.register(TreeCollector(system))
-        plane = DevicePlane(db=db, registry=nodes_view, publish=broker.publish,
-                            on_binding_changed=lambda view: sync_binding(directory, nodes_view, view),
-                            client_connected=lambda client_id: client_id in broker.connected_clients())
+        plane = DevicePlane(db=db, registry=nodes_view, transport=broker,
+                            on_binding_changed=lambda view: sync_binding(directory, nodes_view, view))
         services = Services(
             settings=settings, registry=registry, bridge=bridge, system=system, db=db, broker=broker,
             directory=directory, health=HealthBoard(registry),

@@ -5,6 +5,7 @@ from hydrovisor.broker.embedded import EmbeddedBroker
 from hydrovisor.broker.errors import BrokerError, BrokerNotRunning, BrokerStartFailed, BrokerUnavailable
 from hydrovisor.broker.messages import DeviceMessage, MessageSink
 from hydrovisor.broker.plugins import DeviceAclPlugin, DeviceAuthPlugin
+from hydrovisor.broker.transport import Transport
 
 __all__ = [
     "BrokerError",
@@ -18,6 +19,7 @@ __all__ = [
     "DeviceMessage",
     "EmbeddedBroker",
     "MessageSink",
+    "Transport",
     "hash_password",
     "new_secret",
 ]

@@ -1,15 +1,13 @@
-"""What node actors and the router share: storage, the registry view, publishing, timings."""
+"""What node actors and the router share: storage, the registry view, the broker, timings."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
+from hydrovisor.broker.transport import Transport
 from hydrovisor.devices.registry import NodeRegistry, NodeView
 from hydrovisor.store.database import Database
-
-Publish = Callable[[str, bytes], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
@@ -18,10 +16,17 @@ class DevicePlane:
 
     db: Database
     registry: NodeRegistry
-    publish: Publish
+    transport: Transport
     on_binding_changed: Callable[[NodeView], None]
-    client_connected: Callable[[str], bool]
     offline_after: float = 120.0
     bind_expiry: float = 1800.0
     liveness_interval: float = 10.0
     persist_seen_every: float = 60.0
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish to devices (QoS 1, not retained: PROTOCOL §1)."""
+        await self.transport.publish(topic, payload, qos=1)
+
+    def client_connected(self, client_id: str) -> bool:
+        """Whether a device session with that client id is live (call on the loop)."""
+        return client_id in self.transport.connected_clients()
