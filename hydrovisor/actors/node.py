@@ -113,7 +113,19 @@ class NodeActor(SupervisedActor):
     # lifecycle -------------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        node = self._db_now(lambda pool: nodes.get_node(pool, self.uid))
+        self._timers.append(self.tell_self_every(self._plane.liveness_interval, _Tick()))
+        self._load()
+
+    def _load(self) -> None:
+        """Read the node's row. While PostgreSQL is unreachable the actor runs on the registry view
+        (routing, liveness) and retries every tick, so a database outage never turns node restarts
+        into an escalation."""
+        try:
+            node = self._db_now(lambda pool: nodes.get_node(pool, self.uid), timeout=3.0)
+        except Exception as exc:
+            log.warning("node %s: row not loaded yet (%s); retrying", self.uid, exc,
+                        extra={"event": "node_load_deferred", "node_uid": self.uid})
+            return
         if node is None:
             raise LookupError(f"node {self.uid} is not in the registry")
         self._node = node
@@ -122,7 +134,6 @@ class NodeActor(SupervisedActor):
         self._persisted_seen = node.last_seen_at
         self._heartbeat = node.heartbeat
         self._publish_view()
-        self._timers.append(self.tell_self_every(self._plane.liveness_interval, _Tick()))
         if node.pending_zone_uid is not None and node.pending_since is not None:
             left = max(0.0, node.pending_since + self._plane.bind_expiry - time.time())
             self._timers.append(self.tell_self_after(left, _BindExpired(node.pending_zone_uid)))
@@ -134,9 +145,9 @@ class NodeActor(SupervisedActor):
     def on_failure(self, *_: Any) -> None:
         self.on_stop()
 
-    def _db_now(self, call: DbWrite) -> Any:
+    def _db_now(self, call: DbWrite, timeout: float = 10.0) -> Any:
         """Blocking database call through the bridge (where the result is needed at once)."""
-        return self.ctx.system.bridge.submit(_with_pool(self._plane, call)).result(timeout=10)
+        return self.ctx.system.bridge.submit(_with_pool(self._plane, call)).result(timeout=timeout)
 
     # messages --------------------------------------------------------------------------------
 
@@ -189,6 +200,8 @@ class NodeActor(SupervisedActor):
             self._set_online(False, "lwt")
 
     def _tick(self) -> None:
+        if self._node is None:
+            self._load()
         routed = self._plane.registry.last_seen(self.uid)  # telemetry is counted by the router
         if routed is not None and routed > (self._last_seen or 0.0):
             self._seen(routed)
@@ -324,7 +337,10 @@ class NodeActor(SupervisedActor):
         return self._node
 
     def _zone(self) -> str | None:
-        return self._node.zone_uid if self._node is not None else None
+        if self._node is not None:
+            return self._node.zone_uid
+        view = self._plane.registry.get(self.uid)
+        return view.zone_uid if view is not None else None
 
     def _config_topic(self) -> str:
         node = self._require_node()
