@@ -21,6 +21,8 @@ from hydrovisor.actors.health_probe import HealthBoard
 from hydrovisor.actors.telemetry_writer import WriterMetrics
 from hydrovisor.broker import DeviceDirectory, EmbeddedBroker
 from hydrovisor.broker.errors import BrokerUnavailable
+from hydrovisor.commands.plane import CommandPlane
+from hydrovisor.commands.waiters import CommandWaiters
 from hydrovisor.config import Settings
 from hydrovisor.devices.credentials import sync_binding
 from hydrovisor.devices.ingest import TelemetryCounters
@@ -90,9 +92,10 @@ class Hydrovisor:
             settings=settings, registry=registry, bridge=bridge, system=system, db=db, broker=broker,
             directory=directory, health=HealthBoard(registry),
             loop_lag=LoopLagMonitor(loop, settings.loop_lag_interval, registry), devices=plane,
-            telemetry=TelemetryCounters(registry), writer_metrics=WriterMetrics(registry))
+            telemetry=TelemetryCounters(registry), writer_metrics=WriterMetrics(registry),
+            commands=CommandPlane(db=db, registry=nodes_view, transport=broker, waiters=CommandWaiters(loop)))
         self.services = services
-        self._router = DeviceRouter(plane, system, registry, services.telemetry)
+        self._router = DeviceRouter(plane, system, registry, services.telemetry, services.commands)
         broker.on_message = self._router.on_message
         try:
             services.loop_lag.start()

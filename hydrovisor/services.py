@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from hydrovisor.actors.health_probe import HealthBoard
 from hydrovisor.actors.telemetry_writer import WriterMetrics
 from hydrovisor.broker import DeviceDirectory, EmbeddedBroker
+from hydrovisor.commands.plane import CommandPlane
 from hydrovisor.config import Settings
 from hydrovisor.devices.credentials import identities
 from hydrovisor.devices.ingest import TelemetryCounters
@@ -37,6 +38,7 @@ class Services:
     devices: DevicePlane
     telemetry: TelemetryCounters
     writer_metrics: WriterMetrics
+    commands: CommandPlane
 
     def credentials_changed(self, node: NodeRecord, password_hash: str) -> None:
         """A node got new MQTT credentials: the broker accepts them from now on."""

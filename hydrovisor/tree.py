@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from hydrovisor.actors.health_probe import Check, HealthProbe
 from hydrovisor.actors.rollups import RollupWorker
 from hydrovisor.actors.telemetry_writer import OnOutage, TelemetryWriter
+from hydrovisor.commands.spawn import open_command_specs
 from hydrovisor.config import Settings
 from hydrovisor.devices.spawn import registered_nodes
 from hydrovisor.store.repos import telemetry
@@ -58,5 +59,6 @@ def build_tree(
         supervisor_spec("broker", static, (probe("broker", broker_check, 2.0),)),
         supervisor_spec("nodes", dynamic(sup.max_nodes), lambda: registered_nodes(services.devices)),
         supervisor_spec("zones", dynamic(sup.max_zones)),
-        supervisor_spec("commands", dynamic(sup.max_commands)),
+        supervisor_spec("commands", dynamic(sup.max_commands),
+                        lambda: open_command_specs(services.system, services.commands)),
     ]

@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry, Counter
 from hydrovisor.actors.node import FromDevice
 from hydrovisor.actors.telemetry_writer import StoreSample
 from hydrovisor.broker import DeviceMessage as BrokerMessage
+from hydrovisor.commands.plane import CommandPlane
+from hydrovisor.commands.replies import route_reply
 from hydrovisor.devices.ingest import DropReason, TelemetryCounters, validate_sample
 from hydrovisor.devices.plane import DevicePlane
 from hydrovisor.devices.registry import NodeView
@@ -52,8 +54,9 @@ class DeviceRouter:
     """Queue + dispatcher of device messages; ``on_message`` is the broker hook."""
 
     def __init__(self, plane: DevicePlane, system: ActorSystem, registry: CollectorRegistry,
-                 telemetry: TelemetryCounters) -> None:
+                 telemetry: TelemetryCounters, commands: CommandPlane) -> None:
         self._plane = plane
+        self._commands = commands
         self._system = system
         self._telemetry = telemetry
         self._queue: asyncio.Queue[BrokerMessage] = asyncio.Queue(QUEUE_LIMIT)
@@ -111,7 +114,7 @@ class DeviceRouter:
         elif isinstance(body, Telemetry):
             self._telemetry_sample(body, topic, message.received_at)
         elif isinstance(body, CommandResponse):
-            self._messages.labels(type=kind, outcome="no_command_tracker").inc()
+            await self._command_reply(body, topic, message.received_at)
         else:
             uid = self._resolve(topic.node, topic.is_temp)
             if uid is None:
@@ -123,6 +126,17 @@ class DeviceRouter:
                 return
             self._plane.registry.touch(uid, message.received_at)
             await self._deliver(uid, FromDevice(body, topic, message.received_at), kind)
+
+    async def _command_reply(self, body: CommandResponse, topic: ParsedTopic, received_at: float) -> None:
+        uid = self._resolve(topic.node, topic.is_temp)
+        if uid is None:
+            self._messages.labels(type="command_response", outcome="unknown_node").inc()
+            return
+        self._plane.registry.touch(uid, received_at)
+        view = self._plane.registry.get(uid)
+        outcome = await route_reply(self._system, self._commands, body, node_uid=uid,
+                                    zone_uid=view.zone_uid if view else None, channel=topic.channel or "default")
+        self._messages.labels(type="command_response", outcome=outcome).inc()
 
     def _resolve(self, segment: str, is_temp: bool) -> str | None:
         registry = self._plane.registry

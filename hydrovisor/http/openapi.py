@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from hydrovisor.http.routes import fleet, nodes, telemetry
+from hydrovisor.http.routes import commands, fleet, nodes, telemetry
 
 routes = web.RouteTableDef()
 
@@ -172,11 +172,42 @@ def _device_plane_paths() -> dict[str, Any]:
             body=telemetry.IngestBody)},
         "/api/v1/telemetry/last": {"get": _op("latest value per node + channel + metric", {"200": _OK, "400": _BAD},
                                               params=[zone_q, _q("node_uid", "only this node")])},
+        **_command_paths(),
         "/api/v1/telemetry": {"get": _op("samples or buckets of a zone", {"200": _OK, "400": _BAD}, params=[
             zone_q, _q("node_uid", "only this node"), _q("metric", "metric name"),
             _q("from", "unix seconds or ISO 8601 with timezone (default: 1 h ago)"),
             _q("to", "unix seconds or ISO 8601 with timezone (default: now)"),
             _q("bucket", "1m, 1h or 1d (default: raw samples)"), _q("limit", "max points", kind="integer")])},
+    }
+
+
+def _command_paths() -> dict[str, Any]:
+    submitted = {"202": _resp("QUEUED stored, published, SENT stored"), "200": _resp("the same command again"),
+                 "400": _BAD, "404": _NOT_FOUND, "409": _resp("node not bound/validated, zone mismatch, cmd_id reused "
+                                                                "with other target or params", _ERROR),
+                 "429": _resp("too many commands in flight (Retry-After)", _ERROR),
+                 "500": _resp("command_state_sync_failed: published but SENT not stored", _ERROR),
+                 "502": _resp("command_send_failed: node not connected / broker refused (retry the cmd_id)", _ERROR)}
+    cmd_param = [{"name": "cmd_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    return {
+        "/api/v1/commands": {
+            "post": _op("submit a command", submitted, body=commands.CommandBody),
+            "get": _op("commands, newest first", {"200": _OK, "400": _BAD}, params=[
+                _q("zone_uid", "only this zone"), _q("node_uid", "only this node"), _q("status", "only this status"),
+                _q("since", "created at or after (unix s or ISO 8601)"),
+                _q("before", "created before (paging: created_at of the last item)"),
+                _q("limit", "max items", kind="integer")]),
+        },
+        "/api/v1/zones/{uid}/commands": {"post": _op("submit a command to a node of this zone", submitted,
+                                                     body=commands.CommandBody, params=_UID_PARAM)},
+        "/api/v1/nodes/{uid}/commands": {"post": _op("submit a command to this node", submitted,
+                                                     body=commands.CommandBody, params=_UID_PARAM)},
+        "/api/v1/commands/{cmd_id}": {"get": _op(
+            "one command (`?wait=N` holds up to N s for a terminal status)", {"200": _OK, "404": _NOT_FOUND},
+            params=[*cmd_param, _q("wait", "seconds to wait for a terminal status (<= 60)", kind="integer")])},
+        "/api/v1/commands/{cmd_id}/events": {"get": _op(
+            "the status timeline, late and contradicting replies included", {"200": _OK, "404": _NOT_FOUND},
+            params=cmd_param)},
     }
 
 

@@ -59,9 +59,9 @@ class CommandEvent(msgspec.Struct, frozen=True):
 
 
 _COLUMNS = """cmd_id, zone_uid, node_uid, channel, cmd, params, source, trace_id, status, timeout_s,
-    extract(epoch FROM deadline_at) AS deadline_at, publish_attempts, extract(epoch FROM created_at) AS created_at,
-    extract(epoch FROM sent_at) AS sent_at, extract(epoch FROM ack_at) AS ack_at,
-    extract(epoch FROM terminal_at) AS terminal_at, extract(epoch FROM failed_at) AS failed_at,
+    date_part('epoch', deadline_at) AS deadline_at, publish_attempts, date_part('epoch', created_at) AS created_at,
+    date_part('epoch', sent_at) AS sent_at, date_part('epoch', ack_at) AS ack_at,
+    date_part('epoch', terminal_at) AS terminal_at, date_part('epoch', failed_at) AS failed_at,
     error_code, error_message, details"""
 
 
@@ -159,7 +159,7 @@ async def insert_device_stub(pool: asyncpg.Pool, cmd_id: str, node_uid: str, zon
 async def events(pool: asyncpg.Pool, cmd_id: str) -> list[CommandEvent]:
     """The command's status timeline, oldest first."""
     rows = await pool.fetch(
-        "SELECT status, applied, source, details, extract(epoch FROM at) AS at FROM command_events "
+        "SELECT status, applied, source, details, date_part('epoch', at) AS at FROM command_events "
         "WHERE cmd_id = $1 ORDER BY at, id", cmd_id)
     return [CommandEvent(**{**dict(r), "details": json.loads(r["details"])}) for r in rows]
 

@@ -49,7 +49,7 @@ async def list_zone_events(pool: asyncpg.Pool, zone_uid: str | None, limit: int 
                            node_uid: str | None = None) -> list[ZoneEvent]:
     """Newest-last timeline of a zone (or of a node when ``node_uid`` is given)."""
     rows = await pool.fetch(
-        "SELECT * FROM (SELECT id, zone_uid, node_uid, type, details, extract(epoch FROM created_at) AS created_at "
+        "SELECT * FROM (SELECT id, zone_uid, node_uid, type, details, date_part('epoch', created_at) AS created_at "
         "FROM zone_events WHERE ($1::text IS NULL OR zone_uid = $1) AND ($3::text IS NULL OR node_uid = $3) "
         "ORDER BY created_at DESC, id DESC LIMIT $2) t ORDER BY created_at, id",
         zone_uid, limit, node_uid)
@@ -82,7 +82,7 @@ async def list_alerts(pool: asyncpg.Pool, status: str | None = None, zone_uid: s
     """Alerts, newest first."""
     rows = await pool.fetch(
         "SELECT id, zone_uid, node_uid, source, code, type, details, status, count, "
-        "extract(epoch FROM first_seen_at) AS first_seen_at, extract(epoch FROM last_seen_at) AS last_seen_at "
+        "date_part('epoch', first_seen_at) AS first_seen_at, date_part('epoch', last_seen_at) AS last_seen_at "
         "FROM alerts WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR zone_uid = $2) "
         "ORDER BY last_seen_at DESC, id DESC LIMIT 500", status, zone_uid)
     return [Alert(**{**dict(r), "details": json.loads(r["details"])}) for r in rows]

@@ -31,14 +31,14 @@ async def create_greenhouse(pool: asyncpg.Pool, uid: str, name: str) -> Greenhou
     """Insert; ``None`` when the uid exists already."""
     row = await pool.fetchrow(
         "INSERT INTO greenhouses (uid, name) VALUES ($1, $2) ON CONFLICT (uid) DO NOTHING "
-        "RETURNING uid, name, extract(epoch FROM created_at) AS created_at", uid, name)
+        "RETURNING uid, name, date_part('epoch', created_at) AS created_at", uid, name)
     return Greenhouse(**dict(row)) if row else None
 
 
 async def list_greenhouses(pool: asyncpg.Pool) -> list[Greenhouse]:
     """All greenhouses by uid."""
     rows = await pool.fetch(
-        "SELECT uid, name, extract(epoch FROM created_at) AS created_at FROM greenhouses ORDER BY uid")
+        "SELECT uid, name, date_part('epoch', created_at) AS created_at FROM greenhouses ORDER BY uid")
     return [Greenhouse(**dict(r)) for r in rows]
 
 
@@ -47,7 +47,7 @@ async def greenhouse_exists(pool: asyncpg.Pool, uid: str) -> bool:
     return bool(await pool.fetchval("SELECT EXISTS (SELECT 1 FROM greenhouses WHERE uid = $1)", uid))
 
 
-_ZONE_COLUMNS = "uid, greenhouse_uid, name, settings, extract(epoch FROM created_at) AS created_at"
+_ZONE_COLUMNS = "uid, greenhouse_uid, name, settings, date_part('epoch', created_at) AS created_at"
 
 
 def _zone(row: asyncpg.Record) -> Zone:

@@ -46,8 +46,8 @@ class NodeRecord(msgspec.Struct, frozen=True):
 
 
 _COLUMNS = """uid, hardware_id, type, state, validated, zone_uid, pending_zone_uid,
-    extract(epoch FROM pending_since) AS pending_since, online, fw_version, hardware_revision,
-    extract(epoch FROM first_seen_at) AS first_seen_at, extract(epoch FROM last_seen_at) AS last_seen_at,
+    date_part('epoch', pending_since) AS pending_since, online, fw_version, hardware_revision,
+    date_part('epoch', first_seen_at) AS first_seen_at, date_part('epoch', last_seen_at) AS last_seen_at,
     heartbeat, node_secret, mqtt_password_hash IS NOT NULL AS has_mqtt_credentials"""
 
 

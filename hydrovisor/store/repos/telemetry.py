@@ -86,7 +86,7 @@ async def write_batch(pool: asyncpg.Pool, samples: Sequence[Sample]) -> None:
 async def last_values(pool: asyncpg.Pool, zone_uid: str, node_uid: str | None = None) -> list[LastValue]:
     """Latest value per node + channel + metric of a zone."""
     rows = await pool.fetch(
-        "SELECT zone_uid, node_uid, channel, metric, value, extract(epoch FROM ts) AS ts, flags "
+        "SELECT zone_uid, node_uid, channel, metric, value, date_part('epoch', ts) AS ts, flags "
         "FROM telemetry_last WHERE zone_uid = $1 AND ($2::text IS NULL OR node_uid = $2) "
         "ORDER BY node_uid, channel, metric", zone_uid, node_uid)
     return [LastValue(**{**dict(r), "flags": json.loads(r["flags"]) if r["flags"] else None}) for r in rows]
@@ -105,14 +105,14 @@ async def query(
     """Raw samples, or ``bucket`` (1m|1h|1d) aggregates computed from the stored samples."""
     if bucket is None:
         rows = await pool.fetch(
-            "SELECT node_uid, channel, metric, extract(epoch FROM ts) AS ts, value, value AS min, value AS max, "
+            "SELECT node_uid, channel, metric, date_part('epoch', ts) AS ts, value, value AS min, value AS max, "
             "1 AS count FROM telemetry_samples WHERE zone_uid = $1 AND ($2::text IS NULL OR node_uid = $2) "
             "AND ($3::text IS NULL OR metric = $3) AND ts >= $4 AND ts < $5 ORDER BY ts LIMIT $6",
             zone_uid, node_uid, metric, _utc(start), _utc(end), limit)
     else:
         unit = ROLLUP_UNITS[bucket]
         rows = await pool.fetch(
-            "SELECT node_uid, channel, metric, extract(epoch FROM date_trunc($7, ts, 'UTC')) AS ts, "
+            "SELECT node_uid, channel, metric, date_part('epoch', date_trunc($7, ts, 'UTC')) AS ts, "
             "avg(value) AS value, min(value) AS min, max(value) AS max, count(*) AS count "
             "FROM telemetry_samples WHERE zone_uid = $1 AND ($2::text IS NULL OR node_uid = $2) "
             "AND ($3::text IS NULL OR metric = $3) AND ts >= $4 AND ts < $5 "
@@ -158,7 +158,7 @@ async def rollups(
 ) -> list[dict[str, Any]]:
     """Stored rollup rows of a zone (for inspection and tests)."""
     rows = await pool.fetch(
-        "SELECT node_uid, channel, metric, extract(epoch FROM bucket_start) AS bucket_start, "
+        "SELECT node_uid, channel, metric, date_part('epoch', bucket_start) AS bucket_start, "
         "sum / count AS avg, min, max, count FROM telemetry_rollups "
         "WHERE bucket = $1 AND zone_uid = $2 AND ($3::text IS NULL OR metric = $3) ORDER BY bucket_start",
         bucket, zone_uid, metric)

@@ -1,0 +1,238 @@
+"""``CommandActor``: one per pending command (``/commands/<cmd_id>``), a tracker with a deadline.
+
+Lifecycle (DOMAIN §1, PROTOCOL §5-§6): the row is already QUEUED when the actor starts. It signs
+and publishes (up to 3 attempts, 0.5 s and 1 s apart, re-signed each time so ``ts`` is fresh),
+stores SENT — or SEND_FAILED with an infra alert —, applies the node's ACK and the *first*
+terminal reply, and persists TIMEOUT when the deadline passes. Every write is the repository's
+guarded transition, so late, duplicate or contradicting replies are recorded but never applied,
+whoever sends them. A failed write is retried on the next tick; the deadline still holds.
+
+A restarted incarnation rebuilds from the row: a SENT/ACK command is never published again, a
+QUEUED/SEND_FAILED one is (same cmd_id: the node's cache dedupes), and a deadline already past
+becomes TIMEOUT at once. The actor stops (normal exit, not restarted) once the row is terminal.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from hydrovisor.commands.plane import PUBLISH_ATTEMPTS, PUBLISH_BACKOFF_S, CommandPlane, NodeNotConnected
+from hydrovisor.commands.waiters import StatusNews
+from hydrovisor.protocol import TERMINAL, CommandResponse, CommandStatus, channel_topic, encode_command
+from hydrovisor.runtime.bridge import Outcome
+from hydrovisor.runtime.timers import Timer
+from hydrovisor.store.repos import commands, events, nodes
+from hydrovisor.store.repos.commands import CommandRecord
+from hydrovisor.supervisors import ActorContext, SupervisedActor
+
+log = logging.getLogger(__name__)
+
+DbCall = Callable[[asyncpg.Pool], Coroutine[Any, Any, Any]]
+S = CommandStatus
+
+
+class DeviceReply(msgspec.Struct, frozen=True):
+    """A ``command_response`` for this command."""
+
+    response: CommandResponse
+
+
+class _Publish(msgspec.Struct, frozen=True):
+    attempt: int
+
+
+class _Published(msgspec.Struct, frozen=True):
+    attempt: int
+    outcome: Outcome
+
+
+class _Stored(msgspec.Struct, frozen=True):
+    target: CommandStatus
+    fields: dict[str, Any]
+    outcome: Outcome
+
+
+class _Deadline(msgspec.Struct, frozen=True):
+    pass
+
+
+class _Tick(msgspec.Struct, frozen=True):
+    pass
+
+
+class CommandActor(SupervisedActor):
+    """See the module docstring."""
+
+    def __init__(self, ctx: ActorContext, *, cmd_id: str, plane: CommandPlane, tick: float = 1.0) -> None:
+        super().__init__(ctx)
+        self.cmd_id = cmd_id
+        self._plane = plane
+        self._tick_interval = tick
+        self._row: CommandRecord | None = None
+        self._secret = ""
+        self._topic = ""
+        # status writes, applied one at a time in arrival order (a failed one stays at the head)
+        self._writes: collections.deque[tuple[CommandStatus, dict[str, Any]]] = collections.deque()
+        self._writing = False
+        self._finished = False
+        self._sync_failure_told = False
+        self._timers: list[Timer] = []
+
+    # lifecycle -------------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        row = self._db_now(lambda pool: commands.get(pool, self.cmd_id))
+        if row is None:
+            raise LookupError(f"command {self.cmd_id} has no row")
+        self._row = row
+        if row.terminal and row.status != S.SEND_FAILED:  # SEND_FAILED: started to send it again
+            self.stop()
+            return
+        node = self._db_now(lambda pool: nodes.get_node(pool, row.node_uid))
+        view = self._plane.registry.get(row.node_uid)
+        gh = view.gh_uid if view is not None else None
+        if node is None or gh is None or node.zone_uid is None:
+            self._store(S.SEND_FAILED, error_code="node_not_bound",
+                        error_message=f"node {row.node_uid} is not bound to a zone")
+            return
+        self._secret = node.node_secret
+        self._topic = channel_topic(gh, node.zone_uid, row.node_uid, row.channel, "command")
+        self._timers.append(self.tell_self_after(max(0.0, row.deadline_at - time.time()), _Deadline()))
+        self._timers.append(self.tell_self_every(self._tick_interval, _Tick()))
+        if row.status in (S.QUEUED, S.SEND_FAILED):
+            self.actor_ref.tell(_Publish(1))
+
+    def on_stop(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+
+    def on_failure(self, *_: Any) -> None:
+        self.on_stop()
+
+    def _db_now(self, call: DbCall) -> Any:
+        return self.ctx.system.bridge.submit(_with_pool(self._plane, call)).result(timeout=10)
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, _Publish):
+            self._publish(message.attempt)
+        elif isinstance(message, _Published):
+            self._published(message)
+        elif isinstance(message, DeviceReply):
+            self._reply(message.response)
+        elif isinstance(message, _Stored):
+            self._stored(message)
+        elif isinstance(message, _Deadline):
+            self._store(S.TIMEOUT, error_code="command_timeout",
+                        error_message="no terminal reply before the deadline")
+        elif isinstance(message, _Tick):
+            self._next_write()
+        else:
+            return super().on_receive(message)
+        return None
+
+    # publishing ------------------------------------------------------------------------------
+
+    def _publish(self, attempt: int) -> None:
+        row = self._row
+        if row is None or CommandStatus(row.status) not in (S.QUEUED, S.SEND_FAILED):
+            return
+        payload = encode_command(row.cmd, row.cmd_id, row.params, int(time.time()), self._secret)
+        self.pipe_to_self(self._plane.publish(self._topic, payload), lambda o: _Published(attempt, o))
+
+    def _published(self, msg: _Published) -> None:
+        if msg.outcome.ok:
+            self._store(S.SENT)
+            return
+        error = msg.outcome.error
+        log.warning("command %s publish attempt %d failed: %s", self.cmd_id, msg.attempt, error,
+                    extra={"event": "command_publish_failed", "cmd_id": self.cmd_id})
+        if msg.attempt < PUBLISH_ATTEMPTS:
+            self._timers.append(self.tell_self_after(PUBLISH_BACKOFF_S[msg.attempt - 1], _Publish(msg.attempt + 1)))
+            return
+        code = NodeNotConnected.code if isinstance(error, NodeNotConnected) else "publish_failed"
+        self._store(S.SEND_FAILED, error_code=code, error_message=str(error))
+        row = self._row
+        zone = row.zone_uid if row is not None else None
+        self.ctx.system.bridge.pipe(_with_pool(self._plane, lambda pool: events.raise_alert(
+            pool, zone_uid=zone, node_uid=row.node_uid if row else None, source="infra",
+            code="infra_command_send_failed", alert_type="Command could not be sent",
+            details={"cmd_id": self.cmd_id, "error_code": code}, dedupe_key=self.cmd_id)), _alert_outcome)
+
+    # replies ---------------------------------------------------------------------------------
+
+    def _reply(self, response: CommandResponse) -> None:
+        details = dict(response.details or {})
+        if response.message:
+            details.setdefault("message", response.message)
+        self._store(response.status, error_code=response.error_code, error_message=response.error_message,
+                    details=details or None, source="device")
+
+    # storing ---------------------------------------------------------------------------------
+
+    def _store(self, target: CommandStatus, **fields: Any) -> None:
+        fields.setdefault("source", "server")
+        self._writes.append((target, fields))
+        self._next_write()
+
+    def _next_write(self) -> None:
+        if self._writing or not self._writes:
+            return
+        target, fields = self._writes[0]
+        self._writing = True
+        self.pipe_to_self(_with_pool(self._plane, lambda pool: commands.transition(
+            pool, self.cmd_id, target, **fields)), lambda o: _Stored(target, fields, o))
+
+    def _stored(self, msg: _Stored) -> None:
+        self._writing = False
+        if not msg.outcome.ok:
+            log.error("command %s: %s not stored (%s); retrying", self.cmd_id, msg.target, msg.outcome.error,
+                      extra={"event": "command_state_sync_failed", "cmd_id": self.cmd_id})
+            if msg.target is S.SENT and not self._sync_failure_told:
+                self._sync_failure_told = True  # the submitter gets command_state_sync_failed once
+                self._plane.waiters.announce(StatusNews(self.cmd_id, S.QUEUED, sync_failed=True,
+                                                        error_code="command_state_sync_failed"))
+            return  # stays at the head; the next tick tries again
+        self._writes.popleft()
+        row: CommandRecord | None = msg.outcome.value
+        if row is not None:
+            self._applied(row)
+        elif msg.fields.get("source") == "server" and msg.target in TERMINAL:
+            self._settle_from_row()  # refused: e.g. a re-send failed again, the row already says so
+        if self._finished and not self._writes:
+            self.stop()
+        self._next_write()
+
+    def _applied(self, row: CommandRecord) -> None:
+        self._row = row
+        self._plane.waiters.announce(StatusNews(self.cmd_id, row.status, error_code=row.error_code))
+        log.info("command %s -> %s", self.cmd_id, row.status,
+                 extra={"event": "command_status", "cmd_id": self.cmd_id, "status": row.status,
+                        "node_uid": row.node_uid, "zone_id": row.zone_uid})
+        if CommandStatus(row.status) in TERMINAL:
+            self._finished = True
+
+    def _settle_from_row(self) -> None:
+        row = self._db_now(lambda pool: commands.get(pool, self.cmd_id))
+        if row is None:
+            return
+        self._row = row
+        self._plane.waiters.announce(StatusNews(self.cmd_id, row.status, error_code=row.error_code))
+        if CommandStatus(row.status) in TERMINAL:
+            self._finished = True
+
+
+async def _with_pool(plane: CommandPlane, call: DbCall) -> Any:
+    return await call(plane.db.pool)
+
+
+def _alert_outcome(outcome: Outcome) -> None:
+    if not outcome.ok:  # the SEND_FAILED row itself is what matters; the alert is best effort
+        log.warning("infra_command_send_failed alert not stored: %s", outcome.error,
+                    extra={"event": "alert_not_stored"})

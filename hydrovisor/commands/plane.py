@@ -1,0 +1,50 @@
+"""What command actors need: storage, the node view, the broker seam, waiters; and the publish step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hydrovisor.broker.transport import Transport
+from hydrovisor.commands.waiters import CommandWaiters
+from hydrovisor.devices.registry import NodeRegistry
+from hydrovisor.store.database import Database
+
+PUBLISH_ATTEMPTS = 3
+PUBLISH_BACKOFF_S = (0.5, 1.0)
+DEFAULT_TIMEOUT_S = 30.0
+DURATION_MARGIN_S = 30.0
+
+
+class NodeNotConnected(Exception):
+    """The node has no live subscription to its command topic: a QoS 1 publish would be dropped."""
+
+    code = "node_not_connected"
+
+
+@dataclass(frozen=True)
+class CommandPlane:
+    """Dependencies of command actors, built once by the app."""
+
+    db: Database
+    registry: NodeRegistry
+    transport: Transport
+    waiters: CommandWaiters
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish a signed command; refuses (``NodeNotConnected``) when no session would get it.
+
+        The embedded broker silently drops a QoS 1 message for a clean-session device that is not
+        connected, so "published" would not mean "delivered": a command for an absent node fails
+        fast with a clear code instead of pretending (the caller may resend the same cmd_id).
+        """
+        if self.transport.subscriber_count(topic) == 0:
+            raise NodeNotConnected(f"no live session subscribed to {topic}")
+        await self.transport.publish(topic, payload, qos=1)
+
+
+def default_timeout(params: dict[str, object]) -> float:
+    """DOMAIN §1: the command's ``duration_ms`` + 30 s margin, else 30 s."""
+    duration = params.get("duration_ms")
+    if isinstance(duration, int | float) and not isinstance(duration, bool) and duration > 0:
+        return float(duration) / 1000.0 + DURATION_MARGIN_S
+    return DEFAULT_TIMEOUT_S

@@ -1,0 +1,43 @@
+"""ESP32 node simulator speaking Protocol 2.0 over real MQTT connections (amqtt clients).
+
+- ``node``: ``SimNode`` — one node: connection lifecycle, time sync, hello/config report, heartbeats,
+  status, telemetry, config pushes (bind/unbind), signed commands with the firmware's ``cmd_id`` cache.
+- ``fleet``: ``SimFleet`` — many nodes on one event loop with bounded connect concurrency and counters.
+- ``faults``: ``Faults`` — per-node failure modes (dropped/delayed/duplicated/contradictory replies,
+  overcurrent, no flow, offline windows, bad JSON, uptime timestamps).
+- ``physics``: ``WaterPhysics`` — the seeded water model behind the sensors.
+- ``options``: ``NodeOptions`` (timings, ``time_scale``) and ``FieldConfig`` (a node already bound).
+- ``commands`` / ``actions``: command admission and execution; ``profiles``: the hardware of each node type.
+- ``runner``: the ``hydrovisor sim`` command.
+"""
+
+from hydrovisor.sim.actions import Outcome
+from hydrovisor.sim.commands import CommandCache, Rejection, check_command
+from hydrovisor.sim.faults import Faults
+from hydrovisor.sim.fleet import FleetStats, SimFleet, hardware_id_for
+from hydrovisor.sim.node import NodeStats, SimNode
+from hydrovisor.sim.nodeconfig import StoredConfig
+from hydrovisor.sim.options import FieldConfig, NodeOptions
+from hydrovisor.sim.physics import WaterPhysics
+from hydrovisor.sim.profiles import SIM_NODE_TYPES, Profile, Sensor, profile_for
+
+__all__ = [
+    "SIM_NODE_TYPES",
+    "CommandCache",
+    "Faults",
+    "FieldConfig",
+    "FleetStats",
+    "NodeOptions",
+    "NodeStats",
+    "Outcome",
+    "Profile",
+    "Rejection",
+    "Sensor",
+    "SimFleet",
+    "SimNode",
+    "StoredConfig",
+    "WaterPhysics",
+    "check_command",
+    "hardware_id_for",
+    "profile_for",
+]

@@ -1,0 +1,128 @@
+"""The hardware of each simulated node type: its channels (as reported in ``config_report``) and sensors.
+
+A profile is fixed hardware: a config push may rename or re-describe channels in the stored config the
+node echoes, but the simulator keeps serving the channels listed here.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from hydrovisor.protocol import ChannelConfig, SafeLimits
+
+__all__ = ["SIM_NODE_TYPES", "Profile", "Sensor", "profile_for"]
+
+SIM_NODE_TYPES: tuple[str, ...] = ("ph", "ec", "irrig", "climate", "light", "water_sensor")
+"""Node types the simulator can play."""
+
+
+class Sensor(msgspec.Struct, frozen=True, kw_only=True):
+    """One sensor channel: which physics quantity it reads and how it reports it.
+
+    ``raw_scale``: when set, telemetry carries ``raw = round(value * raw_scale)`` (ADC-style);
+    ``gated``: pH/EC readings that carry ``stable``/``flow_active``/``corrections_allowed``.
+    """
+
+    channel: str
+    metric: str
+    unit: str
+    source: str
+    decimals: int = 2
+    raw_scale: float | None = None
+    gated: bool = False
+
+
+class Profile(msgspec.Struct, frozen=True, kw_only=True):
+    """A node type's hardware. ``dose_kinds`` maps dosing pumps to their chemistry (acid, base, nutrient)."""
+
+    node_type: str
+    sensors: tuple[Sensor, ...]
+    channels: tuple[ChannelConfig, ...]
+    capabilities: tuple[str, ...]
+    dose_kinds: dict[str, str] = {}
+
+    def channel(self, name: str) -> ChannelConfig | None:
+        """The channel called ``name``, or None."""
+        return next((channel for channel in self.channels if channel.name == name), None)
+
+    def sensor(self, name: str) -> Sensor | None:
+        """The sensor on channel ``name``, or None."""
+        return next((sensor for sensor in self.sensors if sensor.channel == name), None)
+
+
+def _sensor_channel(sensor: Sensor, poll_interval_ms: int = 5000) -> ChannelConfig:
+    return ChannelConfig(name=sensor.channel, type="SENSOR", metric=sensor.metric, unit=sensor.unit,
+                         poll_interval_ms=poll_interval_ms)
+
+
+def _actuator(name: str, actuator_type: str, *, relay_type: str | None = None, ml_per_second: float | None = None,
+              max_duration_ms: int | None = None) -> ChannelConfig:
+    limits = SafeLimits(max_duration_ms=max_duration_ms, min_off_ms=1000, fail_safe_mode="OFF") \
+        if max_duration_ms is not None else None
+    return ChannelConfig(name=name, type="ACTUATOR", actuator_type=actuator_type, relay_type=relay_type,
+                         ml_per_second=ml_per_second, safe_limits=limits)
+
+
+_SYSTEM = _actuator("system", "SYSTEM")
+
+
+def _profile(node_type: str, sensors: list[Sensor], actuators: list[ChannelConfig], capabilities: list[str],
+             dose_kinds: dict[str, str] | None = None) -> Profile:
+    channels = (*(_sensor_channel(sensor) for sensor in sensors), *actuators, _SYSTEM)
+    return Profile(node_type=node_type, sensors=tuple(sensors), channels=channels, capabilities=tuple(capabilities),
+                   dose_kinds=dose_kinds or {})
+
+
+_PH = Sensor(channel="ph_sensor", metric="PH", unit="pH", source="ph", decimals=3, raw_scale=1000, gated=True)
+_EC = Sensor(channel="ec_sensor", metric="EC", unit="mS/cm", source="ec", decimals=3, raw_scale=1000, gated=True)
+_VALVES = ("valve_clean_fill", "valve_clean_supply", "valve_solution_fill", "valve_solution_supply",
+           "valve_irrigation")
+
+PROFILES: dict[str, Profile] = {
+    "ph": _profile(
+        "ph", [_PH, Sensor(channel="solution_temp", metric="TEMPERATURE", unit="°C", source="water_temp")],
+        [_actuator("pump_acid", "PERISTALTIC_PUMP", ml_per_second=1.0, max_duration_ms=60_000),
+         _actuator("pump_base", "PERISTALTIC_PUMP", ml_per_second=1.0, max_duration_ms=60_000)],
+        ["ph", "dosing", "sensor_mode"], {"pump_acid": "acid", "pump_base": "base"}),
+    "ec": _profile(
+        "ec", [_EC, Sensor(channel="solution_temp", metric="TEMPERATURE", unit="°C", source="water_temp")],
+        [_actuator("pump_nutrient_a", "PERISTALTIC_PUMP", ml_per_second=2.0, max_duration_ms=60_000),
+         _actuator("pump_nutrient_b", "PERISTALTIC_PUMP", ml_per_second=2.0, max_duration_ms=60_000)],
+        ["ec", "dosing", "sensor_mode"], {"pump_nutrient_a": "nutrient", "pump_nutrient_b": "nutrient"}),
+    "irrig": _profile(
+        "irrig",
+        [Sensor(channel="flow_rate", metric="FLOW_RATE", unit="l/min", source="flow_lpm"),
+         Sensor(channel="pump_current", metric="PUMP_CURRENT", unit="mA", source="pump_current_ma", decimals=0),
+         Sensor(channel="water_level", metric="WATER_LEVEL", unit="%", source="solution_level_pct", decimals=1),
+         Sensor(channel="level_solution_min", metric="WATER_LEVEL_SWITCH", unit="bool",
+                source="solution_level_min", decimals=0)],
+        [_actuator("pump_main", "PUMP", relay_type="NC", max_duration_ms=300_000),
+         *(_actuator(valve, "VALVE", relay_type="NO") for valve in _VALVES),
+         _actuator("storage_state", "SYSTEM")],
+        ["irrigation", "two_tank", "flow", "current"]),
+    "climate": _profile(
+        "climate",
+        [Sensor(channel="air_temp", metric="TEMPERATURE", unit="°C", source="air_temp"),
+         Sensor(channel="air_humidity", metric="HUMIDITY", unit="%", source="humidity", decimals=1),
+         Sensor(channel="co2", metric="CO2", unit="ppm", source="co2", decimals=0)],
+        [_actuator("fan", "FAN", relay_type="NO"), _actuator("heater", "HEATER", relay_type="NO")],
+        ["climate"]),
+    "light": _profile(
+        "light", [Sensor(channel="light_sensor", metric="LIGHT_INTENSITY", unit="lux", source="lux", decimals=0)],
+        [_actuator("light", "LED")], ["light", "pwm"]),
+    "water_sensor": _profile(
+        "water_sensor",
+        [Sensor(channel="water_level", metric="WATER_LEVEL", unit="%", source="clean_level_pct", decimals=1),
+         Sensor(channel="water_temp", metric="TEMPERATURE", unit="°C", source="water_temp"),
+         Sensor(channel="level_clean_min", metric="WATER_LEVEL_SWITCH", unit="bool", source="clean_level_min",
+                decimals=0)],
+        [], ["water_level"]),
+}
+
+
+def profile_for(node_type: str) -> Profile:
+    """The profile of ``node_type`` (one of ``SIM_NODE_TYPES``); raises ``ValueError`` otherwise."""
+    try:
+        return PROFILES[node_type]
+    except KeyError:
+        raise ValueError(f"unknown simulated node type {node_type!r}; expected one of {SIM_NODE_TYPES}") from None

@@ -1,0 +1,192 @@
+"""The command lifecycle end to end: HTTP -> command actor -> signed MQTT -> simulated node -> replies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from amqtt.client import MQTTClient
+
+from hydrovisor.sim import Faults, FieldConfig, NodeOptions, SimNode
+from tests.app.conftest import Running
+from tests.helpers import http, wait_until
+
+SECRET = "irrigation-secret-0123456789"
+OPTIONS = NodeOptions(time_scale=0.01, heartbeat_interval_s=1.0, telemetry_interval_s=5.0,
+                      trust_local_clock=True, reconnect_delay_s=0.1)
+TOPIC = "hydro/gh-1/zn-1/{uid}/pump_main/command"
+
+
+def _seed(instance: Running, uid: str) -> None:
+    for path, body in (("/api/v1/greenhouses", {"uid": "gh-1", "name": "Main"}),
+                       ("/api/v1/zones", {"greenhouse_uid": "gh-1", "uid": "zn-1", "name": "Lettuce"})):
+        http("POST", instance.base_url + path, body=body)
+    reply = http("POST", instance.base_url + "/api/v1/nodes", body={
+        "uid": uid, "hardware_id": "esp32-" + uid[-12:].rjust(12, "0"), "type": "irrig", "zone_uid": "zn-1",
+        "node_secret": SECRET, "channels": [{"name": "pump_main", "type": "ACTUATOR", "actuator_type": "PUMP",
+                                              "relay_type": "NC"},
+                                             {"name": "flow_rate", "type": "SENSOR", "metric": "FLOW_RATE"}]})
+    assert reply.status == 201, reply.raw
+
+
+class Node:
+    """A simulated irrigation node of the running instance."""
+
+    def __init__(self, instance: Running, uid: str, faults: Faults | None = None) -> None:
+        self.instance = instance
+        self.uid = uid
+        _seed(instance, uid)
+        self.sim = SimNode(f"mqtt://127.0.0.1:{instance.mqtt_port}", "esp32-" + uid[-12:].rjust(12, "0"), "irrig",
+                           options=OPTIONS, faults=faults,
+                           field_config=FieldConfig(gh_uid="gh-1", zone_uid="zn-1", node_uid=uid, node_secret=SECRET))
+
+    def start(self) -> None:
+        async def go() -> None:
+            await self.sim.start()
+            await self.sim.wait_connected(10)
+
+        self.instance.loop.run(go())
+        services = self.instance.app.services
+        assert services is not None
+        topic = TOPIC.format(uid=self.uid)
+        wait_until(lambda: self.instance.loop.run(_subscribers(services, topic)) > 0, what="node subscribed")
+
+    def stop(self) -> None:
+        self.instance.loop.run(self.sim.stop())
+
+    def command(self, **body: Any) -> Any:
+        payload = {"node_uid": self.uid, "channel": "pump_main", "cmd": "run_pump",
+                   "params": {"duration_ms": 2500}, **body}
+        return http("POST", self.instance.base_url + "/api/v1/commands", body=payload)
+
+    def get(self, cmd_id: str, wait: int = 0) -> Any:
+        return http("GET", self.instance.base_url + f"/api/v1/commands/{cmd_id}?wait={wait}").json()["data"]
+
+    def timeline(self, cmd_id: str) -> list[tuple[str, bool]]:
+        data = http("GET", self.instance.base_url + f"/api/v1/commands/{cmd_id}/events").json()["data"]
+        return [(e["status"], e["applied"]) for e in data]
+
+
+async def _subscribers(services: Any, topic: str) -> int:
+    count: int = services.broker.subscriber_count(topic)
+    return count
+
+
+@pytest.fixture
+def node_factory(instance: Running) -> Iterator[Callable[..., Node]]:
+    made: list[Node] = []
+
+    def make(uid: str = "nd-irr-000000000001", faults: Faults | None = None, start: bool = True) -> Node:
+        node = Node(instance, uid, faults)
+        if start:
+            node.start()
+        made.append(node)
+        return node
+
+    yield make
+    for node in made:
+        node.stop()
+
+
+def test_queued_sent_ack_done(node_factory: Callable[..., Node]) -> None:
+    node = node_factory()
+    reply = node.command(cmd_id="run-1", trace_id="t-1")
+    assert reply.status == 202, reply.raw
+    data = reply.json()["data"]
+    assert data["command_id"] == "run-1"
+    assert data["status"] in ("SENT", "ACK", "DONE")
+    assert data["timeout_s"] == 32.5  # duration_ms + 30 s
+    done = node.get("run-1", wait=10)
+    assert done["status"] == "DONE"
+    assert done["command_effect_confirmed"] is True
+    assert done["terminal_at"] is not None
+    assert node.timeline("run-1") == [("QUEUED", True), ("SENT", True), ("ACK", True), ("DONE", True)]
+    again = node.command(cmd_id="run-1", trace_id="t-1")
+    assert (again.status, again.json()["data"]["status"]) == (200, "DONE")  # no second publish
+    assert node.sim.stats.commands_answered == 1
+    listed = http("GET", node.instance.base_url + "/api/v1/commands?node_uid=" + node.uid).json()["data"]
+    assert [c["cmd_id"] for c in listed] == ["run-1"]
+
+
+def test_bad_requests_get_their_codes_and_store_nothing(node_factory: Callable[..., Node]) -> None:
+    node = node_factory(start=False)
+    base = node.instance.base_url + "/api/v1/commands"
+    cases = [
+        ({"type": "run_pump", "node_uid": node.uid, "channel": "pump_main"}, 400, "legacy_field_type"),
+        ({"node_uid": node.uid, "channel": "pump_main"}, 400, "missing_cmd"),
+        ({"cmd": "run_pump", "channel": "pump_main"}, 400, "missing_node_uid"),
+        ({"cmd": "run_pump", "node_uid": node.uid}, 400, "missing_channel"),
+        ({"cmd": "run_pump", "node_uid": node.uid, "channel": "pump_main", "params": {"duration_ms": 0}}, 400,
+         "param_out_of_range"),
+        ({"cmd": "run_pump", "node_uid": node.uid, "channel": "pump_main", "params": []}, 400, "invalid_body"),
+        ({"cmd": "run_pump", "node_uid": node.uid, "channel": "flow_rate"}, 400, "channel_not_actuator"),
+        ({"cmd": "run_pump", "node_uid": "nd-404", "channel": "pump_main"}, 404, "node_not_found"),
+        ({"cmd": "run_pump", "node_uid": node.uid, "channel": "pump_main", "zone_uid": "zn-2"}, 409,
+         "node_zone_mismatch"),
+    ]
+    for body, status, code in cases:
+        reply = http("POST", base, body=body)
+        assert (reply.status, reply.json()["code"]) == (status, code), body
+    assert http("GET", base).json()["data"] == []
+
+
+def test_node_offline_fails_fast_then_the_same_cmd_id_succeeds(node_factory: Callable[..., Node]) -> None:
+    node = node_factory(start=False)
+    failed = node.command(cmd_id="retry-1")
+    assert (failed.status, failed.json()["code"], failed.json()["error_code"]) == (
+        502, "command_send_failed", "node_not_connected")
+    assert node.get("retry-1")["status"] == "SEND_FAILED"
+    alerts = http("GET", node.instance.base_url + "/api/v1/alerts?status=ACTIVE").json()["data"]
+    assert "infra_command_send_failed" in {a["code"] for a in alerts}
+    conflict = node.command(cmd_id="retry-1", params={"duration_ms": 1000})
+    assert (conflict.status, conflict.json()["code"]) == (409, "cmd_id_conflict")
+    node.start()
+    retried = node.command(cmd_id="retry-1")
+    assert retried.status == 200, retried.raw
+    assert node.get("retry-1", wait=10)["status"] == "DONE"
+
+
+def test_dropped_reply_times_out_and_a_late_done_is_recorded_not_applied(
+    node_factory: Callable[..., Node],
+) -> None:
+    node = node_factory(faults=Faults(delay_reply_s=2.0))
+    reply = node.command(cmd_id="slow-1", timeout_s=1.0)
+    assert reply.status == 202
+    timed_out = node.get("slow-1", wait=10)
+    assert (timed_out["status"], timed_out["error_code"]) == ("TIMEOUT", "command_timeout")
+    assert timed_out["failed_at"] is not None
+    wait_until(lambda: ("DONE", False) in node.timeline("slow-1"), timeout=10, what="late DONE recorded")
+    assert node.get("slow-1")["status"] == "TIMEOUT"
+
+
+def test_contradicting_second_terminal_keeps_the_first(node_factory: Callable[..., Node]) -> None:
+    node = node_factory(faults=Faults(contradictory_terminal=1.0))
+    assert node.command(cmd_id="twice-1").status == 202
+    assert node.get("twice-1", wait=10)["status"] == "DONE"
+    wait_until(lambda: ("BUSY", False) in node.timeline("twice-1"), timeout=10, what="contradiction recorded")
+    assert node.get("twice-1")["status"] == "DONE"
+
+
+def test_reply_for_an_unknown_cmd_id_gets_a_stub_and_its_terminal(node_factory: Callable[..., Node]) -> None:
+    node = node_factory()
+    response = {"cmd_id": "ghost-1", "status": "ERROR", "ts": 1737355112000, "error_code": "pump_interlock_blocked"}
+
+    async def send() -> None:
+        client = MQTTClient(client_id="esp32-test-ghost", config={"auto_reconnect": False})
+        await client.connect(f"mqtt://127.0.0.1:{node.instance.mqtt_port}/")
+        await client.publish(f"hydro/gh-1/zn-1/{node.uid}/pump_main/command_response",
+                             json.dumps(response).encode(), qos=1)
+        await client.disconnect()
+
+    node.instance.loop.run(send())
+    def terminal() -> Any:
+        reply = http("GET", node.instance.base_url + "/api/v1/commands/ghost-1")
+        return reply.status == 200 and reply.json()["data"]["terminal_at"] is not None and reply.json()["data"]
+
+    ghost = wait_until(terminal, what="stub row with its terminal")
+    assert (ghost["cmd"], ghost["source"], ghost["status"], ghost["error_code"]) == (
+        "unknown", "device", "ERROR", "pump_interlock_blocked")
+    assert ghost["terminal_at"] is not None
+    assert node.timeline("ghost-1") == [("ACK", True), ("ERROR", True)]
