@@ -134,6 +134,14 @@ async def transition(
             json.dumps(details, default=str) if details is not None else None)
         event = {k: v for k, v in (("error_code", error_code), ("error_message", error_message),
                                    ("details", details)) if v is not None}
+        if row is not None:
+            # the notification is queued in the same transaction as the status it reports, so a
+            # stored status is never left unannounced (DOMAIN §1: delivered, pending or dead-lettered)
+            await conn.execute(
+                "INSERT INTO notifications_pending (kind, payload) VALUES ('command_status', $1::jsonb)",
+                json.dumps({"cmd_id": cmd_id, "status": target.value, "node_uid": row["node_uid"],
+                            "zone_uid": row["zone_uid"], "cmd": row["cmd"], "error_code": error_code,
+                            "source": source}))
         await conn.execute(
             "INSERT INTO command_events (cmd_id, status, applied, source, details) VALUES ($1, $2, $3, $4, $5::jsonb)",
             cmd_id, target.value, row is not None, source, json.dumps(event, default=str))
