@@ -21,7 +21,7 @@ from hydrovisor.actors.health_probe import HealthBoard
 from hydrovisor.actors.telemetry_writer import WriterMetrics
 from hydrovisor.broker import DeviceDirectory, EmbeddedBroker
 from hydrovisor.broker.errors import BrokerUnavailable
-from hydrovisor.commands.plane import CommandPlane
+from hydrovisor.commands.plane import CommandPlane, publish_counter
 from hydrovisor.commands.waiters import CommandWaiters
 from hydrovisor.config import Settings
 from hydrovisor.devices.credentials import sync_binding
@@ -93,7 +93,8 @@ class Hydrovisor:
             directory=directory, health=HealthBoard(registry),
             loop_lag=LoopLagMonitor(loop, settings.loop_lag_interval, registry), devices=plane,
             telemetry=TelemetryCounters(registry), writer_metrics=WriterMetrics(registry),
-            commands=CommandPlane(db=db, registry=nodes_view, transport=broker, waiters=CommandWaiters(loop)))
+            commands=CommandPlane(db=db, registry=nodes_view, transport=broker, waiters=CommandWaiters(loop),
+                                  publishes=publish_counter(registry)))
         self.services = services
         self._router = DeviceRouter(plane, system, registry, services.telemetry, services.commands)
         broker.on_message = self._router.on_message

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry, Counter
+
 from hydrovisor.broker.transport import Transport
 from hydrovisor.commands.waiters import CommandWaiters
 from hydrovisor.devices.registry import NodeRegistry
@@ -29,6 +31,7 @@ class CommandPlane:
     registry: NodeRegistry
     transport: Transport
     waiters: CommandWaiters
+    publishes: Counter
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Publish a signed command; refuses (``NodeNotConnected``) when no session would get it.
@@ -38,8 +41,10 @@ class CommandPlane:
         fast with a clear code instead of pretending (the caller may resend the same cmd_id).
         """
         if self.transport.subscriber_count(topic) == 0:
+            self.publishes.labels(outcome="node_not_connected").inc()
             raise NodeNotConnected(f"no live session subscribed to {topic}")
         await self.transport.publish(topic, payload, qos=1)
+        self.publishes.labels(outcome="published").inc()
 
 
 def default_timeout(params: dict[str, object]) -> float:
@@ -48,3 +53,9 @@ def default_timeout(params: dict[str, object]) -> float:
     if isinstance(duration, int | float) and not isinstance(duration, bool) and duration > 0:
         return float(duration) / 1000.0 + DURATION_MARGIN_S
     return DEFAULT_TIMEOUT_S
+
+
+def publish_counter(registry: CollectorRegistry) -> Counter:
+    """``hydrovisor_command_publishes_total{outcome}``: every signed command that went out (or not)."""
+    return Counter("hydrovisor_command_publishes_total", "Command publish attempts by outcome.", ["outcome"],
+                   registry=registry)

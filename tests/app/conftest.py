@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +17,7 @@ from hydrovisor.app import Hydrovisor
 from hydrovisor.config import Settings
 from hydrovisor.config.settings import DatabaseSettings, HttpSettings, MqttSettings, SupervisionSettings
 from hydrovisor.runtime.loop_thread import LoopThread
-from tests.helpers import http, wait_until
+from tests.helpers import free_port, http, wait_until
 
 
 @dataclass
@@ -73,3 +76,52 @@ def start_app(pg_dsn: str, tmp_path: Path) -> Iterator[Callable[..., Running]]:
 def instance(start_app: Callable[..., Running]) -> Running:
     """One running instance with default test settings (no token: loopback clients only)."""
     return start_app()
+
+
+HYDROVISOR = [sys.executable, "-m", "hydrovisor"]
+
+
+def hydrovisor_env(**values: str) -> dict[str, str]:
+    """This process's environment without HYDROVISOR_* variables, plus ``values``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDROVISOR_")}
+    env.update(values)
+    return env
+
+
+class Process:
+    """A running ``hydrovisor run`` with its ports."""
+
+    def __init__(self, data_dir: Path, extra: dict[str, str], ports: tuple[int, int] | None = None) -> None:
+        self.http_port, self.mqtt_port = ports or (free_port(), free_port())
+        self.data_dir = data_dir
+        self.base_url = f"http://127.0.0.1:{self.http_port}"
+        env = hydrovisor_env(HYDROVISOR_DATA_DIR=str(data_dir), HYDROVISOR_HTTP_HOST="127.0.0.1",
+                   HYDROVISOR_HTTP_PORT=str(self.http_port), HYDROVISOR_MQTT_HOST="127.0.0.1",
+                   HYDROVISOR_MQTT_PORT=str(self.mqtt_port), **extra)
+        self.proc = subprocess.Popen([*HYDROVISOR, "run"], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"hydrovisor exited early with {self.proc.returncode}:\n{self.output()}")
+        try:
+            return http("GET", self.base_url + "/health/ready", timeout=2).status == 200
+        except OSError:
+            return False
+
+    def output(self) -> str:
+        out, _ = self.proc.communicate(timeout=30)
+        return out
+
+    def wait(self, timeout: float = 60) -> int:
+        return self.proc.wait(timeout)
+
+
+@pytest.fixture
+def process(tmp_path: Path) -> Iterator[list[Process]]:
+    started: list[Process] = []
+    yield started
+    for p in started:
+        if p.proc.poll() is None:
+            p.proc.kill()
+            p.proc.wait(10)
