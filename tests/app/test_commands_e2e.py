@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from amqtt.client import MQTTClient
 
+from hydrovisor.config.settings import SupervisionSettings
 from hydrovisor.sim import Faults, FieldConfig, NodeOptions, SimNode
 from tests.app.conftest import Running
 from tests.helpers import http, wait_until
@@ -190,3 +191,50 @@ def test_reply_for_an_unknown_cmd_id_gets_a_stub_and_its_terminal(node_factory: 
         "unknown", "device", "ERROR", "pump_interlock_blocked")
     assert ghost["terminal_at"] is not None
     assert node.timeline("ghost-1") == [("ACK", True), ("ERROR", True)]
+
+
+async def _sql(instance: Running, statement: str) -> None:
+    assert instance.app.services is not None
+    await instance.app.services.db.pool.execute(statement)
+
+
+REFUSE_SENT = """
+CREATE FUNCTION refuse_sent() RETURNS trigger AS $$
+BEGIN
+  IF NEW.status = 'SENT' THEN RAISE EXCEPTION 'injected: SENT cannot be stored'; END IF;
+  RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER refuse_sent BEFORE UPDATE ON commands FOR EACH ROW EXECUTE FUNCTION refuse_sent();
+"""
+
+
+def test_sent_not_stored_after_publish_is_a_500_and_the_row_heals(node_factory: Callable[..., Node]) -> None:
+    node = node_factory()
+    node.instance.loop.run(_sql(node.instance, REFUSE_SENT))
+    reply = node.command(cmd_id="sync-1")
+    assert (reply.status, reply.json()["code"]) == (500, "command_state_sync_failed")
+    assert reply.json()["command_id"] == "sync-1"
+    assert node.get("sync-1")["status"] == "QUEUED"  # the truth as far as the database knows
+    node.instance.loop.run(_sql(node.instance, "DROP TRIGGER refuse_sent ON commands"))
+    healed = node.get("sync-1", wait=15)
+    assert healed["status"] == "DONE"
+    assert [s for s, applied in node.timeline("sync-1") if applied] == ["QUEUED", "SENT", "ACK", "DONE"]
+
+
+def test_commands_beyond_the_cap_get_429_and_can_be_retried(start_app: Callable[..., Running]) -> None:
+    instance = start_app(supervision=SupervisionSettings(liveness_interval=0.1, max_commands=2))
+    node = Node(instance, "nd-irr-000000000002", Faults(delay_reply_s=3.0))
+    node.start()
+    try:
+        assert node.command(cmd_id="cap-1").status == 202
+        assert node.command(cmd_id="cap-2").status == 202
+        refused = node.command(cmd_id="cap-3")
+        assert (refused.status, refused.json()["code"]) == (429, "too_many_commands")
+        assert refused.headers["Retry-After"] == "1"
+        assert (node.get("cap-3")["status"], node.get("cap-3")["error_code"]) == ("SEND_FAILED", "capacity_exceeded")
+        wait_until(lambda: node.get("cap-1")["status"] == "DONE", timeout=15)
+        wait_until(lambda: node.command(cmd_id="cap-3").status == 200, timeout=15, interval=0.2,
+                   what="a free slot for the retried cmd_id")
+        assert node.get("cap-3", wait=15)["status"] == "DONE"
+    finally:
+        node.stop()
