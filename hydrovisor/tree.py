@@ -11,6 +11,7 @@ from hydrovisor.actors.telemetry_writer import OnOutage, TelemetryWriter
 from hydrovisor.commands.spawn import open_command_specs
 from hydrovisor.config import Settings
 from hydrovisor.devices.spawn import registered_nodes
+from hydrovisor.notifications.wiring import notifier_child
 from hydrovisor.store.repos import telemetry
 from hydrovisor.supervisors import ChildSpec, SupervisorFlags, supervisor_spec
 
@@ -55,7 +56,8 @@ def build_tree(
                         hang_timeout=sup.hang_timeout)
     return [
         supervisor_spec("store", static, (
-            probe("db", db_check, settings.database.health_interval), writer, rollups)),
+            probe("db", db_check, settings.database.health_interval), writer, rollups,
+            notifier_child(settings, services, hang_timeout=sup.hang_timeout))),  # pending/DLQ -> webhooks
         supervisor_spec("broker", static, (probe("broker", broker_check, 2.0),)),
         supervisor_spec("nodes", dynamic(sup.max_nodes), lambda: registered_nodes(services.devices)),
         supervisor_spec("zones", dynamic(sup.max_zones)),

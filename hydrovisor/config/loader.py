@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,9 +41,10 @@ ENV_KEYS: dict[str, str] = {
     "HYDROVISOR_DATABASE_URL": "database.url",
     "HYDROVISOR_DATABASE_POOL_MAX": "database.pool_max",
     "HYDROVISOR_MAX_COMMANDS": "supervision.max_commands",
+    "HYDROVISOR_WEBHOOK_URLS": "webhook_urls",  # comma-separated
 }
 CONFIG_FILE_VAR = "HYDROVISOR_CONFIG"
-SECRET_KEYS = frozenset({"api_token", "admin_token", "database.url"})
+SECRET_KEYS = frozenset({"api_token", "admin_token", "database.url", "webhook_urls"})  # URLs may embed tokens
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
@@ -100,6 +102,8 @@ def _env_value(var: str, key: str, value: str) -> Any:
         raise ConfigError(f"{var}={value!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
     if key in {"api_token", "admin_token", "database.url"} and value == "":
         return None
+    if key == "webhook_urls":
+        return [url.strip() for url in value.split(",") if url.strip()]
     return value
 
 
@@ -143,6 +147,14 @@ def _check(settings: Settings) -> None:
         raise ConfigError("api_token and admin_token must differ")
     if settings.database.pool_min > settings.database.pool_max:
         raise ConfigError("database.pool_min must not exceed database.pool_max")
+    for position, url in enumerate(settings.webhook_urls, start=1):
+        try:
+            parts = urllib.parse.urlsplit(url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # e.g. a port that is not a number
+            valid = False
+        if not valid:  # the URL itself is not shown: it may carry a token
+            raise ConfigError(f"webhook_urls: entry {position} is not an http(s) URL with a host")
 
 
 def public_view(settings: Settings) -> dict[str, Any]:

@@ -77,6 +77,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     debug_loop: bool = False
     shutdown_timeout: PositiveFloat = 20.0
     loop_lag_interval: PositiveFloat = 0.25
+    # notifications: command status changes are POSTed to every URL (empty: acknowledged, not sent)
+    webhook_urls: list[str] = []
     http: HttpSettings = HttpSettings()
     mqtt: MqttSettings = MqttSettings()
     database: DatabaseSettings = DatabaseSettings()

@@ -211,6 +211,29 @@ def _command_paths() -> dict[str, Any]:
     }
 
 
+# --- notification dead-letter queue (hydrovisor/http/routes/dlq.py) ---------------------------
+def _dlq_paths() -> dict[str, Any]:
+    dlq_param = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1},
+                  "description": "the DLQ entry id (`items[].id`)"}]
+    missing = _resp("dlq_entry_not_found: no such entry (or already replayed/purged)", _ERROR)
+    bad_id = _resp("invalid_dlq_id", _ERROR)
+    return {
+        "/api/v1/dlq": {"get": _op(
+            "dead-lettered notifications, newest first: `{items, total, pending, next_before}`",
+            {"200": _OK, "400": _BAD},
+            params=[_q("limit", "max items (1-1000, default 100)", kind="integer"),
+                    _q("before", "paging: `next_before` of the previous page", kind="integer")])},
+        "/api/v1/dlq/{id}/replay": {"post": _op(
+            "move back to the pending queue (attempts reset, same notification id) for delivery now",
+            {"200": _resp("pending again: `{dlq_id, notification_id, status}`"), "400": bad_id, "404": missing},
+            params=dlq_param, admin=True)},
+        "/api/v1/dlq/{id}": {"delete": _op(
+            "purge the entry for good", {"200": _resp("purged"), "400": bad_id, "404": missing},
+            params=dlq_param, admin=True)},
+    }
+# --- end of the DLQ paths ------------------------------------------------------------------------
+
+
 @routes.get("/openapi.json")
 async def openapi(_: web.Request) -> web.Response:
     """The API description."""
@@ -218,3 +241,4 @@ async def openapi(_: web.Request) -> web.Response:
 
 
 DOCUMENT["paths"].update(_device_plane_paths())
+DOCUMENT["paths"].update(_dlq_paths())

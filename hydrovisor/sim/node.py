@@ -64,6 +64,18 @@ __all__ = ["NodeStats", "SimNode"]
 log = logging.getLogger(__name__)
 
 _QOS_1 = 1
+_STOP_GRACE_S = 10.0
+
+
+def _reraise_if_cancelling() -> None:
+    """Raise ``CancelledError`` when the current task is being cancelled.
+
+    amqtt converts a cancellation inside its packet writer into ``ProtocolHandlerError`` and its connect into
+    ``ConnectError``; a loop that swallowed those would outlive its own cancellation.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class _End(Enum):
@@ -264,13 +276,18 @@ class SimNode:
                 self._finish_session(_End.STOP)
             else:
                 main.cancel()  # connecting or waiting to reconnect
-            await asyncio.wait({main})
+            done, _ = await asyncio.wait({main}, timeout=_STOP_GRACE_S)
+            if not done:  # should not happen; never let one node hang a fleet's stop
+                log.warning("sim node did not stop in time", extra={
+                    "event": "sim_stop_timeout", "hardware_id": self._hardware_id})
+                import sys; main.print_stack(file=sys.stderr)  # DEBUG
+                main.cancel()
             self._main = None
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:
-            await asyncio.wait(tasks)
+            await asyncio.wait(tasks, timeout=_STOP_GRACE_S)
         self._actions.reset()
 
     async def go_offline(self, duration_s: float) -> bool:
@@ -327,6 +344,10 @@ class SimNode:
             async with self._gate if self._gate is not None else contextlib.nullcontext():
                 await asyncio.wait_for(client.connect(self._uri), self._options.connect_timeout_s)
         except Exception as exc:  # amqtt raises many kinds; all mean "not connected"
+            if self._stopping:
+                self._session_end = None
+                await discard(client)
+                return _End.STOP
             self.stats.connect_failures += 1
             log.debug("sim node connect failed", extra={
                 "event": "sim_connect_failed", "hardware_id": self._hardware_id, "broker": redact_uri(self._uri),
@@ -350,6 +371,8 @@ class SimNode:
             reason = _End.STOP
             raise
         except Exception as exc:  # e.g. the connection died during SUBSCRIBE
+            if self._stopping:
+                reason = _End.STOP
             log.debug("sim node session failed", extra={
                 "event": "sim_session_failed", "hardware_id": self._hardware_id, "error": repr(exc)})
         finally:
@@ -359,7 +382,7 @@ class SimNode:
             for worker in workers:
                 worker.cancel()
             if workers:
-                await asyncio.wait(workers)
+                await asyncio.wait(workers, timeout=_STOP_GRACE_S)
             if reason in (_End.OFFLINE, _End.RESTART):
                 await abort(client)
             elif reason is _End.LOST:
@@ -392,13 +415,10 @@ class SimNode:
             self.stats.bad_json_sent += 1
         try:
             await client.publish(topic, payload, qos=_QOS_1, retain=retain)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            self.stats.publish_failures += 1  # amqtt cancelled the PUBACK wait: the connection is gone
-            return False
-        except Exception:  # a broken connection; the receive loop ends the session
+        except (Exception, asyncio.CancelledError):
+            # amqtt cancels the PUBACK wait when the connection goes (CancelledError although we were not
+            # cancelled) and turns *our* cancellation into ProtocolHandlerError: tell the two apart.
+            _reraise_if_cancelling()
             self.stats.publish_failures += 1
             return False
         return True
@@ -489,9 +509,8 @@ class SimNode:
         while True:
             try:
                 message = await client.deliver_message()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # amqtt raises when the session is gone
+            except (Exception, asyncio.CancelledError):  # amqtt raises when the session is gone
+                _reraise_if_cancelling()
                 message = None
             if message is None:  # amqtt returns None once the connection is closed
                 self._finish_session(_End.LOST)

@@ -75,11 +75,14 @@ def new_client(client_id: str, *, will_topic: str, keep_alive_s: int, connect_ti
 
 
 async def close(client: MQTTClient, grace: float = 3.0) -> None:
-    """Graceful: DISCONNECT (the broker discards the will), then close. Never raises."""
-    try:
-        await asyncio.wait_for(client.disconnect(), grace)
-    except Exception:  # the connection may already be gone; nothing to do then
-        await discard(client)
+    """Graceful: DISCONNECT (the broker discards the will), then close. Never raises; gives up after ``grace``
+    s (amqtt's teardown can block on a full socket buffer) and drops the connection instead."""
+    disconnecting: asyncio.Task[Any] = asyncio.ensure_future(client.disconnect())
+    disconnecting.add_done_callback(_consume)
+    done, _ = await asyncio.wait({disconnecting}, timeout=grace)
+    if not done or disconnecting.cancelled() or disconnecting.exception() is not None:
+        disconnecting.cancel()
+        await abort(client, grace)
 
 
 async def abort(client: MQTTClient, grace: float = 3.0) -> None:
