@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import asyncpg
@@ -97,5 +98,30 @@ def test_random_reports_never_break_rank_or_terminal_invariants(pg_dsn: str, rep
                 model = target
             stored = await commands.get(pool, "cmd-1")
             assert stored is not None and stored.status == model.value
+
+    run(pg_dsn, body)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(st.sampled_from(list(S)), min_size=1, max_size=6), min_size=2, max_size=4))
+def test_concurrent_writers_never_break_the_applied_history(pg_dsn: str, writers: list[list[CommandStatus]]) -> None:
+    """Several incarnations / reply paths writing at once: the applied history stays a valid walk."""
+
+    async def body(pool: asyncpg.Pool) -> None:
+        await pool.execute("DELETE FROM commands; DELETE FROM command_events")
+        await commands.insert_queued(pool, new())
+
+        async def writer(reports: list[CommandStatus]) -> None:
+            for target in reports:
+                await commands.transition(pool, "cmd-1", target, source="test")
+
+        await asyncio.gather(*(writer(w) for w in writers))
+        applied = [S(e.status) for e in await commands.events(pool, "cmd-1") if e.applied]
+        assert applied[0] is S.QUEUED
+        for before, after in itertools.pairwise(applied):
+            assert can_transition(before, after), (before, after, applied)
+        stored = await commands.get(pool, "cmd-1")
+        assert stored is not None
+        assert stored.status == applied[-1].value
 
     run(pg_dsn, body)

@@ -168,7 +168,7 @@ async def events(pool: asyncpg.Pool, cmd_id: str) -> list[CommandEvent]:
     """The command's status timeline, oldest first."""
     rows = await pool.fetch(
         "SELECT status, applied, source, details, date_part('epoch', at) AS at FROM command_events "
-        "WHERE cmd_id = $1 ORDER BY at, id", cmd_id)
+        "WHERE cmd_id = $1 ORDER BY id", cmd_id)  # id follows the row lock: true order
     return [CommandEvent(**{**dict(r), "details": json.loads(r["details"])}) for r in rows]
 
 
