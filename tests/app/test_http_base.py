@@ -68,7 +68,8 @@ def test_injected_crash_shows_in_tree_and_metrics(instance: Running) -> None:
 
 def test_metrics_expose_tree_loop_and_process(instance: Running) -> None:
     text = http("GET", instance.base_url + "/metrics").raw.decode()
-    assert 'hydrovisor_actors{kind="worker",state="running"} 4.0' in text
+    # workers: db_health, telemetry_writer, rollups, notifier, broker_health
+    assert 'hydrovisor_actors{kind="worker",state="running"} 5.0' in text
     assert 'hydrovisor_actors{kind="supervisor",state="running"} 6.0' in text
     assert 'hydrovisor_actor_mailbox_depth{path="/store/db_health"}' in text
     assert "hydrovisor_event_loop_lag_seconds_bucket" in text
