@@ -117,7 +117,7 @@ class CommandActor(SupervisedActor):
         self.on_stop()
 
     def _db_now(self, call: DbCall) -> Any:
-        return self.ctx.system.bridge.submit(_with_pool(self._plane, call)).result(timeout=10)
+        return self.ctx.system.bridge.submit(self._plane.db.run(call)).result(timeout=10)
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, _Publish):
@@ -160,7 +160,7 @@ class CommandActor(SupervisedActor):
         self._store(S.SEND_FAILED, error_code=code, error_message=str(error))
         row = self._row
         zone = row.zone_uid if row is not None else None
-        self.ctx.system.bridge.pipe(_with_pool(self._plane, lambda pool: events.raise_alert(
+        self.ctx.system.bridge.pipe(self._plane.db.run(lambda pool: events.raise_alert(
             pool, zone_uid=zone, node_uid=row.node_uid if row else None, source="infra",
             code="infra_command_send_failed", alert_type="Command could not be sent",
             details={"cmd_id": self.cmd_id, "error_code": code}, dedupe_key=self.cmd_id)), _alert_outcome)
@@ -186,7 +186,7 @@ class CommandActor(SupervisedActor):
             return
         target, fields = self._writes[0]
         self._writing = True
-        self.pipe_to_self(_with_pool(self._plane, lambda pool: commands.transition(
+        self.pipe_to_self(self._plane.db.run(lambda pool: commands.transition(
             pool, self.cmd_id, target, **fields)), lambda o: _Stored(target, fields, o))
 
     def _stored(self, msg: _Stored) -> None:
@@ -227,9 +227,6 @@ class CommandActor(SupervisedActor):
         if CommandStatus(row.status) in TERMINAL:
             self._finished = True
 
-
-async def _with_pool(plane: CommandPlane, call: DbCall) -> Any:
-    return await call(plane.db.pool)
 
 
 def _alert_outcome(outcome: Outcome) -> None:

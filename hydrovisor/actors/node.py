@@ -147,7 +147,7 @@ class NodeActor(SupervisedActor):
 
     def _db_now(self, call: DbWrite, timeout: float = 10.0) -> Any:
         """Blocking database call through the bridge (where the result is needed at once)."""
-        return self.ctx.system.bridge.submit(_with_pool(self._plane, call)).result(timeout=timeout)
+        return self.ctx.system.bridge.submit(self._plane.db.run(call)).result(timeout=timeout)
 
     # messages --------------------------------------------------------------------------------
 
@@ -315,7 +315,7 @@ class NodeActor(SupervisedActor):
     # helpers ---------------------------------------------------------------------------------
 
     def _write(self, what: str, write: DbWrite) -> None:
-        self.pipe_to_self(_with_pool(self._plane, write), lambda outcome: _Written(what, write, outcome))
+        self.pipe_to_self(self._plane.db.run(write), lambda outcome: _Written(what, write, outcome))
 
     def _publish_now(self, topic: str, payload: bytes) -> None:
         self.ctx.system.bridge.submit(self._plane.publish(topic, payload)).result(timeout=10)
@@ -360,9 +360,6 @@ class NodeActor(SupervisedActor):
             self._plane.on_binding_changed(view)
         return view
 
-
-async def _with_pool(plane: DevicePlane, call: DbWrite) -> Any:
-    return await call(plane.db.pool)
 
 
 def _channel_record(channel: ChannelConfig) -> ChannelRecord:

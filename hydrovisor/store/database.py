@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 
@@ -11,6 +13,8 @@ from hydrovisor.runtime.affinity import guard
 from hydrovisor.store.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # What a dead, unreachable or shutting-down server surfaces as through asyncpg: socket errors,
 # timeouts, lost connections (InterfaceError covers "connection is closed"), server-side
@@ -59,6 +63,14 @@ class Database:
         if pool is not None:
             await pool.close()
             log.info("database pool closed", extra={"event": "db_closed"})
+
+    async def run(self, call: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+        """Await ``call(pool)`` on the loop: how actors (which never touch the pool) reach the database.
+
+        An actor builds ``db.run(lambda pool: repo.f(pool, ...))`` on its own thread — creating the
+        coroutine touches nothing — and hands it to the bridge.
+        """
+        return await call(self.pool)
 
     async def ping(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109 - a health check owns its budget
         """Run ``SELECT 1`` within ``timeout`` seconds; raise ``DatabaseUnavailable`` with the reason."""
