@@ -82,6 +82,13 @@ def cmd_tree(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
+def cmd_sim(args: argparse.Namespace) -> int:
+    """Run simulated ESP32 nodes against a broker until Ctrl-C or --duration."""
+    from hydrovisor.sim.runner import run as run_sim  # noqa: PLC0415 - amqtt only when simulating
+
+    return run_sim(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(prog="hydrovisor", description=__doc__)
@@ -98,6 +105,23 @@ def build_parser() -> argparse.ArgumentParser:
     tree.add_argument("--token", help="bearer token (default: $HYDROVISOR_ADMIN_TOKEN or _API_TOKEN)")
     tree.add_argument("--json", action="store_true", help="raw JSON instead of the drawing")
     tree.set_defaults(func=cmd_tree)
+    sim = sub.add_parser("sim", help="simulate ESP32 nodes (Protocol 2.0) against an MQTT broker")
+    sim.add_argument("--nodes", type=int, default=50, help="number of nodes (default 50)")
+    sim.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL (mqtt:// or mqtts://)")
+    sim.add_argument("--types", default="ph,ec,irrig,climate,light,water_sensor",
+                     help="comma-separated node types, assigned round-robin")
+    sim.add_argument("--telemetry-interval", type=float, default=5.0, help="sensor poll interval, seconds")
+    sim.add_argument("--heartbeat-interval", type=float, default=15.0, help="heartbeat interval, seconds")
+    sim.add_argument("--keep-alive", type=int, default=30, help="MQTT keep-alive, seconds")
+    sim.add_argument("--username", help="MQTT username ({hardware_id} is replaced per node); none by default")
+    sim.add_argument("--password", help="MQTT password")
+    sim.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    sim.add_argument("--status-every", type=float, default=5.0, help="status line interval, seconds")
+    sim.add_argument("--seed", type=int, default=0, help="seed for hardware ids, physics and faults")
+    sim.add_argument("--concurrency", type=int, default=64, help="CONNECTs in flight at most")
+    sim.add_argument("--trust-local-clock", action="store_true",
+                     help="do not wait for a time response before sending telemetry (no server answering)")
+    sim.set_defaults(func=cmd_sim)
     return parser
 
 

@@ -1,6 +1,6 @@
-"""amqtt's ``Broker`` with the two seams hydrovisor needs that amqtt offers no hook for.
+"""amqtt's ``Broker`` with the seams hydrovisor needs that amqtt offers no hook for.
 
-Both override *private* amqtt methods (upgrade risk, pinned by ``amqtt>=0.12,<0.13`` and by
+All override *private* amqtt methods (upgrade risk, pinned by ``amqtt>=0.12,<0.13`` and by
 the tests in ``tests/broker``):
 
 - ``_initialize_client_session``: the session amqtt built from the CONNECT gets the admission
@@ -10,6 +10,11 @@ the tests in ``tests/broker``):
   ``connection.py`` enforces the keep-alive instead.
 - ``_handle_disconnect``: amqtt publishes a client's last will here without any plugin event;
   we mirror its "abnormal disconnect" test to hand the will to the server side as well.
+- ``_publish_retained_messages_for_subscription``: on every CONNECT amqtt 0.12 calls it for
+  *every* subscription filter of *every* session, scanning all retained messages each time, and
+  sends the matches to the new client — other devices' retained status included, and O(N^3) for
+  a fleet (500 nodes took over a minute to connect, 1000 never finished). Only filters the
+  session itself holds get retained messages, as MQTT says.
 """
 
 from __future__ import annotations
@@ -60,6 +65,14 @@ class DeviceBroker(Broker):  # type: ignore[misc]  # amqtt ships no type informa
                 retain=bool(client_session.will_retain),
             )
         await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        holders = self._subscriptions.get(subscription[0], ())
+        if any(holder is session for holder, _ in holders):
+            await super()._publish_retained_messages_for_subscription(subscription, session)
 
 
 def _abnormal(disconnect_waiter: asyncio.Future[Any]) -> bool:

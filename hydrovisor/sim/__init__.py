@@ -7,7 +7,9 @@
   overcurrent, no flow, offline windows, bad JSON, uptime timestamps).
 - ``physics``: ``WaterPhysics`` — the seeded water model behind the sensors.
 - ``options``: ``NodeOptions`` (timings, ``time_scale``) and ``FieldConfig`` (a node already bound).
-- ``commands`` / ``actions``: command admission and execution; ``profiles``: the hardware of each node type.
+- ``commands`` (admission, ``cmd_id`` cache), ``actions`` (execution), ``responder`` (ACK/terminal replies
+  and reply faults); ``profiles``: the hardware of each node type; ``wire``: payload shapes;
+  ``transport``: the amqtt client (no auto-reconnect, LWT, abort without DISCONNECT); ``stats``: counters.
 - ``runner``: the ``hydrovisor sim`` command.
 """
 
@@ -15,11 +17,12 @@ from hydrovisor.sim.actions import Outcome
 from hydrovisor.sim.commands import CommandCache, Rejection, check_command
 from hydrovisor.sim.faults import Faults
 from hydrovisor.sim.fleet import FleetStats, SimFleet, hardware_id_for
-from hydrovisor.sim.node import NodeStats, SimNode
+from hydrovisor.sim.node import SimNode
 from hydrovisor.sim.nodeconfig import StoredConfig
 from hydrovisor.sim.options import FieldConfig, NodeOptions
 from hydrovisor.sim.physics import WaterPhysics
 from hydrovisor.sim.profiles import SIM_NODE_TYPES, Profile, Sensor, profile_for
+from hydrovisor.sim.stats import NodeStats
 
 __all__ = [
     "SIM_NODE_TYPES",

@@ -26,7 +26,6 @@ import logging
 import random
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -34,7 +33,6 @@ import msgspec
 from amqtt.client import MQTTClient
 
 from hydrovisor.protocol import (
-    MAX_COMMAND_BYTES,
     NODE_HELLO,
     TEMP_GH,
     TEMP_ZONE,
@@ -49,17 +47,18 @@ from hydrovisor.protocol import (
     validate_segment,
 )
 from hydrovisor.sim import wire
-from hydrovisor.sim.actions import Actions, Outcome
+from hydrovisor.sim.actions import Actions
 from hydrovisor.sim.clock import DeviceClock
-from hydrovisor.sim.commands import RUNNING, CommandCache, Rejection, check_command
 from hydrovisor.sim.faults import Faults
 from hydrovisor.sim.nodeconfig import StoredConfig, config_report, initial_config, parse_config_push
 from hydrovisor.sim.options import FieldConfig, NodeOptions
 from hydrovisor.sim.physics import WaterPhysics
 from hydrovisor.sim.profiles import Profile, Sensor, profile_for
+from hydrovisor.sim.responder import Responder
+from hydrovisor.sim.stats import NodeStats
 from hydrovisor.sim.transport import abort, broker_uri, close, discard, new_client, redact_uri
 
-__all__ = ["NodeStats", "SimNode"]
+__all__ = ["SimNode"]
 
 log = logging.getLogger(__name__)
 
@@ -87,29 +86,6 @@ class _End(Enum):
     REBIND = "rebind"
     OFFLINE = "offline"
     RESTART = "restart"
-
-
-@dataclass
-class NodeStats:
-    """Counters of one node (monotonic, never reset)."""
-
-    connects: int = 0
-    connect_failures: int = 0
-    sessions_ended: int = 0
-    telemetry_sent: int = 0
-    heartbeats_sent: int = 0
-    statuses_sent: int = 0
-    config_reports_sent: int = 0
-    config_pushes: int = 0
-    config_rejected: int = 0
-    commands_received: int = 0
-    commands_answered: int = 0
-    replies_sent: int = 0
-    replies_dropped: int = 0
-    contradictions_sent: int = 0
-    bad_json_sent: int = 0
-    offline_windows: int = 0
-    publish_failures: int = 0
 
 
 class SimNode:
@@ -150,10 +126,15 @@ class SimNode:
         self._physics = WaterPhysics(self._rng.randrange(2**32), time_scale=self._options.time_scale)
         self._actions = Actions(self._profile, self._physics, self._clock, faults=self._faults, options=self._options,
                                 rng=self._rng)
-        self._cache = CommandCache()
         self._config = initial_config(hardware_id, field_config)
         self._ip = f"10.{self._rng.randrange(256)}.{self._rng.randrange(256)}.{self._rng.randrange(1, 255)}"
         self.stats = NodeStats()
+        self._responder = Responder(
+            self._actions, self._clock, self._faults, self._rng, self.stats,
+            publish=lambda topic, payload: self._publish(topic, payload, corruptible=True),
+            response_topic=lambda channel: self.topic(TopicType.COMMAND_RESPONSE, channel),
+            report_config=self._publish_config_report, restart=self._restart_after_command,
+        )
         self._client: MQTTClient | None = None
         self._session_end: asyncio.Future[_End] | None = None
         self._main: asyncio.Task[None] | None = None
@@ -280,7 +261,6 @@ class SimNode:
             if not done:  # should not happen; never let one node hang a fleet's stop
                 log.warning("sim node did not stop in time", extra={
                     "event": "sim_stop_timeout", "hardware_id": self._hardware_id})
-                import sys; main.print_stack(file=sys.stderr)  # DEBUG
                 main.cancel()
             self._main = None
         tasks = list(self._tasks)
@@ -327,11 +307,13 @@ class SimNode:
                 await asyncio.sleep(delay)
 
     def _reboot(self) -> None:
-        """Power cycle: the clock, sensor mode, actuators and the cmd_id cache are lost (RAM)."""
+        """Power cycle: the clock, sensor mode, actuators, running commands and the cmd_id cache are lost."""
+        for task in self._tasks:
+            task.cancel()
         self._clock.reboot()
         self._synced.clear()
         self._actions.reset()
-        self._cache = CommandCache()
+        self._responder.reboot()
         if self._options.trust_local_clock:
             self._sync_clock(time.time())
 
@@ -382,7 +364,7 @@ class SimNode:
             for worker in workers:
                 worker.cancel()
             if workers:
-                await asyncio.wait(workers, timeout=_STOP_GRACE_S)
+                await asyncio.wait(workers, timeout=_STOP_GRACE_S / 2)
             if reason in (_End.OFFLINE, _End.RESTART):
                 await abort(client)
             elif reason is _End.LOST:
@@ -421,6 +403,8 @@ class SimNode:
             _reraise_if_cancelling()
             self.stats.publish_failures += 1
             return False
+        # Python 3.11's wait_for (inside amqtt's PUBACK wait) loses a cancellation that races the PUBACK.
+        _reraise_if_cancelling()
         return True
 
     def _device_ts(self) -> int:
@@ -510,8 +494,8 @@ class SimNode:
             try:
                 message = await client.deliver_message()
             except (Exception, asyncio.CancelledError):  # amqtt raises when the session is gone
-                _reraise_if_cancelling()
                 message = None
+            _reraise_if_cancelling()
             if message is None:  # amqtt returns None once the connection is closed
                 self._finish_session(_End.LOST)
                 return
@@ -543,7 +527,7 @@ class SimNode:
         if parsed.kind is TopicKind.NODE and parsed.type == TopicType.CONFIG:
             self._on_config(data)
         elif parsed.kind is TopicKind.CHANNEL and parsed.type == TopicType.COMMAND and parsed.channel is not None:
-            self._spawn(self._on_command(parsed.channel, data))
+            self._spawn(self._responder.handle(parsed.channel, data, secret=self._config.node_secret))
 
     def _sync_clock(self, unix_ts: float) -> bool:
         if not self._clock.sync(unix_ts):
@@ -576,78 +560,7 @@ class SimNode:
         else:
             self._spawn(self._publish_config_report())
 
-    # -- commands ------------------------------------------------------------------------------
-
-    async def _on_command(self, channel: str, data: bytes) -> None:
-        self.stats.commands_received += 1
-        if len(data) > MAX_COMMAND_BYTES:
-            return  # the firmware drops oversized payloads without an answer
-        checked = check_command(data, secret=self._config.node_secret, now=self._clock.now(),
-                                synced=self._clock.synced)
-        if isinstance(checked, Rejection):
-            await self._answer(channel, checked.cmd_id, Outcome(
-                status=checked.status, error_code=checked.error_code, error_message=checked.error_message))
-            return
-        cmd_id = checked.cmd_id
-        cached = self._cache.get(cmd_id)
-        if cached is not None:
-            await self._repeat(channel, cmd_id, cached)
-            return
-        plan = self._actions.plan(channel, checked)
-        self._cache.start(cmd_id)
-        if isinstance(plan, Outcome):
-            self._cache.finish(cmd_id, plan.status)
-            await self._answer(channel, cmd_id, plan)
-            return
-        await self._reply(channel, cmd_id, "ACK")
-        try:
-            outcome = await plan()
-        except Exception as exc:
-            log.exception("sim node command failed", extra={
-                "event": "sim_command_crashed", "hardware_id": self._hardware_id, "cmd": checked.cmd})
-            outcome = Outcome(status="ERROR", error_code="internal_error", error_message=repr(exc))
-        self._cache.finish(cmd_id, outcome.status)
-        if outcome.follow_up == "report_config":
-            await self._publish_config_report()
-        await self._answer(channel, cmd_id, outcome)
-        if outcome.follow_up == "restart":
-            body = wire.status_restarting(self._device_ts())
-            await self._publish(self.topic(TopicType.STATUS), wire.encode(body), retain=True)
-            self._finish_session(_End.RESTART)
-
-    async def _repeat(self, channel: str, cmd_id: str, cached: str) -> None:
-        """Answer a cmd_id the cache knows: ACK while running, DONE again, or ERROR command_already_failed."""
-        if cached == RUNNING:
-            await self._reply(channel, cmd_id, "ACK")
-        elif cached == "ERROR":
-            await self._answer(channel, cmd_id, Outcome(
-                status="ERROR", error_code="command_already_failed", error_message="this cmd_id already failed"))
-        else:
-            await self._answer(channel, cmd_id, Outcome(status=cached))
-
-    async def _answer(self, channel: str, cmd_id: str, outcome: Outcome) -> None:
-        """Send a terminal status (and, under the contradictory-terminal fault, a second ACK + BUSY)."""
-        self.stats.commands_answered += 1
-        await self._reply(channel, cmd_id, outcome.status, outcome)
-        if outcome.status == "DONE" and self._chance(self._faults.contradictory_terminal):
-            self.stats.contradictions_sent += 1
-            await self._reply(channel, cmd_id, "ACK")
-            await self._reply(channel, cmd_id, "BUSY", Outcome(status="BUSY", message="channel busy"))
-
-    def _chance(self, probability: float) -> bool:
-        return probability > 0 and self._rng.random() < probability
-
-    async def _reply(self, channel: str, cmd_id: str, status: str, outcome: Outcome | None = None) -> None:
-        faults = self._faults
-        if faults.delay_reply_s or faults.delay_jitter_s:
-            await asyncio.sleep(faults.delay_reply_s + self._rng.uniform(0, faults.delay_jitter_s))
-        if self._chance(faults.drop_reply):
-            self.stats.replies_dropped += 1
-            return
-        copies = 2 if self._chance(faults.duplicate_reply) else 1
-        topic = self.topic(TopicType.COMMAND_RESPONSE, channel)
-        for _ in range(copies):
-            body = wire.command_response(cmd_id, status, int(self._clock.now() * 1000), outcome,
-                                         errors_in_details=faults.errors_in_details)
-            if await self._publish(topic, wire.encode(body), corruptible=True):
-                self.stats.replies_sent += 1
+    async def _restart_after_command(self) -> None:
+        body = wire.status_restarting(self._device_ts())
+        await self._publish(self.topic(TopicType.STATUS), wire.encode(body), retain=True)
+        self._finish_session(_End.RESTART)

@@ -11,6 +11,7 @@ import sys
 import time
 from typing import TextIO
 
+from hydrovisor import exitcodes
 from hydrovisor.sim.fleet import FleetStats, SimFleet
 from hydrovisor.sim.options import NodeOptions
 from hydrovisor.sim.profiles import SIM_NODE_TYPES
@@ -36,14 +37,22 @@ def status_line(stats: FleetStats, elapsed_s: float, telemetry_rate: float) -> s
             f"answered | connect failures {stats.connect_failures}")
 
 
-async def _main(args: argparse.Namespace, out: TextIO) -> int:
+def _fleet(args: argparse.Namespace) -> SimFleet:
+    """The fleet the arguments describe; raises ``ValueError`` for invalid ones."""
+    if args.nodes < 1:
+        raise ValueError("--nodes must be at least 1")
+    if args.status_every <= 0 or (args.duration is not None and args.duration <= 0):
+        raise ValueError("--status-every and --duration must be positive")
     options = NodeOptions(
         telemetry_interval_s=args.telemetry_interval, heartbeat_interval_s=args.heartbeat_interval,
         keep_alive_s=args.keep_alive, trust_local_clock=args.trust_local_clock,
     )
-    fleet = SimFleet.create(args.broker, args.nodes, types=parse_types(args.types), username=args.username,
-                            password=args.password, options=options, seed=args.seed,
-                            start_concurrency=args.concurrency)
+    return SimFleet.create(args.broker, args.nodes, types=parse_types(args.types), username=args.username,
+                           password=args.password, options=options, seed=args.seed,
+                           start_concurrency=args.concurrency)
+
+
+async def _main(args: argparse.Namespace, fleet: SimFleet, out: TextIO) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -76,18 +85,17 @@ async def _main(args: argparse.Namespace, out: TextIO) -> int:
                 loop.remove_signal_handler(signum)
     print(f"hydrovisor sim: stopped; {status_line(fleet.stats(), time.monotonic() - started, 0.0)}",
           file=out, flush=True)
-    return 0
+    return exitcodes.OK
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    """Run the ``sim`` sub-command with parsed ``args``; returns the exit code."""
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run the ``sim`` sub-command with parsed ``args``, status lines to ``out`` (stdout); returns the exit code."""
     try:
-        parse_types(args.types)
-        broker_uri(args.broker, args.username, args.password)
+        fleet = _fleet(args)
     except ValueError as exc:
         print(f"hydrovisor sim: {exc}", file=sys.stderr)
-        return 77
+        return exitcodes.CONFIG
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # amqtt warns on every dropped connection; with hundreds of nodes that drowns the status lines.
     logging.getLogger("amqtt").setLevel(logging.ERROR)
-    return asyncio.run(_main(args, out))
+    return asyncio.run(_main(args, fleet, out if out is not None else sys.stdout))
