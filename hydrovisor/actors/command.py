@@ -83,6 +83,7 @@ class CommandActor(SupervisedActor):
         self._writing = False
         self._finished = False
         self._sync_failure_told = False
+        self._sent_queued = False  # SENT is stored or on its way
         self._timers: list[Timer] = []
 
     # lifecycle -------------------------------------------------------------------------------
@@ -92,6 +93,7 @@ class CommandActor(SupervisedActor):
         if row is None:
             raise LookupError(f"command {self.cmd_id} has no row")
         self._row = row
+        self._sent_queued = row.status not in (S.QUEUED, S.SEND_FAILED)
         if row.terminal and row.status != S.SEND_FAILED:  # SEND_FAILED: started to send it again
             self.stop()
             return
@@ -148,7 +150,7 @@ class CommandActor(SupervisedActor):
 
     def _published(self, msg: _Published) -> None:
         if msg.outcome.ok:
-            self._store(S.SENT)
+            self._ensure_sent()
             return
         error = msg.outcome.error
         log.warning("command %s publish attempt %d failed: %s", self.cmd_id, msg.attempt, error,
@@ -167,7 +169,15 @@ class CommandActor(SupervisedActor):
 
     # replies ---------------------------------------------------------------------------------
 
+    def _ensure_sent(self) -> None:
+        if not self._sent_queued:
+            self._sent_queued = True
+            self._store(S.SENT)
+
     def _reply(self, response: CommandResponse) -> None:
+        # a reply proves the publish worked, even if the broker's acknowledgement is still on its
+        # way to us: SENT goes first, so the stored history is QUEUED, SENT, ACK, terminal
+        self._ensure_sent()
         details = dict(response.details or {})
         if response.message:
             details.setdefault("message", response.message)
