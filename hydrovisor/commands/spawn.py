@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from hydrovisor.actors.command import CommandActor
+import pykka
+
+from hydrovisor.actors.command import CommandActor, Preload
 from hydrovisor.commands.plane import CommandPlane
 from hydrovisor.store.repos import commands
-from hydrovisor.supervisors import ActorSystem, ChildSpec, DuplicateChild, Restart, StartChild
+from hydrovisor.supervisors import ActorContext, ActorSystem, ChildSpec, DuplicateChild, Restart, StartChild
 
 log = logging.getLogger(__name__)
 
@@ -19,16 +22,25 @@ def command_path(cmd_id: str) -> str:
     return f"{COMMANDS}/{cmd_id}"
 
 
-def command_spec(cmd_id: str, plane: CommandPlane) -> ChildSpec:
-    """Transient: restarted after a crash (it resumes from its row), gone once terminal."""
-    return ChildSpec(cmd_id, lambda ctx: CommandActor.start(ctx, cmd_id=cmd_id, plane=plane),
-                     restart=Restart.TRANSIENT)
+def command_spec(cmd_id: str, plane: CommandPlane, preload: Preload | None = None) -> ChildSpec:
+    """Transient: restarted after a crash (it resumes from its row), gone once terminal.
+
+    ``preload`` is handed to the first incarnation only: a restarted one must read the row again
+    (a stale QUEUED row would make it publish a command that is already SENT).
+    """
+    once = [preload] if preload is not None else []
+
+    def start(ctx: ActorContext) -> pykka.ActorRef[Any]:
+        return CommandActor.start(ctx, cmd_id=cmd_id, plane=plane, preload=once.pop() if once else None)
+
+    return ChildSpec(cmd_id, start, restart=Restart.TRANSIENT)
 
 
-async def start_command_actor(system: ActorSystem, plane: CommandPlane, cmd_id: str) -> bool:
+async def start_command_actor(system: ActorSystem, plane: CommandPlane, cmd_id: str,
+                              preload: Preload | None = None) -> bool:
     """Start ``/commands/<cmd_id>``; False if it runs already. Raises CapacityExceeded at the cap."""
     try:
-        await system.bridge.ask(COMMANDS, StartChild(command_spec(cmd_id, plane)), within=15.0)
+        await system.bridge.ask(COMMANDS, StartChild(command_spec(cmd_id, plane, preload)), within=15.0)
     except DuplicateChild:
         return False
     return True

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import msgspec
 from aiohttp import web
 
+from hydrovisor.actors.command import Preload
 from hydrovisor.commands.plane import default_timeout
 from hydrovisor.commands.spawn import start_command_actor
 from hydrovisor.commands.waiters import StatusNews
@@ -19,6 +20,7 @@ from hydrovisor.protocol import CommandInvalid, CommandStatus, sign_command
 from hydrovisor.services import Services
 from hydrovisor.store.repos import commands, nodes
 from hydrovisor.store.repos.commands import CommandRecord, NewCommand
+from hydrovisor.store.repos.nodes import NodeRecord
 from hydrovisor.supervisors import CapacityExceeded
 
 routes = web.RouteTableDef()
@@ -75,7 +77,7 @@ def _view(row: CommandRecord) -> dict[str, Any]:
     return data
 
 
-async def _check_target(services: Services, body: CommandBody) -> str:
+async def _check_target(services: Services, body: CommandBody) -> NodeRecord:
     """The node must exist, be bound and validated, in the given zone, and own the channel."""
     pool = services.db.pool
     node = await nodes.get_node(pool, body.node_uid)
@@ -93,7 +95,7 @@ async def _check_target(services: Services, body: CommandBody) -> str:
         channel = channels.get(body.channel)
         if channel is None or channel.type != "ACTUATOR":
             raise ApiError(400, "channel_not_actuator", f"{body.channel} is not an actuator channel of {node.uid}")
-    return node.zone_uid
+    return node
 
 
 async def submit(request: web.Request, **forced: str) -> web.Response:
@@ -105,8 +107,8 @@ async def submit(request: web.Request, **forced: str) -> web.Response:
         sign_command(body.cmd, cmd_id, body.params, int(time.time()), "transport-sanity-check")
     except CommandInvalid as exc:
         raise ApiError(400, exc.code, exc.message) from None
-    zone = await _check_target(services, body)
-    new = NewCommand(cmd_id=cmd_id, zone_uid=zone, node_uid=body.node_uid, channel=body.channel, cmd=body.cmd,
+    node = await _check_target(services, body)
+    new = NewCommand(cmd_id=cmd_id, zone_uid=node.zone_uid, node_uid=body.node_uid, channel=body.channel, cmd=body.cmd,
                      params=body.params, source=body.source, trace_id=body.trace_id,
                      timeout_s=body.timeout_s or default_timeout(body.params))
     plane = services.commands
@@ -119,7 +121,7 @@ async def submit(request: web.Request, **forced: str) -> web.Response:
         if row.status not in (CommandStatus.QUEUED, CommandStatus.SEND_FAILED):
             return ok(_view(row))  # the same command again: no second publish
     try:
-        started = await start_command_actor(services.system, plane, cmd_id)
+        started = await start_command_actor(services.system, plane, cmd_id, Preload(row=row, node=node))
     except CapacityExceeded:
         await commands.transition(services.db.pool, cmd_id, CommandStatus.SEND_FAILED, source="server",
                                   error_code="capacity_exceeded", error_message="too many commands in flight")
