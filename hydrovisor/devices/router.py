@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 WRITER_PATH = "/store/telemetry_writer"
 QUEUE_LIMIT = 100_000
+TIME_COALESCE_S = 0.1
 
 
 class DeviceRouter:
@@ -61,6 +62,8 @@ class DeviceRouter:
         self._telemetry = telemetry
         self._queue: asyncio.Queue[BrokerMessage] = asyncio.Queue(QUEUE_LIMIT)
         self._task: asyncio.Task[None] | None = None
+        self._time_answer_pending = False
+        self._background: set[asyncio.Task[None]] = set()
         self._messages = Counter("hydrovisor_device_messages_total", "Device messages by type and outcome.",
                                  ["type", "outcome"], registry=registry)
 
@@ -138,6 +141,12 @@ class DeviceRouter:
                                     zone_uid=view.zone_uid if view else None, channel=topic.channel or "default")
         self._messages.labels(type="command_response", outcome=outcome).inc()
 
+    async def _publish_time(self) -> None:
+        try:
+            await self._plane.publish(TIME_RESPONSE, encode_time_response(time.time()))
+        except Exception:  # the broker is stopping; nodes ask again on their next connect
+            log.warning("time response not published", exc_info=True, extra={"event": "time_response_failed"})
+
     def _resolve(self, segment: str, is_temp: bool) -> str | None:
         registry = self._plane.registry
         node = registry.by_hardware_id(segment) if is_temp else registry.get(segment)
@@ -178,8 +187,19 @@ class DeviceRouter:
         self._telemetry.accepted.labels(source="mqtt").inc()
 
     async def _answer_time(self) -> None:
-        await self._plane.publish(TIME_RESPONSE, encode_time_response(time.time()))
+        # the answer is a broadcast to every node: requests arriving together (a reconnect storm)
+        # share one broadcast sent shortly after the first of them, instead of N broadcasts to N nodes
         self._messages.labels(type="time_request", outcome="answered").inc()
+        if self._time_answer_pending:
+            return
+        self._time_answer_pending = True
+        asyncio.get_running_loop().call_later(TIME_COALESCE_S, self._broadcast_time)
+
+    def _broadcast_time(self) -> None:
+        self._time_answer_pending = False
+        task = asyncio.get_running_loop().create_task(self._publish_time())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _hello(self, hello: NodeHello, received_at: float) -> None:
         uid = node_uid_from_hello(hello)

@@ -122,6 +122,10 @@ async def submit(request: web.Request, **forced: str) -> web.Response:
             return ok(_view(row))  # the same command again: no second publish
     try:
         started = await start_command_actor(services.system, plane, cmd_id, Preload(row=row, node=node))
+    except TimeoutError:
+        # the start request is queued at the supervisor: the command is durable (QUEUED) and will
+        # be tracked; a 5xx here would invite a retry under a new cmd_id, i.e. a second actuation
+        return ok(_view(await _row(services, cmd_id)), status=202)
     except CapacityExceeded:
         await commands.transition(services.db.pool, cmd_id, CommandStatus.SEND_FAILED, source="server",
                                   error_code="capacity_exceeded", error_message="too many commands in flight")
