@@ -113,8 +113,10 @@ def test_lwt_takes_a_node_offline_and_traffic_brings_it_back(instance: Running) 
         return [e["type"] for e in data]
 
     wait_until(lambda: events()[-2:] == ["NODE_ONLINE", "NODE_OFFLINE"], timeout=15, what="online then offline")
-    alerts = http("GET", instance.base_url + "/api/v1/alerts?status=ACTIVE").json()["data"]
-    assert [a["code"] for a in alerts] == ["infra_node_offline"]
+    def active() -> list[str]:
+        return [a["code"] for a in http("GET", instance.base_url + "/api/v1/alerts?status=ACTIVE").json()["data"]]
+
+    wait_until(lambda: active() == ["infra_node_offline"], what="offline alert")
     with_client(instance, "esp32-00000000aa01", online)
     wait_until(lambda: events()[-1] == "NODE_ONLINE", timeout=15, what="online again")
     wait_until(lambda: not http("GET", instance.base_url + "/api/v1/alerts?status=ACTIVE").json()["data"])
