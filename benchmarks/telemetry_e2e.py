@@ -46,8 +46,9 @@ Resources with 1000 nodes (quick 50) at the firmware's default 5 s interval: con
 fleet and its progress (SimFleet defaults: 64 CONNECTs in flight, 10 s timeout), server CPU and
 event-loop lag while connecting, then RSS and threads of the server process (this process; the
 fleet is elsewhere) 5 s after the last connect and again 30 s later (growth = amqtt's broadcast
-backlog), PostgreSQL's PSS, actors (``hydrovisor_actors`` and ``GET /api/v1/actors``). Gives up
-waiting for the fleet after ``--resource-within`` seconds (600).
+backlog), PostgreSQL's PSS, actors (``hydrovisor_actors`` and ``GET /api/v1/actors``); then the
+probe again for 15 s (quick 3 s) with the fleet still up. Gives up waiting for the fleet after
+``--resource-within`` seconds (600).
 
 Logging: hydrovisor's text formatter at INFO to /dev/null, the third-party loggers at WARNING
 as ``hydrovisor run`` sets them.
@@ -185,8 +186,9 @@ async def _probe_main(url: str, duration: float, rate: float) -> None:
     await client.connect(url)
     await client.subscribe([(TIME_RESPONSE, 1)])
     topic = channel_topic(GH, ZONE, PROBE_UID, PROBE_CHANNEL, "telemetry")
-    asked: list[float] = []
+    asked: list[tuple[float, float]] = []  # (monotonic, wall clock) of the outstanding time request
     rtts: list[float] = []
+    ages: list[float] = []  # every time response: arrival - its unix_ts (whole seconds), i.e. time in the broker
     idle = asyncio.Event()  # no time request outstanding
 
     async def responses() -> None:
@@ -194,12 +196,18 @@ async def _probe_main(url: str, duration: float, rate: float) -> None:
             message = await client.deliver_message()
             if message is None:
                 return
-            if asked:
-                rtts.append(time.monotonic() - asked.pop(0))
+            try:
+                unix_ts = float(json.loads(bytes(message.data or b""))["unix_ts"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            ages.append(time.time() - unix_ts)
+            # answers to requests from before ours (a backlog in the broker) are not our answer
+            if asked and unix_ts >= math.floor(asked[0][1]):
+                rtts.append(time.monotonic() - asked.pop(0)[0])
                 idle.set()
 
     reader = asyncio.create_task(responses())
-    sent = 0
+    sent = asks = 0
     began = time.monotonic()
     next_ask = began + 0.5
     while time.monotonic() - began < duration:
@@ -209,7 +217,8 @@ async def _probe_main(url: str, duration: float, rate: float) -> None:
         if time.monotonic() >= next_ask and not asked:
             next_ask += TIME_PROBE_EVERY
             idle.clear()
-            asked.append(time.monotonic())
+            asked.append((time.monotonic(), time.time()))
+            asks += 1
             await client.publish(TIME_REQUEST, b'{"message_type":"time_request","uptime":1}', qos=1)
         await asyncio.sleep(max(0.0, began + sent / rate - time.monotonic()))
     if asked:  # the last answer may still be on its way
@@ -217,7 +226,8 @@ async def _probe_main(url: str, duration: float, rate: float) -> None:
             await asyncio.wait_for(idle.wait(), 5.0)
     reader.cancel()
     await client.disconnect()
-    _emit(sys.stdout, event="probe_done", sent=sent, time_rtts=rtts, unanswered=len(asked))
+    _emit(sys.stdout, event="probe_done", sent=sent, time_rtts=rtts, asks=asks, unanswered=len(asked),
+          response_ages=ages)
 
 
 def probe_worker(url: str, duration: float) -> None:
@@ -648,9 +658,7 @@ class Latency:
     interval: float
     sent_per_s: float
     values: list[float]
-    probe_sent: int
-    time_rtts: list[float]
-    unanswered: int
+    probe: dict[str, Any]  # the probe's report
     server_cpu: float
 
 
@@ -662,26 +670,35 @@ def run_latency(instance: Instance, count: int, interval: float, seconds: float,
         fleet.wait_connected()
         warm_up(fleet, quick)
         instance.wait_caught_up(timeout=30)
-        began = time.time()
         s0, c0 = fleet.stats(), cpu_seconds([psutil.Process()])
-        probe = subprocess.run(
-            [sys.executable, __file__, "--probe-worker", f"mqtt://127.0.0.1:{instance.mqtt_port}",
-             "--duration", str(seconds)],
-            capture_output=True, text=True, timeout=seconds + 120, check=False)
+        began, done = run_probe(instance, seconds)
         s1, c1 = fleet.stats(), cpu_seconds([psutil.Process()])
-        if probe.returncode != 0:
-            raise RuntimeError(f"probe failed: {probe.stderr[-2000:]}")
     finally:
         fleet.stop()
+    elapsed = s1["t"] - s0["t"]
+    return Latency(count, interval, (s1["sent"] - s0["sent"]) / elapsed, probe_rows(instance, began), done,
+                   (c1 - c0) / elapsed)
+
+
+def run_probe(instance: Instance, seconds: float) -> tuple[float, dict[str, Any]]:
+    """Run the probe process for ``seconds``; returns when it started and its final report."""
+    began = time.time()
+    probe = subprocess.run(
+        [sys.executable, __file__, "--probe-worker", f"mqtt://127.0.0.1:{instance.mqtt_port}",
+         "--duration", str(seconds)],
+        capture_output=True, text=True, timeout=seconds + 120, check=False)
+    if probe.returncode != 0:
+        raise RuntimeError(f"probe failed: {probe.stderr[-2000:]}")
+    return began, next((json.loads(line) for line in probe.stdout.splitlines() if "probe_done" in line), {})
+
+
+def probe_rows(instance: Instance, began: float) -> list[float]:
+    """``received_at - ts`` of the probe's rows since ``began``, once the writer caught up."""
     instance.wait_caught_up()
     rows = instance.sql_rows(
         "SELECT extract(epoch FROM received_at - ts)::float8 AS lat FROM telemetry_samples "
         "WHERE node_uid = $1 AND ts >= to_timestamp($2)", PROBE_UID, began)
-    done = next((json.loads(line) for line in probe.stdout.splitlines() if "probe_done" in line), {})
-    elapsed = s1["t"] - s0["t"]
-    return Latency(count, interval, (s1["sent"] - s0["sent"]) / elapsed, [float(r["lat"]) for r in rows],
-                   int(done.get("sent", 0)), [float(v) for v in done.get("time_rtts", [])],
-                   int(done.get("unanswered", 0)), (c1 - c0) / elapsed)
+    return [float(r["lat"]) for r in rows]
 
 
 @dataclass
@@ -707,6 +724,9 @@ class Resources:
     sessions: int
     broadcast_before: int
     broadcast: int
+    probe_s: float
+    probe_lat: list[float]  # the probe's sample -> row latencies with the fleet up
+    probe_done: dict[str, Any]  # the probe's report (time request round trips)
 
 
 def _count_tree(node: dict[str, Any]) -> int:
@@ -723,7 +743,8 @@ def _lag_over(m: dict[str, float], limit: str) -> float:
             - metric_sum(m, "hydrovisor_event_loop_lag_seconds_bucket", le=limit))
 
 
-def run_resources(instance: Instance, count: int, within: float, log_dir: Path, *, later: float) -> Resources:
+def run_resources(instance: Instance, count: int, within: float, log_dir: Path, *, later: float,
+                  probe_s: float) -> Resources:
     """Connect ``count`` nodes at the default telemetry interval; measure the server process."""
     me = psutil.Process()
     instance.wait_caught_up()
@@ -750,8 +771,10 @@ def run_resources(instance: Instance, count: int, within: float, log_dir: Path, 
         broadcast = instance.broadcast_backlog()
         time.sleep(max(0.0, later - (time.monotonic() - sampled)))
         rss_later, broadcast_later = int(me.memory_info().rss), instance.broadcast_backlog()
+        probe_began, probe_done = run_probe(instance, probe_s)
     finally:
         fleet.stop()
+    probe_lat = probe_rows(instance, probe_began)
     return Resources(
         nodes=count, connect=connected, connect_cores=connect_cores,
         lag_over_1s=_lag_over(m1, "1.0") - _lag_over(m0, "1.0"), max_lag=instance.max_loop_lag(),
@@ -759,7 +782,7 @@ def run_resources(instance: Instance, count: int, within: float, log_dir: Path, 
         threads_before=threads_before, threads_after=threads_after,
         pg_rss=pg_rss, actors_metric=metric_sum(m, "hydrovisor_actors"), actors_api=_count_tree(tree["data"]),
         node_actors=_node_actors(tree["data"]), sessions=sessions, broadcast_before=broadcast_before,
-        broadcast=broadcast,
+        broadcast=broadcast, probe_s=probe_s, probe_lat=probe_lat, probe_done=probe_done,
     )
 
 
@@ -836,6 +859,18 @@ def throughput_rows(windows: list[Window], offered: dict[int, float]) -> list[Ro
     return rows
 
 
+def _time_rows(probe: dict[str, Any], prefix: str = "") -> list[Row]:
+    """The probe's time requests: round trip of its own answers, age of every answer it received."""
+    rtt = summarize([float(v) for v in probe.get("time_rtts", [])])
+    ages = [float(v) for v in probe.get("response_ages", [])]
+    return [
+        Row(f"{prefix}time request -> its response: p50 / max",
+            f"{fmt_ms(rtt.p50)} / {fmt_ms(rtt.max)} ({rtt.n} of {probe.get('asks', 0)} answered within 5 s)"),
+        Row(f"{prefix}time responses received / oldest on arrival (+-1 s)",
+            f"{len(ages)} / {max(ages):.1f} s" if ages else "0"),
+    ]
+
+
 def report(windows: list[Window], offered: dict[int, float], latency: Latency, res: Resources, *,
            setup: dict[str, float], final: dict[str, Any]) -> None:
     rows = [Row("register greenhouse + zone + nodes over HTTP",
@@ -850,23 +885,22 @@ def report(windows: list[Window], offered: dict[int, float], latency: Latency, r
 
     s = summarize(latency.values)
     r, ok = upper_bound(s.p99, TARGET_P99)
-    rtt = summarize(latency.time_rtts)
     lat_rows = [
         Row("load during the probe", f"{latency.nodes} nodes every {latency.interval:g} s: "
             f"{fmt_rate(latency.sent_per_s, 'samples/s')} + probe {PROBE_RATE:g}/s"),
-        Row("probe samples sent / rows found", f"{latency.probe_sent} / {s.n}"),
+        Row("probe samples sent / rows found", f"{latency.probe.get('sent', 0)} / {s.n}"),
         Row("writer flush interval (batching floor, mean ~half)", fmt_ms(FLUSH_INTERVAL)),
         Row("sample -> row: p50", fmt_ms(s.p50)),
         Row("sample -> row: p90", fmt_ms(s.p90)),
         Row("sample -> row: p99", fmt_ms(s.p99), f"<= {fmt_ms(TARGET_P99)}", r, ok),
         Row("sample -> row: max", fmt_ms(s.max)),
         Row("server process cores during the probe", f"{latency.server_cpu:.2f}"),
-        Row("time request -> response at the probe: p50 / max",
-            f"{fmt_ms(rtt.p50)} / {fmt_ms(rtt.max)} (n={rtt.n}, unanswered {latency.unanswered})"),
+        *_time_rows(latency.probe),
     ]
     print_table("latency: probe sample ts -> received_at of its row (write transaction start)", lat_rows)
 
     connect = res.connect
+    lat = summarize(res.probe_lat)
     milestones = ", ".join(f"{k}% {v:.1f} s" for k, v in connect.get("milestones", {}).items())
     res_rows = [
         Row("nodes connected / asked", f"{connect['connected']} / {res.nodes} (broker sessions {res.sessions})"),
@@ -885,6 +919,9 @@ def report(windows: list[Window], offered: dict[int, float], latency: Latency, r
         Row("embedded PostgreSQL PSS (postmaster + backends)", fmt_bytes(res.pg_rss)),
         Row("actors (hydrovisor_actors)", f"{res.actors_metric:.0f}"),
         Row("actors (GET /api/v1/actors, incl. supervisors)", f"{res.actors_api} ({res.node_actors} under /nodes)"),
+        Row(f"then the probe for {res.probe_s:g} s: sample -> row p50 / p99 / max",
+            f"{fmt_ms(lat.p50)} / {fmt_ms(lat.p99)} / {fmt_ms(lat.max)} (n={lat.n})"),
+        *_time_rows(res.probe_done, "then the probe: "),
     ]
     print_table(f"resources with {res.nodes} nodes (telemetry every {RESOURCE_INTERVAL:g} s)", res_rows)
 
@@ -928,7 +965,8 @@ def run(quick: bool, sizes: dict[int, float], resource_nodes: int, resource_with
         latency = run_latency(instance, heaviest, sizes[heaviest] * 2, lat_seconds, quick=quick, log_dir=tmp)
         print(f"   latency: {len(latency.values)} probe rows")
         sys.stdout.flush()
-        resources = run_resources(instance, resource_nodes, resource_within, tmp, later=5.0 if quick else 30.0)
+        resources = run_resources(instance, resource_nodes, resource_within, tmp, later=5.0 if quick else 30.0,
+                                  probe_s=lat_seconds)
         instance.wait_caught_up()
         m = scrape(instance.base_url)
         final = {"accepted": metric_sum(m, "hydrovisor_telemetry_accepted_total"),
