@@ -20,11 +20,13 @@ subscription filter of every client (4 per node) in one loop, so its cost per me
 the fleet (~0.8 ms at 100 nodes, ~5 ms at 500) and the bare broker alone needs ~0.8 core for 500
 nodes at 8 s (160 msg/s); at 5 s it uses a whole core and its broadcast queue stops draining.
 
-Per size, interleaved A B B A (quick: A B):
+Per size, interleaved A B B A (quick: A B). Each window starts one interval + 3 s after the fleet
+connected and once amqtt's broadcast queue worked off the connect burst (at most 60 s more):
 
 - A (raw): the same fleet against a bare ``EmbeddedBroker(dev_mode=True, on_message=counter)``
   on its own loop in this process, no persistence: telemetry messages/s handed to the consumer
-  over the window (10 s; quick 3 s), aligned on whole seconds.
+  over the window (the shortest whole number of intervals >= 10 s, quick >= 3 s: 10 s at 0.5 s,
+  16 s at 8 s), aligned on whole seconds.
 - B (hydrovisor): the fleet against the instance. Stored rows/s over the same window from
   ``SELECT count(*) FROM telemetry_samples`` at the window's start and end (the window starts
   once the writer caught up with the connect burst); ratio B/A, target >= 0.8. Also: the
@@ -69,7 +71,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -566,6 +568,14 @@ def warm_up(fleet: FleetProcess, quick: bool) -> None:
     time.sleep(fleet.interval + (1.0 if quick else 3.0))
 
 
+def drain_broadcasts(backlog: Callable[[], int], limit: float = 60.0) -> None:
+    """Wait (at most ``limit`` s) until amqtt worked off the connect burst: the window should see the
+    steady state, not the broker catching up."""
+    deadline = time.monotonic() + limit
+    while backlog() > 50 and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def _cpu(fleet: FleetProcess, pg: list[psutil.Process]) -> tuple[float, float, float]:
     return cpu_seconds([psutil.Process()]), cpu_seconds([fleet.ps]), cpu_seconds(pg)
 
@@ -587,6 +597,7 @@ def run_raw(count: int, interval: float, seconds: float, *, quick: bool, log_dir
     try:
         connected = fleet.wait_connected()
         warm_up(fleet, quick)
+        drain_broadcasts(lambda: raw.loop.run(_broadcast_backlog(raw.broker), timeout=300))
         pg = postgres_procs(pg_dir)
         t0 = sleep_to_next_second()
         s0, d0, c0 = fleet.stats(), raw.telemetry, _cpu(fleet, pg)
@@ -621,6 +632,7 @@ def run_hydrovisor(instance: Instance, count: int, interval: float, seconds: flo
     try:
         connected = fleet.wait_connected()
         warm_up(fleet, quick)
+        drain_broadcasts(instance.broadcast_backlog)
         instance.wait_caught_up(timeout=30)  # the connect burst is written
         pg = postgres_procs(instance.data_dir)
         t0 = sleep_to_next_second()
@@ -824,7 +836,8 @@ def throughput_rows(windows: list[Window], offered: dict[int, float]) -> list[Ro
         b = _mean([w.stored_per_s for w in hv])
         p = f"{count}@{raw[0].interval:g}s"
         rows += [
-            Row(f"{p}: offered (nominal)", fmt_rate(offered[count], "samples/s")),
+            Row(f"{p}: offered (nominal) / window", f"{fmt_rate(offered[count], 'samples/s')} / "
+                f"{_mean([w.seconds for w in raw + hv]):.1f} s"),
             Row(f"{p}: fleet connect time A | B", " | ".join(_connect(w.connect) for w in raw + hv)),
             Row(f"{p}: A raw: published (fleet, acked)", fmt_rate(_mean([w.sent_per_s for w in raw]))),
             Row(f"{p}: A raw: delivered to the consumer", fmt_rate(a)),
@@ -927,10 +940,10 @@ def report(windows: list[Window], offered: dict[int, float], latency: Latency, r
 
 
 def run(quick: bool, sizes: dict[int, float], resource_nodes: int, resource_within: float, keep: bool) -> None:
-    seconds = 3.0 if quick else 10.0
+    seconds = 3.0 if quick else 10.0  # at least; a whole number of intervals (see window_for)
     lat_seconds = 3.0 if quick else 15.0
     header(f"telemetry end to end: nodes@interval {', '.join(f'{n}@{i:g}s' for n, i in sizes.items())}, "
-           f"window {seconds:g} s", quick)
+           f"window >= {seconds:g} s", quick)
     route_logs_to_devnull()
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -954,9 +967,11 @@ def run(quick: bool, sizes: dict[int, float], resource_nodes: int, resource_with
             order = ["raw", "hydrovisor"] if quick else ["raw", "hydrovisor", "hydrovisor", "raw"]
             for phase in order:
                 if phase == "raw":
-                    w = run_raw(count, interval, seconds, quick=quick, log_dir=tmp, pg_dir=instance.data_dir)
+                    w = run_raw(count, interval, window_for(interval, seconds), quick=quick, log_dir=tmp,
+                                pg_dir=instance.data_dir)
                 else:
-                    w = run_hydrovisor(instance, count, interval, seconds, quick=quick, log_dir=tmp)
+                    w = run_hydrovisor(instance, count, interval, window_for(interval, seconds), quick=quick,
+                                       log_dir=tmp)
                 windows.append(w)
                 print(f"   {phase:>10} {count:4d} nodes: connect {_connect(w.connect)}, sent {w.sent_per_s:.0f}/s, "
                       f"{'delivered' if phase == 'raw' else 'stored'} {w.value:.0f}/s, cores {_cores(w.cpu)}")
@@ -978,6 +993,12 @@ def run(quick: bool, sizes: dict[int, float], resource_nodes: int, resource_with
         import shutil  # noqa: PLC0415
 
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def window_for(interval: float, at_least: float) -> float:
+    """The shortest whole number of telemetry intervals >= ``at_least`` seconds: every node then
+    publishes the same number of times in the window whatever its phase, so A and B compare."""
+    return interval * math.ceil(at_least / interval)
 
 
 def _sizes(text: str) -> dict[int, float]:
