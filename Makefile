@@ -17,7 +17,7 @@ run: venv
 	HYDROVISOR_DEV_MODE=$${HYDROVISOR_DEV_MODE:-1} $(BIN)/hydrovisor run
 
 test: venv
-	$(BIN)/ruff check hydrovisor tests benchmarks
+	$(BIN)/ruff check hydrovisor tests benchmarks scripts
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 
