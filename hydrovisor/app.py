@@ -8,6 +8,7 @@ ends the process with exit code 10; infrastructure that cannot start gives exit 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -21,6 +22,7 @@ from hydrovisor.actors.health_probe import HealthBoard
 from hydrovisor.actors.telemetry_writer import WriterMetrics
 from hydrovisor.broker import DeviceDirectory, EmbeddedBroker
 from hydrovisor.broker.errors import BrokerUnavailable
+from hydrovisor.chaos.engine import ChaosEngine, ChaosTargets
 from hydrovisor.commands.plane import CommandPlane, publish_counter
 from hydrovisor.commands.waiters import CommandWaiters
 from hydrovisor.config import Settings
@@ -43,6 +45,8 @@ from hydrovisor.store.migrations import apply_migrations
 from hydrovisor.store.repos import events
 from hydrovisor.supervisors import ActorSystem, ExitReason, SupervisionError
 from hydrovisor.supervisors.metrics import TreeCollector
+from hydrovisor.system.control import SystemControl
+from hydrovisor.system.sd_notify import SdNotifier
 from hydrovisor.tree import build_tree, root_flags
 
 log = logging.getLogger("hydrovisor.app")
@@ -88,16 +92,28 @@ class Hydrovisor:
         registry.register(TreeCollector(system))
         plane = DevicePlane(db=db, registry=nodes_view, transport=broker,
                             on_binding_changed=lambda view: sync_binding(directory, nodes_view, view))
+        health = HealthBoard(registry)
+        control = SystemControl(settings, loop=loop, registry=registry, system=system, health=health,
+                                notifier=SdNotifier.from_env(), on_fatal=self._fatal,
+                                related=lambda: services.chaos.active_ids())  # noqa: PLW0108 - bound later
+        system.on_failure(control.child_failed)
+        telemetry_counters = TelemetryCounters(registry)
+        commands_plane = CommandPlane(db=db, registry=nodes_view, transport=broker, waiters=CommandWaiters(loop),
+                                      publishes=publish_counter(registry))
+        router = DeviceRouter(plane, system, registry, telemetry_counters, commands_plane)
+        chaos = ChaosEngine(ChaosTargets(
+            system=system, kick_broker=broker.kick, end_kick=broker.end_kick, silence_node=router.silence,
+            node_exists=lambda uid: nodes_view.get(uid) is not None,
+            db_outage=self._db_outage if settings.database.url is None else None), control.incidents)
         services = Services(
             settings=settings, registry=registry, bridge=bridge, system=system, db=db, broker=broker,
-            directory=directory, health=HealthBoard(registry),
+            directory=directory, health=health,
             loop_lag=LoopLagMonitor(loop, settings.loop_lag_interval, registry), devices=plane,
-            telemetry=TelemetryCounters(registry), writer_metrics=WriterMetrics(registry),
-            commands=CommandPlane(db=db, registry=nodes_view, transport=broker, waiters=CommandWaiters(loop),
-                                  publishes=publish_counter(registry)))
+            telemetry=telemetry_counters, writer_metrics=WriterMetrics(registry), commands=commands_plane,
+            control=control, chaos=chaos)
         self.services = services
-        self._router = DeviceRouter(plane, system, registry, services.telemetry, services.commands)
-        broker.on_message = self._router.on_message
+        self._router = router
+        broker.on_message = router.on_message
         try:
             services.loop_lag.start()
             await self._start_store(db)
@@ -105,10 +121,12 @@ class Hydrovisor:
             await self._start_broker(broker)
             self._router.start()
             await self._start_tree(services)
+            control.start()  # the tree is up: from now on a failing check is a real error
             await self._start_http(services)
         except BaseException:
             await self.stop()
             raise
+        control.notifier.ready(f"{control.state.value}: http {self.http_port}, mqtt {broker.port}")
         log.info("hydrovisor ready", extra={
             "event": "ready", "http_port": self.http_port, "mqtt_port": broker.port,
             "startup_ms": round((time.monotonic() - began) * 1000),
@@ -168,6 +186,9 @@ class Hydrovisor:
     async def stop(self) -> None:
         """Stop in reverse order; safe to call after a partial start and more than once."""
         services = self.services
+        if services is not None:
+            services.control.notifier.stopping()
+            await services.chaos.stop()  # every fault restores what it broke before the rest stops
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -179,6 +200,7 @@ class Hydrovisor:
             await asyncio.to_thread(services.system.stop, self.settings.shutdown_timeout)
             await services.db.close()
             services.loop_lag.stop()
+            services.control.stop()
         if self._embedded is not None:
             embedded, self._embedded = self._embedded, None
             await asyncio.to_thread(embedded.stop)
@@ -198,7 +220,32 @@ class Hydrovisor:
                      extra={"event": "fatal", "reason": str(reason)})
         services = self.services
         if services is not None:
+            services.control.report_fatal(f"supervision tree escalated to the root: {reason}", "root_supervisor")
+
+    def _fatal(self) -> None:
+        """FATAL (from any thread): stop gracefully with exit code 10 (the loop guard exits hard if the loop
+        cannot)."""
+        services = self.services
+        if services is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the process is exiting anyway
             services.bridge.loop.call_soon_threadsafe(self.request_exit, exitcodes.CRITICAL)
+
+    async def _db_outage(self, duration: float) -> None:
+        """Chaos: the embedded PostgreSQL is really gone for ``duration`` s, then back."""
+        embedded = self._embedded
+        if embedded is None:
+            raise RuntimeError("the embedded PostgreSQL is not running")
+        log.critical("embedded PostgreSQL stopped for %.1fs (chaos db_outage)", duration,
+                     extra={"event": "chaos_db_down", "duration": duration})
+        await asyncio.to_thread(embedded.stop)
+        try:
+            await asyncio.sleep(duration)
+        finally:
+            if self._embedded is embedded:  # not while the instance is shutting down
+                await asyncio.to_thread(embedded.start)
+                log.warning("embedded PostgreSQL started again (chaos db_outage over)",
+                            extra={"event": "chaos_db_up"})
 
     def request_exit(self, code: int) -> None:
         """Ask :meth:`serve` to shut down and return ``code`` (call on the loop)."""

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from hydrovisor.actors.health_probe import HealthBoard
 from hydrovisor.actors.telemetry_writer import WriterMetrics
 from hydrovisor.broker import DeviceDirectory, EmbeddedBroker
+from hydrovisor.chaos.engine import ChaosEngine
 from hydrovisor.commands.plane import CommandPlane
 from hydrovisor.config import Settings
 from hydrovisor.devices.credentials import identities
@@ -20,6 +21,7 @@ from hydrovisor.runtime.loop_lag import LoopLagMonitor
 from hydrovisor.store.database import Database
 from hydrovisor.store.repos.nodes import NodeRecord
 from hydrovisor.supervisors import ActorSystem
+from hydrovisor.system.control import SystemControl
 
 
 @dataclass
@@ -39,6 +41,8 @@ class Services:
     telemetry: TelemetryCounters
     writer_metrics: WriterMetrics
     commands: CommandPlane
+    control: SystemControl
+    chaos: ChaosEngine
 
     def credentials_changed(self, node: NodeRecord, password_hash: str) -> None:
         """A node got new MQTT credentials: the broker accepts them from now on."""

@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING
 from hydrovisor.actors.health_probe import Check, HealthProbe
 from hydrovisor.actors.rollups import RollupWorker
 from hydrovisor.actors.telemetry_writer import OnOutage, TelemetryWriter
+from hydrovisor.chaos.worker import ChaosWorker
 from hydrovisor.commands.spawn import open_command_specs
 from hydrovisor.config import Settings
 from hydrovisor.devices.spawn import registered_nodes
 from hydrovisor.notifications.wiring import notifier_child
 from hydrovisor.store.repos import telemetry
 from hydrovisor.supervisors import ChildSpec, SupervisorFlags, supervisor_spec
+from hydrovisor.system.state_actor import SystemStateActor
 
 if TYPE_CHECKING:
     from hydrovisor.services import Services
@@ -54,7 +56,13 @@ def build_tree(
         ctx, write=write, metrics=services.writer_metrics, on_outage=on_outage), hang_timeout=sup.hang_timeout)
     rollups = ChildSpec("rollups", lambda ctx: RollupWorker.start(ctx, advance=advance),
                         hang_timeout=sup.hang_timeout)
+    control = services.control
+    state = ChildSpec("state", lambda ctx: SystemStateActor.start(ctx, control.machine, control.failing, control.apply),
+                      hang_timeout=sup.hang_timeout)
+    # no hang probe: blocking is what the chaos worker is for, each fault bounds itself
+    chaos = ChildSpec("chaos", ChaosWorker.start, hang_timeout=None)
     return [
+        supervisor_spec("system", static, (state, chaos)),  # first up, last down: it watches the rest
         supervisor_spec("store", static, (
             probe("db", db_check, settings.database.health_interval), writer, rollups,
             notifier_child(settings, services, hang_timeout=sup.hang_timeout))),  # pending/DLQ -> webhooks

@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from amqtt.adapters import StreamWriterAdapter
 
 from hydrovisor.broker.auth import Refusal, admit, may_take_over
 from hydrovisor.broker.connect import (
     IDENTIFIER_REJECTED,
+    SERVER_UNAVAILABLE,
     UNACCEPTABLE_PROTOCOL,
     ConnectRequest,
     MalformedConnect,
@@ -54,6 +56,11 @@ class DeviceListener:
         self._admitted: set[DeviceConnection] = set()  # handed (or about to be handed) to amqtt
         self._by_client_id: dict[str, DeviceConnection] = {}  # the latest admitted per client id
         self._closing = False
+        self._refuse_until = 0.0
+
+    def refuse_for(self, seconds: float) -> None:
+        """Answer every CONNECT with CONNACK 3 (server unavailable) for ``seconds`` (0 ends it now)."""
+        self._refuse_until = time.monotonic() + seconds if seconds > 0 else 0.0
 
     def find(self, client_id: str) -> DeviceConnection | None:
         """The live admitted connection of ``client_id`` (amqtt-assigned ids included)."""
@@ -92,6 +99,8 @@ class DeviceListener:
                 return
             request, raw = read
             verdict = admit(request, self._directory, dev_mode=self._dev_mode)
+            if time.monotonic() < self._refuse_until:
+                verdict = Refusal(SERVER_UNAVAILABLE, "server_unavailable")
             if isinstance(verdict, Refusal):
                 await _refuse(writer, verdict, request.client_id, request.username, peer)
                 return

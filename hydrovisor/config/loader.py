@@ -147,6 +147,11 @@ def _check(settings: Settings) -> None:
         raise ConfigError("api_token and admin_token must differ")
     if settings.database.pool_min > settings.database.pool_max:
         raise ConfigError("database.pool_min must not exceed database.pool_max")
+    system = settings.system
+    if system.safe_mode_after <= system.degraded_after:
+        raise ConfigError("system.safe_mode_after must be greater than system.degraded_after")
+    if system.guard_interval * 2 > system.loop_stall_threshold:
+        raise ConfigError("system.guard_interval must be at most half of system.loop_stall_threshold")
     for position, url in enumerate(settings.webhook_urls, start=1):
         try:
             parts = urllib.parse.urlsplit(url)

@@ -63,6 +63,20 @@ class SupervisionSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=Tru
     liveness_interval: PositiveFloat = 1.0
 
 
+class SystemSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The system state machine and the loop guard (DOMAIN §6)."""
+
+    degraded_after: PositiveInt = 3  # consecutive errors: RUNNING -> DEGRADED
+    safe_mode_after: PositiveInt = 5  # consecutive errors: -> SAFE_MODE
+    recovery_cycles: PositiveInt = 3  # good cycles: SAFE_MODE -> RECOVERING, then -> RUNNING
+    safe_mode_ttl: PositiveFloat = 900.0  # a SAFE_MODE episode longer than this is FATAL (exit 10)
+    cycle_interval: PositiveFloat = 5.0  # one health evaluation cycle
+    loop_stall_threshold: PositiveFloat = 2.0  # the loop ran nothing for this long: a stall
+    guard_interval: PositiveFloat = 0.1  # how often the guard pings the loop
+    fatal_exit_grace: PositiveFloat = 5.0  # FATAL with a stalled loop: exit hard after this long
+    incidents_kept: PositiveInt = 200
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Everything ``hydrovisor run`` needs; decoded from TOML + ``HYDROVISOR_*`` variables."""
 
@@ -83,3 +97,4 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     mqtt: MqttSettings = MqttSettings()
     database: DatabaseSettings = DatabaseSettings()
     supervision: SupervisionSettings = SupervisionSettings()
+    system: SystemSettings = SystemSettings()

@@ -64,6 +64,7 @@ class DeviceRouter:
         self._task: asyncio.Task[None] | None = None
         self._time_answer_pending = False
         self._background: set[asyncio.Task[None]] = set()
+        self._silenced: dict[str, float] = {}  # node uid -> monotonic time the silence ends
         self._messages = Counter("hydrovisor_device_messages_total", "Device messages by type and outcome.",
                                  ["type", "outcome"], registry=registry)
 
@@ -73,6 +74,19 @@ class DeviceRouter:
             self._queue.put_nowait(message)
         except asyncio.QueueFull:
             self._messages.labels(type="any", outcome="router_overflow").inc()
+
+    def silence(self, uid: str, seconds: float) -> None:
+        """Discard everything node ``uid`` sends for ``seconds`` (0 ends it): to us it went quiet while
+        still connected, the case only the liveness timeout can catch (fault injection)."""
+        if seconds > 0:
+            self._silenced[uid] = time.monotonic() + seconds
+        else:
+            self._silenced.pop(uid, None)
+
+    def _is_silenced(self, topic: ParsedTopic) -> bool:
+        uid = self._resolve(topic.node, topic.is_temp)
+        until = self._silenced.get(uid) if uid is not None else None
+        return until is not None and time.monotonic() < until
 
     def start(self) -> None:
         """Start draining the queue (call on the loop)."""
@@ -101,6 +115,9 @@ class DeviceRouter:
         topic = parse_topic(message.topic)
         if isinstance(topic, TopicError):
             self._messages.labels(type="unknown", outcome="bad_topic").inc()
+            return
+        if self._silenced and self._is_silenced(topic):
+            self._messages.labels(type=topic.type, outcome="silenced").inc()
             return
         decoded = decode_device_message(topic, message.payload, now=message.received_at)
         kind = topic.type

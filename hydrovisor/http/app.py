@@ -9,7 +9,7 @@ from hydrovisor.http.auth import make_auth_middleware
 from hydrovisor.http.errors import error_middleware
 from hydrovisor.http.keys import MAX_BODY_BYTES, RATE_LIMIT, SERVICES
 from hydrovisor.http.ratelimit import RateLimiter
-from hydrovisor.http.routes import actors, commands, dlq, fleet, health, metrics, nodes, telemetry
+from hydrovisor.http.routes import actors, chaos, commands, dlq, fleet, health, metrics, nodes, system, telemetry
 from hydrovisor.services import Services
 
 
@@ -24,6 +24,6 @@ def build_http_app(services: Services) -> web.Application:
     app[MAX_BODY_BYTES] = max_body
     app[RATE_LIMIT] = RateLimiter(rate=20.0, burst=40)
     for table in (health.routes, metrics.routes, actors.routes, fleet.routes, nodes.routes, telemetry.routes,
-                  commands.routes, dlq.routes, openapi.routes):
+                  commands.routes, dlq.routes, system.routes, chaos.routes, openapi.routes):
         app.add_routes(table)
     return app

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from hydrovisor.chaos.engine import ChaosRequest
 from hydrovisor.http.routes import commands, fleet, nodes, telemetry
 
 routes = web.RouteTableDef()
@@ -187,7 +188,8 @@ def _command_paths() -> dict[str, Any]:
                                                                 "with other target or params", _ERROR),
                  "429": _resp("too many commands in flight (Retry-After)", _ERROR),
                  "500": _resp("command_state_sync_failed: published but SENT not stored", _ERROR),
-                 "502": _resp("command_send_failed: node not connected / broker refused (retry the cmd_id)", _ERROR)}
+                 "502": _resp("command_send_failed: node not connected / broker refused (retry the cmd_id)", _ERROR),
+                 "503": _resp("safe_mode_active: SAFE_MODE/FATAL refuses actuation except fail-safe OFF", _ERROR)}
     cmd_param = [{"name": "cmd_id", "in": "path", "required": True, "schema": {"type": "string"}}]
     return {
         "/api/v1/commands": {
@@ -234,6 +236,31 @@ def _dlq_paths() -> dict[str, Any]:
 # --- end of the DLQ paths ------------------------------------------------------------------------
 
 
+# --- controlled failure (hydrovisor/http/routes/system.py, chaos.py) -----------------------------
+def _system_paths() -> dict[str, Any]:
+    incident_param = [{"name": "incident_id", "in": "path", "required": True, "schema": {"type": "string"},
+                       "description": "e.g. stall-1a2b3c4d, state-…, chaos-…"}]
+    chaos_errors = {"403": _resp("not admin, or chaos_disabled", _ERROR)}
+    return {
+        "/api/v1/system": {"get": _op(
+            "system state (RUNNING, DEGRADED, SAFE_MODE, RECOVERING, FATAL), counters, open incidents",
+            {"200": _OK})},
+        "/api/v1/system/incidents": {"get": _op(
+            "incidents, newest first, without task dumps", {"200": _OK, "400": _BAD},
+            params=[_q("kind", "loop_stall, state_transition or chaos"), _q("open", "1: only open ones"),
+                    _q("limit", "max items (1-500)", kind="integer")])},
+        "/api/v1/system/incidents/{incident_id}": {"get": _op(
+            "one incident with its task dump (asyncio tasks and thread stacks)",
+            {"200": _OK, "400": _BAD, "404": _NOT_FOUND}, params=incident_param)},
+        "/admin/chaos/inject": {"post": _op(
+            "inject a real fault that ends by itself after `duration` s; answers its incident id",
+            {"202": _resp("started"), "400": _BAD, "404": _NOT_FOUND,
+             "409": _resp("chaos_already_active or chaos_unsupported", _ERROR), **chaos_errors},
+            body=ChaosRequest, admin=True)},
+        "/admin/chaos": {"get": _op("the injections running now", {"200": _OK, **chaos_errors}, admin=True)},
+    }
+
+
 @routes.get("/openapi.json")
 async def openapi(_: web.Request) -> web.Response:
     """The API description."""
@@ -242,3 +269,4 @@ async def openapi(_: web.Request) -> web.Response:
 
 DOCUMENT["paths"].update(_device_plane_paths())
 DOCUMENT["paths"].update(_dlq_paths())
+DOCUMENT["paths"].update(_system_paths())

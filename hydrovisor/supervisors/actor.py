@@ -37,6 +37,7 @@ from pykka.messages import _ActorStop
 from hydrovisor.supervisors.context import ActorContext
 from hydrovisor.supervisors.errors import Escalated, Rejection
 from hydrovisor.supervisors.exit import NORMAL, SHUTDOWN, ExitKind, ExitReason
+from hydrovisor.supervisors.faults import InjectedCrash, InjectedHang
 from hydrovisor.supervisors.mailbox import StopRequest
 
 if TYPE_CHECKING:
@@ -140,7 +141,10 @@ class SupervisedActor(pykka.ThreadingActor):
             self.busy_since = time.monotonic()
             self.current_reply = envelope.reply_to
             try:
-                response = self._handle_receive(message)
+                if isinstance(message, InjectedCrash | InjectedHang):
+                    response = message.inflict()
+                else:
+                    response = self._handle_receive(message)
             except Rejection:
                 if envelope.reply_to is None:
                     log.warning("rejected tell in %s", self.path, exc_info=True,

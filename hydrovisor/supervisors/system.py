@@ -55,6 +55,7 @@ class ActorSystem:
         self.bridge = bridge
         self.timers = timers
         self._on_root_exit = on_root_exit
+        self._failure_listeners: list[Callable[[str, str], None]] = []
         self._cells: dict[str, Cell] = {}
         self._lock = threading.Lock()
         self.abandoned_threads = 0
@@ -210,11 +211,17 @@ class ActorSystem:
 
     # reports ---------------------------------------------------------------------------------
 
+    def on_failure(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(path, reason)`` (on the supervisor's thread) whenever an actor exits abnormally."""
+        self._failure_listeners.append(listener)
+
     def report(self, event: str, path: str, **fields: Any) -> None:
         """One structured supervisor report line."""
         level = logging.ERROR if event in ("escalation", "root_exited", "brutal_kill") else logging.INFO
         if event == "child_exited" and not str(fields.get("reason", "")).startswith(("normal", "shutdown")):
             level = logging.WARNING
+            for listener in self._failure_listeners:
+                listener(path, str(fields.get("reason", "")))
         detail = " ".join(f"{k}={v}" for k, v in fields.items())
         log.log(
             level, "supervisor %s %s %s", event, path, detail, extra={"event": event, "path": path, **fields}

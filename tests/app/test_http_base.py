@@ -10,7 +10,7 @@ from hydrovisor.runtime.affinity import LoopAffinityError
 from tests.app.conftest import Running
 from tests.helpers import http, wait_until
 
-TOP_LEVEL = ["/store", "/broker", "/nodes", "/zones", "/commands"]
+TOP_LEVEL = ["/system", "/store", "/broker", "/nodes", "/zones", "/commands"]
 
 
 def test_live_and_ready_report_every_component(instance: Running) -> None:
@@ -18,7 +18,8 @@ def test_live_and_ready_report_every_component(instance: Running) -> None:
     reply = http("GET", instance.base_url + "/health/ready")
     assert reply.status == 200
     checks = reply.json()["checks"]
-    assert set(checks) == {"db", "broker", "tree"}
+    assert set(checks) == {"db", "broker", "tree", "loop", "system"}
+    assert checks["system"]["reason"] == reply.json()["system_state"] == "RUNNING"
     assert all(check["ok"] for check in checks.values()), checks
 
 
@@ -27,7 +28,9 @@ def test_actor_tree_lists_the_whole_tree_with_introspection_fields(instance: Run
     assert tree["path"] == "/"
     assert tree["strategy"] == "one_for_one"
     assert [child["path"] for child in tree["children"]] == TOP_LEVEL
-    store = tree["children"][0]
+    children = {child["path"]: child for child in tree["children"]}
+    assert [c["actor_class"] for c in children["/system"]["children"]] == ["SystemStateActor", "ChaosWorker"]
+    store = children["/store"]
     probe = store["children"][0]
     assert probe["path"] == "/store/db_health"
     assert probe["state"] == "running"
@@ -35,7 +38,7 @@ def test_actor_tree_lists_the_whole_tree_with_introspection_fields(instance: Run
     assert probe["actor_class"] == "HealthProbe"
     for field in ("restarts_in_window", "restarts_total", "last_failure", "mailbox_depth", "uptime_s"):
         assert field in probe
-    commands = tree["children"][4]
+    commands = children["/commands"]
     assert commands["max_children"] == instance.app.settings.supervision.max_commands
 
 
@@ -68,9 +71,11 @@ def test_injected_crash_shows_in_tree_and_metrics(instance: Running) -> None:
 
 def test_metrics_expose_tree_loop_and_process(instance: Running) -> None:
     text = http("GET", instance.base_url + "/metrics").raw.decode()
-    # workers: db_health, telemetry_writer, rollups, notifier, broker_health
-    assert 'hydrovisor_actors{kind="worker",state="running"} 5.0' in text
-    assert 'hydrovisor_actors{kind="supervisor",state="running"} 6.0' in text
+    # workers: system state, chaos worker, db_health, telemetry_writer, rollups, notifier, broker_health
+    assert 'hydrovisor_actors{kind="worker",state="running"} 7.0' in text
+    assert 'hydrovisor_actors{kind="supervisor",state="running"} 7.0' in text
+    assert 'hydrovisor_system_state{state="RUNNING"} 1.0' in text
+    assert "hydrovisor_loop_heartbeat_age_seconds" in text
     assert 'hydrovisor_actor_mailbox_depth{path="/store/db_health"}' in text
     assert "hydrovisor_event_loop_lag_seconds_bucket" in text
     assert 'hydrovisor_component_up{component="db"} 1.0' in text

@@ -1,0 +1,176 @@
+"""``SystemControl``: the state machine wired to the rest of the process.
+
+It owns the machine, the incident store, the loop guard and the systemd notifier, evaluates the
+component checks for each cycle (and for ``/health/ready``), turns every transition into a
+``STATE_TRANSITION`` log line, an incident, metrics and a ``STATUS=`` line, and on FATAL makes the
+process exit with code 10 — gracefully through the loop if it can, from the guard's thread if the
+loop is stuck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from hydrovisor.actors.health_probe import HealthBoard
+from hydrovisor.config import Settings
+from hydrovisor.supervisors import ActorStopped, ActorSystem, NoSuchActor
+from hydrovisor.system import checks, task_dump
+from hydrovisor.system.incidents import Incident, IncidentKind, IncidentStore
+from hydrovisor.system.loop_guard import LoopGuard
+from hydrovisor.system.sd_notify import SdNotifier
+from hydrovisor.system.state_actor import STATE_PATH, Cycle, LoopStalled, ReportError, ReportFatal
+from hydrovisor.system.states import ACTUATION_BLOCKED, Snapshot, StateMachine, SystemState, Thresholds, Transition
+
+log = logging.getLogger("hydrovisor.system")
+
+BROKER_PROBE_INTERVAL = 2.0
+
+
+class SystemControl:
+    """See the module docstring. Create on the loop; :meth:`start` once the tree exists."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        registry: CollectorRegistry,
+        system: ActorSystem,
+        health: HealthBoard,
+        notifier: SdNotifier,
+        on_fatal: Callable[[], None],
+        related: Callable[[], list[str]] = list,
+    ) -> None:
+        cfg = settings.system
+        self._settings = settings
+        self._loop = loop
+        self._system = system
+        self._health = health
+        self.notifier = notifier
+        self._on_fatal = on_fatal
+        self.machine = StateMachine(Thresholds(
+            degraded_after=cfg.degraded_after, safe_mode_after=cfg.safe_mode_after,
+            recovery_cycles=cfg.recovery_cycles, safe_mode_ttl=cfg.safe_mode_ttl))
+        self.incidents = IncidentStore(Path(settings.data_dir) / "incidents", keep=cfg.incidents_kept)
+        self._state_incident: str | None = None
+        self.guard = LoopGuard(
+            loop, threshold=cfg.loop_stall_threshold, interval=cfg.guard_interval,
+            cycle_interval=cfg.cycle_interval, incidents=self.incidents, registry=registry, notifier=notifier,
+            on_stall=lambda incident_id, age: self._tell(LoopStalled(incident_id, round(age, 3))),
+            on_cycle=lambda: self._tell(Cycle()), related=related)
+        self._state_gauge = Gauge("hydrovisor_system_state", "1 for the current system state.", ["state"],
+                                  registry=registry)
+        self._transitions = Counter("hydrovisor_system_transitions_total", "System state transitions.",
+                                    ["from_state", "to_state"], registry=registry)
+        self._errors = Counter("hydrovisor_system_errors_reported_total", "Errors reported to the state machine.",
+                               ["owner"], registry=registry)
+        self._show(SystemState.RUNNING)
+
+    @property
+    def state(self) -> SystemState:
+        """The current state (lock-free read of one reference)."""
+        return self.machine.state
+
+    @property
+    def actuation_blocked(self) -> bool:
+        """SAFE_MODE or FATAL: new actuation is refused, fail-safe OFF commands excepted."""
+        return self.machine.state in ACTUATION_BLOCKED
+
+    def snapshot(self) -> Snapshot:
+        """The machine's state and counters."""
+        return self.machine.snapshot()
+
+    def start(self) -> None:
+        """Start the loop guard (on the loop)."""
+        self.guard.start()
+
+    def stop(self) -> None:
+        """Stop the loop guard."""
+        self.guard.stop()
+
+    # inputs ----------------------------------------------------------------------------------
+
+    def report_error(self, reason: str, owner: str, cause: str | None = None) -> None:
+        """From any thread: a component failed."""
+        self._errors.labels(owner=owner).inc()
+        self._tell(ReportError(reason, owner, cause))
+
+    def report_fatal(self, reason: str, owner: str) -> None:
+        """From any thread: an irrecoverable error. Applied directly (the tree may be the thing that died)."""
+        transition = self.machine.record_fatal(reason, owner)
+        if transition is not None:
+            self.apply(transition)
+
+    def child_failed(self, path: str, reason: str) -> None:
+        """Supervisor listener: an actor exited abnormally."""
+        self.report_error(f"actor {path} failed: {reason}", "supervisor")
+
+    # the cycle -------------------------------------------------------------------------------
+
+    def readiness(self) -> dict[str, checks.CheckResult]:
+        """Each component's verdict, as ``/health/ready`` and the cycle see it."""
+        db_age = 3 * self._settings.database.health_interval + 2
+        loop_age = self.guard.heartbeat_age()
+        return {
+            "db": checks.component(self._health, "db", db_age),
+            "broker": checks.component(self._health, "broker", 4 * BROKER_PROBE_INTERVAL),
+            "tree": checks.tree(self._system),
+            "loop": checks.CheckResult(True, "ok") if self.guard.healthy else checks.CheckResult(
+                False, f"no heartbeat for {loop_age:.1f}s"),
+        }
+
+    def failing(self) -> list[str]:
+        """The failing checks as ``name: reason`` (the state actor's input)."""
+        return [f"{name}: {result.reason}" for name, result in self.readiness().items() if not result.ok]
+
+    # outputs ---------------------------------------------------------------------------------
+
+    def apply(self, transition: Transition) -> None:
+        """Log, record and announce one transition; on FATAL start the exit."""
+        t = transition
+        level = logging.INFO if t.to_state is SystemState.RUNNING else logging.CRITICAL
+        log.log(level, "STATE_TRANSITION incident_id=%s from=%s to=%s reason=%s owner=%s duration_in_old_state=%.1f",
+                t.incident_id, t.from_state, t.to_state, t.reason, t.owner, t.in_old_state_s,
+                extra={"event": "state_transition", "incident_id": t.incident_id, "from_state": t.from_state.value,
+                       "to_state": t.to_state.value, "reason": t.reason, "owner": t.owner,
+                       "duration_in_old_state": t.in_old_state_s, "cause": t.cause})
+        self._record(t)
+        self._transitions.labels(from_state=t.from_state.value, to_state=t.to_state.value).inc()
+        self._show(t.to_state)
+        self.notifier.status(f"{t.to_state.value}: {t.reason} ({t.incident_id})")
+        if t.to_state is SystemState.FATAL:
+            self.guard.arm_fatal_exit(grace=self._settings.system.fatal_exit_grace,
+                                      deadline=self._settings.shutdown_timeout + 10)
+            self._on_fatal()
+
+    def _record(self, t: Transition) -> None:
+        if self._state_incident is not None:
+            self.incidents.close(self._state_incident)
+        dump = None
+        if t.to_state in (SystemState.SAFE_MODE, SystemState.FATAL):
+            dump = task_dump.capture(self._loop, t.incident_id, t.to_state.value,
+                                     loop_thread_id=self.guard.loop_thread_id)
+        incident = self.incidents.open(Incident(
+            incident_id=t.incident_id, kind=IncidentKind.STATE_TRANSITION,
+            title=f"{t.from_state.value} -> {t.to_state.value}", reason=t.reason, owner=t.owner, opened_at=t.at,
+            related=[t.cause] if t.cause else [], transition=t, dump=dump))
+        if t.to_state is SystemState.RUNNING:  # back to normal: nothing left open
+            self.incidents.close(incident.incident_id)
+            self._state_incident = None
+        else:
+            self._state_incident = incident.incident_id
+
+    def _show(self, state: SystemState) -> None:
+        for each in SystemState:
+            self._state_gauge.labels(state=each.value).set(1 if each is state else 0)
+
+    def _tell(self, message: Cycle | ReportError | LoopStalled | ReportFatal) -> None:
+        try:
+            self._system.tell(STATE_PATH, message)
+        except (NoSuchActor, ActorStopped):  # before the tree started or after it stopped
+            log.debug("system state actor not running", extra={"event": "system_state_unavailable"})
