@@ -99,10 +99,6 @@ class IncidentStore:
     def open(self, incident: Incident) -> Incident:
         """Record a new incident (and write its file)."""
         with self._lock:
-            if incident.is_open:  # the process that owned it is gone: it cannot be going on any more
-                incident = msgspec.structs.replace(
-                    incident, closed_at=time.time(), attributes={**incident.attributes, "closed_by": "restart"})
-                self._write(incident)
             self._items[incident.incident_id] = incident
             self._items.move_to_end(incident.incident_id)
             dropped = self._trim()
