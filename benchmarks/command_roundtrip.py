@@ -753,7 +753,7 @@ class Spans:
 
     Wrapped (in this process only; the code on disk is untouched): the POST handler, the ask that starts a
     command actor, the ``/commands`` supervisor's start of one child (it waits for the child's ``on_start``),
-    ``CommandActor.on_start``, the two repository transactions and asyncpg's wait for a pool connection.
+    ``CommandActor.on_start``, the insert and the status writes, and asyncpg's wait for a pool connection.
     A small cost per call (two clock reads and a list append).
     """
 
@@ -788,7 +788,7 @@ class Spans:
         self._wrap_async(routes, "submit", "loop: POST handler (submit)")
         self._wrap_async(routes, "start_command_actor", "loop: ask /commands to start the actor")
         self._wrap_async(repo, "insert_queued", "db: insert QUEUED (txn)")
-        self._wrap_async(repo, "transition", "db: status transition (txn)")
+        self._wrap_async(repo, "apply_reports", "db: status write (txn, 1+ reports)")
         self._wrap_sync(Supervisor, "_start_dynamic", "/commands thread: start one child (waits on_start)",
                         lambda sup: sup.path == "/commands")
         self._wrap_sync(CommandActor, "on_start", "actor: CommandActor.on_start (2 DB reads via bridge)")

@@ -5,7 +5,9 @@ and publishes (up to 3 attempts, 0.5 s and 1 s apart, re-signed each time so ``t
 stores SENT — or SEND_FAILED with an infra alert —, applies the node's ACK and the *first*
 terminal reply, and persists TIMEOUT when the deadline passes. Every write is the repository's
 guarded transition, so late, duplicate or contradicting replies are recorded but never applied,
-whoever sends them. A failed write is retried on the next tick; the deadline still holds.
+whoever sends them. Reports that arrive while a write is in flight (a node's ACK and DONE come
+within a millisecond or two) are stored together by the next one, in one transaction, in order.
+A failed write is retried on the next tick; the deadline still holds.
 
 A restarted incarnation rebuilds from the row: a SENT/ACK command is never published again, a
 QUEUED/SEND_FAILED one is (same cmd_id: the node's cache dedupes), and a deadline already past
@@ -29,7 +31,7 @@ from hydrovisor.protocol import TERMINAL, CommandResponse, CommandStatus, channe
 from hydrovisor.runtime.bridge import Outcome
 from hydrovisor.runtime.timers import Timer
 from hydrovisor.store.repos import commands, events, nodes
-from hydrovisor.store.repos.commands import CommandRecord
+from hydrovisor.store.repos.commands import CommandRecord, Report
 from hydrovisor.store.repos.nodes import NodeRecord
 from hydrovisor.supervisors import ActorContext, SupervisedActor
 
@@ -63,8 +65,7 @@ class _Published(msgspec.Struct, frozen=True):
 
 
 class _Stored(msgspec.Struct, frozen=True):
-    target: CommandStatus
-    fields: dict[str, Any]
+    reports: list[Report]
     outcome: Outcome
 
 
@@ -89,8 +90,9 @@ class CommandActor(SupervisedActor):
         self._row: CommandRecord | None = None
         self._secret = ""
         self._topic = ""
-        # status writes, applied one at a time in arrival order (a failed one stays at the head)
-        self._writes: collections.deque[tuple[CommandStatus, dict[str, Any]]] = collections.deque()
+        # status writes in arrival order; whatever queued up during a write goes in the next one, as
+        # one transaction (a failed batch stays queued and is retried whole)
+        self._writes: collections.deque[Report] = collections.deque()
         self._writing = False
         self._finished = False
         self._sync_failure_told = False
@@ -199,42 +201,43 @@ class CommandActor(SupervisedActor):
 
     # storing ---------------------------------------------------------------------------------
 
-    def _store(self, target: CommandStatus, **fields: Any) -> None:
-        fields.setdefault("source", "server")
-        self._writes.append((target, fields))
+    def _store(self, target: CommandStatus, *, source: str = "server", **fields: Any) -> None:
+        self._writes.append(Report(target, source, **fields))
         self._next_write()
 
     def _next_write(self) -> None:
         if self._writing or not self._writes:
             return
-        target, fields = self._writes[0]
+        batch = list(self._writes)
         self._writing = True
-        self.pipe_to_self(self._plane.db.run(lambda pool: commands.transition(
-            pool, self.cmd_id, target, **fields)), lambda o: _Stored(target, fields, o))
+        self.pipe_to_self(self._plane.db.run(lambda pool: commands.apply_reports(pool, self.cmd_id, batch)),
+                          lambda o: _Stored(batch, o))
 
     def _stored(self, msg: _Stored) -> None:
         self._writing = False
         if not msg.outcome.ok:
-            log.error("command %s: %s not stored (%s); retrying", self.cmd_id, msg.target, msg.outcome.error,
+            targets = ", ".join(report.target for report in msg.reports)
+            log.error("command %s: %s not stored (%s); retrying", self.cmd_id, targets, msg.outcome.error,
                       extra={"event": "command_state_sync_failed", "cmd_id": self.cmd_id})
-            if msg.target is S.SENT and not self._sync_failure_told:
+            if any(r.target is S.SENT for r in msg.reports) and not self._sync_failure_told:
                 self._sync_failure_told = True  # the submitter gets command_state_sync_failed once
                 self._plane.waiters.announce(StatusNews(self.cmd_id, S.QUEUED, sync_failed=True,
                                                         error_code="command_state_sync_failed"))
-            return  # stays at the head; the next tick tries again
-        self._writes.popleft()
-        row: CommandRecord | None = msg.outcome.value
-        if row is not None:
-            self._applied(row)
-        elif msg.fields.get("source") == "server" and msg.target in TERMINAL:
-            self._settle_from_row()  # refused: e.g. a re-send failed again, the row already says so
+            return  # stays queued; the next tick tries again
+        rows: list[CommandRecord | None] = msg.outcome.value
+        for report, row in zip(msg.reports, rows, strict=True):
+            self._writes.popleft()
+            if row is not None:
+                self._applied(row)
+            elif report.source == "server" and report.target in TERMINAL:
+                self._settle_from_row()  # refused: e.g. a re-send failed again, the row already says so
         if self._finished and not self._writes:
             self.stop()
         self._next_write()
 
     def _applied(self, row: CommandRecord) -> None:
         self._row = row
-        self._plane.waiters.announce(StatusNews(self.cmd_id, row.status, error_code=row.error_code))
+        self._plane.waiters.announce(StatusNews.stored(row))
         log.info("command %s -> %s", self.cmd_id, row.status,
                  extra={"event": "command_status", "cmd_id": self.cmd_id, "status": row.status,
                         "node_uid": row.node_uid, "zone_id": row.zone_uid})
@@ -246,7 +249,7 @@ class CommandActor(SupervisedActor):
         if row is None:
             return
         self._row = row
-        self._plane.waiters.announce(StatusNews(self.cmd_id, row.status, error_code=row.error_code))
+        self._plane.waiters.announce(StatusNews.stored(row))
         if CommandStatus(row.status) in TERMINAL:
             self._finished = True
 

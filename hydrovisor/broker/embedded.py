@@ -32,7 +32,7 @@ import logging
 
 from amqtt.contexts import BrokerConfig, ListenerConfig, ListenerType
 
-from hydrovisor.broker.acl import is_topic_name, topic_matches
+from hydrovisor.broker.acl import is_topic_name
 from hydrovisor.broker.directory import DeviceDirectory
 from hydrovisor.broker.engine import DeviceBroker
 from hydrovisor.broker.errors import BrokerNotRunning, BrokerStartFailed
@@ -132,19 +132,14 @@ class EmbeddedBroker:
         """How many connected sessions have a subscription matching ``topic``.
 
         0 means a publish to ``topic`` now reaches nobody: amqtt drops QoS 1 messages for
-        absent clean sessions, so the command path must not count on later delivery.
+        absent clean sessions, so the command path must not count on later delivery. Only the
+        filters matching ``topic`` are visited (the broker indexes them), not every subscription.
         """
         guard(self._loop, "EmbeddedBroker.subscriber_count")
         if self._broker is None:
             return 0
-        subscribers = {
-            session.client_id
-            for topic_filter, subscriptions in self._broker.subscriptions.items()
-            if topic_matches(topic_filter, topic)
-            for session, _qos in subscriptions
-            if session.transitions.is_connected()
-        }
-        return len(subscribers)
+        return len({session.client_id for session in self._broker.subscribed_sessions(topic)
+                    if session.transitions.is_connected()})
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -236,6 +231,18 @@ class EmbeddedBroker:
         self._listener.abort_all("kicked")
         await asyncio.gather(*(c.wait_finished(DROP_WAIT) for c in victims))
         return len(victims)
+
+    async def kick(self, refuse_for: float) -> int:
+        """Drop every device and refuse reconnects for ``refuse_for`` s (a broker outage as devices see it)."""
+        guard(self._loop, "EmbeddedBroker.kick")
+        if self._listener is not None:
+            self._listener.refuse_for(refuse_for)
+        return await self.disconnect_all()
+
+    def end_kick(self) -> None:
+        """Accept connections again before the kick's time is up."""
+        if self._listener is not None:
+            self._listener.refuse_for(0)
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -15,21 +15,31 @@ the tests in ``tests/broker``):
   sends the matches to the new client — other devices' retained status included, and O(N^3) for
   a fleet (500 nodes took over a minute to connect, 1000 never finished). Only filters the
   session itself holds get retained messages, as MQTT says.
+- ``_run_broadcast``: amqtt walks every subscription filter of every session for each message and
+  formats a debug f-string for each one that does not match, even with DEBUG off. The filters live
+  in a :class:`SubscriptionTable` (amqtt's dict plus a trie of its keys), so a broadcast visits only
+  the matching ones; the delivery rules per recipient are amqtt's. The RECEIVE check asks
+  ``BrokerHooks.allows`` directly: the one topic plugin we load delegates to it, and going through
+  amqtt's plugin manager costs a task per recipient.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections import deque
 from typing import Any
 
 from amqtt.broker import Broker
-from amqtt.contexts import BrokerConfig
+from amqtt.contexts import Action, BrokerConfig
+from amqtt.mqtt.constants import QOS_1, QOS_2
 from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.session import Session
 
 from hydrovisor.broker.auth import attach
 from hydrovisor.broker.connection import DeviceConnection
 from hydrovisor.broker.plugins import BrokerHooks
+from hydrovisor.broker.topic_index import SubscriptionTable
 
 
 class DeviceBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
@@ -38,6 +48,11 @@ class DeviceBroker(Broker):  # type: ignore[misc]  # amqtt ships no type informa
     def __init__(self, config: BrokerConfig, hooks: BrokerHooks) -> None:
         super().__init__(config)
         self._hooks = hooks
+        self._subscriptions: SubscriptionTable = SubscriptionTable()
+
+    def subscribed_sessions(self, topic: str) -> list[Session]:
+        """Every session holding a filter that matches the topic name ``topic`` (once per filter)."""
+        return [session for subscribers in self._subscriptions.subscribers(topic) for session, _ in subscribers]
 
     async def _initialize_client_session(
         self, reader: Any, writer: Any, remote_address: str, remote_port: int
@@ -73,6 +88,33 @@ class DeviceBroker(Broker):  # type: ignore[misc]  # amqtt ships no type informa
         holders = self._subscriptions.get(subscription[0], ())
         if any(holder is session for holder, _ in holders):
             await super()._publish_retained_messages_for_subscription(subscription, session)
+
+
+    async def _run_broadcast(self, running_tasks: deque[asyncio.Task[Any]]) -> None:
+        broadcast = await self._broadcast_queue.get()
+        topic = broadcast["topic"]
+        debug = self.logger.isEnabledFor(logging.DEBUG)
+        # copies: the awaits below may let a client (un)subscribe; this message goes to the
+        # subscribers it had when its turn came, as with amqtt
+        for subscribers in self._subscriptions.subscribers(topic):
+            for target_session, sub_qos in tuple(subscribers):
+                qos = broadcast.get("qos", sub_qos)
+                if not self._hooks.allows(target_session, topic, Action.RECEIVE):
+                    continue
+                connected = target_session.transitions.state == "connected"
+                # amqtt's rule [MQTT 3.1.2.4]: keep QoS 1/2 messages for an absent persistent session
+                if (not connected and not target_session.clean_session and qos in (QOS_1, QOS_2)
+                        and not target_session.is_anonymous):
+                    await self._retain_broadcast_message(broadcast, qos, target_session)
+                    continue
+                if not connected:
+                    continue
+                if debug:
+                    self.logger.debug("broadcasting on %r to %s", topic, target_session.client_id)
+                handler = self._get_handler(target_session)
+                if handler:
+                    running_tasks.append(asyncio.ensure_future(
+                        handler.mqtt_publish(topic, broadcast["data"], qos, retain=False)))
 
 
 def _abnormal(disconnect_waiter: asyncio.Future[Any]) -> bool:

@@ -48,5 +48,5 @@ async def route_reply(system: ActorSystem, plane: CommandPlane, response: Comman
                                     details=details or None)
     if row is None:
         return "late" if not created else "stub"
-    plane.waiters.announce(StatusNews(row.cmd_id, row.status, error_code=row.error_code))
+    plane.waiters.announce(StatusNews.stored(row))
     return "stub" if created else "applied_without_actor"

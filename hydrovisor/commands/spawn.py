@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -9,12 +10,32 @@ import pykka
 
 from hydrovisor.actors.command import CommandActor, Preload
 from hydrovisor.commands.plane import CommandPlane
+from hydrovisor.commands.waiters import StatusNews
+from hydrovisor.protocol import CommandStatus
 from hydrovisor.store.repos import commands
-from hydrovisor.supervisors import ActorContext, ActorSystem, ChildSpec, DuplicateChild, Restart, StartChild
+from hydrovisor.supervisors import (
+    ActorContext,
+    ActorSystem,
+    CapacityExceeded,
+    ChildSpec,
+    DuplicateChild,
+    Restart,
+    StartChild,
+)
 
 log = logging.getLogger(__name__)
 
 COMMANDS = "/commands"
+START_WAIT_S = 15.0
+_late_refusals: set[asyncio.Task[None]] = set()  # strong references until each write is done
+
+
+class StartQueued(Exception):
+    """``/commands`` did not take the start request within ``START_WAIT_S``: it stays queued there.
+
+    The command is durable (QUEUED) and will be tracked once the supervisor gets to it; should the
+    supervisor then refuse it at the cap, the row becomes SEND_FAILED ``capacity_exceeded``.
+    """
 
 
 def command_path(cmd_id: str) -> str:
@@ -38,12 +59,45 @@ def command_spec(cmd_id: str, plane: CommandPlane, preload: Preload | None = Non
 
 async def start_command_actor(system: ActorSystem, plane: CommandPlane, cmd_id: str,
                               preload: Preload | None = None) -> bool:
-    """Start ``/commands/<cmd_id>``; False if it runs already. Raises CapacityExceeded at the cap."""
+    """Start ``/commands/<cmd_id>``; False if it runs already.
+
+    Raises CapacityExceeded at the cap, StartQueued when the supervisor is too busy to answer.
+    """
+    reply = system.bridge.request(COMMANDS, StartChild(command_spec(cmd_id, plane, preload)))
     try:
-        await system.bridge.ask(COMMANDS, StartChild(command_spec(cmd_id, plane, preload)), within=15.0)
+        await asyncio.wait_for(asyncio.shield(reply), START_WAIT_S)
     except DuplicateChild:
         return False
+    except TimeoutError:
+        # the StartChild still runs when its turn comes: only an explicit refusal must reach the row
+        reply.add_done_callback(lambda done: _late_outcome(plane, cmd_id, done))
+        raise StartQueued(cmd_id) from None
     return True
+
+
+def _late_outcome(plane: CommandPlane, cmd_id: str, reply: asyncio.Future[Any]) -> None:
+    error = None if reply.cancelled() else reply.exception()
+    if isinstance(error, CapacityExceeded):
+        task = asyncio.get_running_loop().create_task(_refuse(plane, cmd_id))
+        _late_refusals.add(task)
+        task.add_done_callback(_late_refusals.discard)
+    elif error is not None and not isinstance(error, DuplicateChild):
+        # e.g. StartFailed: the row stays QUEUED and is adopted when /commands next starts
+        log.error("queued start of command %s failed: %s", cmd_id, error,
+                  extra={"event": "command_start_failed", "cmd_id": cmd_id})
+
+
+async def _refuse(plane: CommandPlane, cmd_id: str) -> None:
+    try:
+        row = await commands.transition(plane.db.pool, cmd_id, CommandStatus.SEND_FAILED, source="server",
+                                        error_code="capacity_exceeded",
+                                        error_message="too many commands in flight")
+    except Exception as exc:  # the row stays QUEUED: adopted when /commands next starts
+        log.error("command %s refused at the cap, SEND_FAILED not stored: %s", cmd_id, exc,
+                  extra={"event": "command_state_sync_failed", "cmd_id": cmd_id})
+        return
+    if row is not None:
+        plane.waiters.announce(StatusNews.stored(row))
 
 
 def open_command_specs(system: ActorSystem, plane: CommandPlane) -> list[ChildSpec]:

@@ -14,15 +14,25 @@ from collections.abc import Callable
 import msgspec
 
 from hydrovisor.protocol import TERMINAL, CommandStatus
+from hydrovisor.store.repos.commands import CommandRecord
 
 
 class StatusNews(msgspec.Struct, frozen=True):
-    """What a command actor reports: a stored status, or ``sync_failed`` when SENT could not be stored."""
+    """What a command actor reports: a stored status, or ``sync_failed`` when SENT could not be stored.
+
+    ``row`` is the row as that write returned it, so a waiter can answer without reading it again.
+    """
 
     cmd_id: str
     status: str
     sync_failed: bool = False
     error_code: str | None = None
+    row: CommandRecord | None = None
+
+    @classmethod
+    def stored(cls, row: CommandRecord) -> StatusNews:
+        """The news of ``row``, just stored."""
+        return cls(row.cmd_id, row.status, error_code=row.error_code, row=row)
 
     @property
     def settled_submit(self) -> bool:

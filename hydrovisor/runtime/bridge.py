@@ -104,8 +104,16 @@ class Bridge:
 
     async def ask(self, path: str, message: Any, within: float = 5.0) -> Any:
         """Ask the actor at ``path`` from the loop without blocking it."""
+        return await asyncio.wait_for(self.request(path, message), within)
+
+    def request(self, path: str, message: Any) -> asyncio.Future[Any]:
+        """Send ``message`` to ``path`` (on the loop) and return the future of its reply.
+
+        Unlike :meth:`ask` there is no deadline: a caller that stops waiting (``asyncio.shield``
+        plus a timeout) can still learn later what became of a request that stays queued.
+        """
         if self._system is None:
             raise RuntimeError("bridge is not attached to an actor system")
         future: asyncio.Future[Any] = self.loop.create_future()
         self._system.send(path, message, reply_to=LoopReply(self.loop, future))
-        return await asyncio.wait_for(future, within)
+        return future

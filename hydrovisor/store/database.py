@@ -49,7 +49,7 @@ class Database:
         self._loop = asyncio.get_running_loop()
         try:
             self._pool = await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, timeout=connect_timeout
+                dsn, min_size=min_size, max_size=max_size, timeout=connect_timeout, reset=_keep_session
             )
         except _UNAVAILABLE as exc:
             raise DatabaseUnavailable(_reason(exc)) from exc
@@ -80,6 +80,15 @@ class Database:
                 await pool.fetchval("SELECT 1")
         except _UNAVAILABLE as exc:
             raise DatabaseUnavailable(_reason(exc)) from exc
+
+
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """Release a connection without asyncpg's reset query (advisory unlock, ``CLOSE ALL``,
+    ``UNLISTEN *``, ``RESET ALL``): a round trip on *every* release, i.e. on every query through the
+    pool. Nothing here leaves session state behind: no ``SET``/``LISTEN``, cursors only inside
+    transactions, and the migrations release their advisory lock themselves. asyncpg still rolls
+    back an open transaction before calling this.
+    """
 
 
 def _reason(exc: BaseException) -> str:

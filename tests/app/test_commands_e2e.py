@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from amqtt.client import MQTTClient
 
+from hydrovisor.commands import spawn
 from hydrovisor.config.settings import SupervisionSettings
 from hydrovisor.sim import Faults, FieldConfig, NodeOptions, SimNode
 from tests.app.conftest import Running
@@ -236,5 +237,40 @@ def test_commands_beyond_the_cap_get_429_and_can_be_retried(start_app: Callable[
         wait_until(lambda: node.command(cmd_id="cap-3").status == 200, timeout=15, interval=0.2,
                    what="a free slot for the retried cmd_id")
         assert node.get("cap-3", wait=15)["status"] == "DONE"
+    finally:
+        node.stop()
+
+
+def test_a_start_queued_past_the_wait_answers_202_and_still_runs_once(
+        node_factory: Callable[..., Node], monkeypatch: pytest.MonkeyPatch) -> None:
+    node = node_factory()
+    monkeypatch.setattr(spawn, "START_WAIT_S", 0.0)  # the supervisor "did not answer in time", deterministically
+    reply = node.command(cmd_id="slow-start-1")
+    assert reply.status == 202, reply.raw  # never a 5xx for a command that is stored and will run
+    assert reply.json()["data"]["command_id"] == "slow-start-1"
+    assert node.get("slow-start-1", wait=15)["status"] == "DONE"
+    assert [s for s, applied in node.timeline("slow-start-1") if applied] == ["QUEUED", "SENT", "ACK", "DONE"]
+    assert node.sim.stats.commands_received == 1
+
+
+def test_a_queued_start_refused_at_the_cap_becomes_send_failed_and_can_be_retried(
+        start_app: Callable[..., Running], monkeypatch: pytest.MonkeyPatch) -> None:
+    instance = start_app(supervision=SupervisionSettings(liveness_interval=0.1, max_commands=1))
+    node = Node(instance, "nd-irr-000000000003", Faults(delay_reply_s=2.0))
+    node.start()
+    try:
+        assert node.command(cmd_id="busy-1").status == 202
+        monkeypatch.setattr(spawn, "START_WAIT_S", 0.0)
+        queued = node.command(cmd_id="late-1")
+        assert queued.status == 202, queued.raw
+        wait_until(lambda: node.get("late-1")["status"] == "SEND_FAILED", timeout=10, what="the late refusal stored")
+        assert node.get("late-1")["error_code"] == "capacity_exceeded"
+        assert node.get("busy-1", wait=15)["status"] == "DONE"
+        monkeypatch.setattr(spawn, "START_WAIT_S", 15.0)
+        wait_until(lambda: node.command(cmd_id="late-1").status == 200, timeout=15, interval=0.2,
+                   what="a free slot for the retried cmd_id")
+        assert node.get("late-1", wait=15)["status"] == "DONE"
+        assert [s for s, applied in node.timeline("late-1") if applied] == [
+            "QUEUED", "SEND_FAILED", "SENT", "ACK", "DONE"]
     finally:
         node.stop()

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from hydrovisor.actors.command import Preload
 from hydrovisor.commands.plane import default_timeout
-from hydrovisor.commands.spawn import start_command_actor
+from hydrovisor.commands.spawn import StartQueued, start_command_actor
 from hydrovisor.commands.waiters import StatusNews
 from hydrovisor.http.body import Uid, path_uid, query_int, query_time, query_uid
 from hydrovisor.http.errors import ApiError, ok
@@ -122,7 +122,7 @@ async def submit(request: web.Request, **forced: str) -> web.Response:
             return ok(_view(row))  # the same command again: no second publish
     try:
         started = await start_command_actor(services.system, plane, cmd_id, Preload(row=row, node=node))
-    except TimeoutError:
+    except StartQueued:
         # the start request is queued at the supervisor: the command is durable (QUEUED) and will
         # be tracked; a 5xx here would invite a retry under a new cmd_id, i.e. a second actuation
         return ok(_view(await _row(services, cmd_id)), status=202)
@@ -134,7 +134,7 @@ async def submit(request: web.Request, **forced: str) -> web.Response:
     if not started and not created:
         return ok(_view(row))  # its tracker is already publishing it
     news = await plane.waiters.wait(cmd_id, settled, SUBMIT_WAIT_S)
-    return _answer(await _row(services, cmd_id), news, created)
+    return _answer(await _news_row(services, cmd_id, news), news, created)
 
 
 def _answer(row: CommandRecord, news: StatusNews | None, created: bool) -> web.Response:
@@ -153,6 +153,11 @@ async def _row(services: Services, cmd_id: str) -> CommandRecord:
     if row is None:
         raise ApiError(404, "command_not_found", f"command {cmd_id} does not exist")
     return row
+
+
+async def _news_row(services: Services, cmd_id: str, news: StatusNews | None) -> CommandRecord:
+    """The row the news was stored with (no read), else the stored row."""
+    return news.row if news is not None and news.row is not None else await _row(services, cmd_id)
 
 
 def _cmd_id(request: web.Request) -> str:
@@ -189,8 +194,7 @@ async def read(request: web.Request) -> web.Response:
     terminal = services.commands.waiters.watch(cmd_id, lambda news: news.terminal) if wait else None
     row = await _row(services, cmd_id)
     if terminal is not None and not row.terminal:
-        await services.commands.waiters.wait(cmd_id, terminal, wait)
-        row = await _row(services, cmd_id)
+        row = await _news_row(services, cmd_id, await services.commands.waiters.wait(cmd_id, terminal, wait))
     return ok(_view(row))
 
 

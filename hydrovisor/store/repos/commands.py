@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 import msgspec
 
 from hydrovisor.protocol import TERMINAL, CommandStatus, allowed_predecessors
+
+_PREDECESSORS = {target: sorted(s.value for s in allowed_predecessors(target)) for target in CommandStatus}
 
 
 class CommandRecord(msgspec.Struct, frozen=True):
@@ -66,7 +69,10 @@ _COLUMNS = """cmd_id, zone_uid, node_uid, channel, cmd, params, source, trace_id
 
 
 def _record(row: asyncpg.Record) -> CommandRecord:
-    data = dict(row)
+    return _from_dict(dict(row))
+
+
+def _from_dict(data: dict[str, Any]) -> CommandRecord:
     data["params"] = json.loads(data["params"])
     data["details"] = json.loads(data["details"]) if data["details"] else None
     return CommandRecord(**data)
@@ -86,21 +92,35 @@ class NewCommand(msgspec.Struct, frozen=True):
     timeout_s: float
 
 
+# One statement (one round trip, its own transaction): the row and its QUEUED event, or the
+# existing row when the cmd_id is taken.
+_INSERT_QUEUED = f"""
+WITH inserted AS (
+    INSERT INTO commands (cmd_id, zone_uid, node_uid, channel, cmd, params, source, trace_id, status, timeout_s,
+        deadline_at)
+    VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, 'QUEUED', $9, now() + make_interval(secs => $9))
+    ON CONFLICT (cmd_id) DO NOTHING RETURNING {_COLUMNS}
+), recorded AS (
+    INSERT INTO command_events (cmd_id, status, applied, source) SELECT cmd_id, 'QUEUED', true, 'server' FROM inserted
+)
+SELECT true AS created, * FROM inserted
+UNION ALL
+SELECT false AS created, {_COLUMNS} FROM commands WHERE cmd_id = $1 AND NOT EXISTS (SELECT 1 FROM inserted)"""
+
+
 async def insert_queued(pool: asyncpg.Pool, new: NewCommand) -> tuple[CommandRecord, bool]:
     """Store a command as QUEUED; if the cmd_id exists, return the stored one and False."""
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "INSERT INTO commands (cmd_id, zone_uid, node_uid, channel, cmd, params, source, trace_id, status, timeout_s, deadline_at) "
-            "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, 'QUEUED', $9, now() + make_interval(secs => $9)) "
-            f"ON CONFLICT (cmd_id) DO NOTHING RETURNING {_COLUMNS}",
-            new.cmd_id, new.zone_uid, new.node_uid, new.channel, new.cmd, json.dumps(new.params), new.source,
-            new.trace_id, new.timeout_s)
-        if row is not None:
-            await conn.execute("INSERT INTO command_events (cmd_id, status, applied, source) VALUES ($1, 'QUEUED', true, 'server')",
-                               new.cmd_id)
-            return _record(row), True
-        existing = await conn.fetchrow(f"SELECT {_COLUMNS} FROM commands WHERE cmd_id = $1", new.cmd_id)
-        return _record(existing), False
+    row = await pool.fetchrow(
+        _INSERT_QUEUED, new.cmd_id, new.zone_uid, new.node_uid, new.channel, new.cmd, json.dumps(new.params),
+        new.source, new.trace_id, new.timeout_s)
+    if row is None:  # the same cmd_id was being inserted concurrently: its row is committed now
+        existing = await get(pool, new.cmd_id)
+        if existing is None:
+            raise LookupError(f"command {new.cmd_id} conflicted but is not stored")
+        return existing, False
+    data = dict(row)
+    created: bool = data.pop("created")
+    return _from_dict(data), created
 
 
 async def get(pool: asyncpg.Pool, cmd_id: str) -> CommandRecord | None:
@@ -109,43 +129,74 @@ async def get(pool: asyncpg.Pool, cmd_id: str) -> CommandRecord | None:
     return _record(row) if row else None
 
 
+class Report(msgspec.Struct, frozen=True):
+    """One status report for a command: the status it asks for and what comes with it."""
+
+    target: CommandStatus
+    source: str
+    error_code: str | None = None
+    error_message: str | None = None
+    details: dict[str, Any] | None = None
+
+
+# One statement per report, so a lone report is its own transaction (one round trip): the guarded
+# UPDATE; the notification, queued with the status it reports so a stored status is never left
+# unannounced (DOMAIN §1: delivered, pending or dead-lettered); and the timeline entry, applied or
+# not. The event's EXISTS reads ``updated``, so its id is drawn after the row lock: ids give the true order.
+_TRANSITION = f"""
+WITH updated AS (
+    UPDATE commands SET status = $2, updated_at = now(),
+        sent_at = CASE WHEN $2 = 'SENT' THEN now() ELSE sent_at END,
+        ack_at = CASE WHEN $2 = 'ACK' THEN now() ELSE ack_at END,
+        terminal_at = CASE WHEN $4 THEN now() ELSE NULL END,
+        failed_at = CASE WHEN $5 THEN now() ELSE NULL END,
+        error_code = CASE WHEN $4 THEN $6 ELSE error_code END,
+        error_message = CASE WHEN $4 THEN $7 ELSE error_message END,
+        details = coalesce($8::jsonb, details),
+        publish_attempts = publish_attempts + CASE WHEN $2 IN ('SENT', 'SEND_FAILED') THEN 1 ELSE 0 END
+    WHERE cmd_id = $1 AND status = ANY($3::text[]) RETURNING {_COLUMNS}
+), notified AS (
+    INSERT INTO notifications_pending (kind, payload)
+    SELECT 'command_status', jsonb_build_object('cmd_id', $1::text, 'status', $2::text, 'node_uid', node_uid,
+        'zone_uid', zone_uid, 'cmd', cmd, 'error_code', $6::text, 'source', $9::text) FROM updated
+), recorded AS (
+    INSERT INTO command_events (cmd_id, status, applied, source, details)
+    SELECT $1, $2, EXISTS (SELECT 1 FROM updated), $9, $10::jsonb
+)
+SELECT * FROM updated"""
+
+
 async def transition(
     pool: asyncpg.Pool, cmd_id: str, target: CommandStatus, *, source: str, error_code: str | None = None,
     error_message: str | None = None, details: dict[str, Any] | None = None,
 ) -> CommandRecord | None:
     """Move ``cmd_id`` to ``target`` if its current status allows it; returns the updated row, or
     ``None`` when the guard refused (the report is still recorded, as not applied)."""
-    predecessors = sorted(s.value for s in allowed_predecessors(target))
+    report = Report(target, source, error_code=error_code, error_message=error_message, details=details)
+    return (await apply_reports(pool, cmd_id, [report]))[0]
+
+
+async def apply_reports(pool: asyncpg.Pool, cmd_id: str, reports: Sequence[Report]) -> list[CommandRecord | None]:
+    """Apply ``reports`` in order, in ONE transaction, each exactly as :func:`transition` would
+    (guarded, recorded, announced); per report the updated row, or ``None`` when refused."""
+    async with pool.acquire() as conn:
+        if len(reports) == 1:
+            return [await _apply(conn, cmd_id, reports[0])]
+        async with conn.transaction():
+            return [await _apply(conn, cmd_id, report) for report in reports]
+
+
+async def _apply(conn: asyncpg.Connection, cmd_id: str, report: Report) -> CommandRecord | None:
+    target = report.target
     terminal = target in TERMINAL
-    failed = terminal and target is not CommandStatus.DONE
-    async with pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "UPDATE commands SET status = $2, updated_at = now(), "
-            "sent_at = CASE WHEN $2 = 'SENT' THEN now() ELSE sent_at END, "
-            "ack_at = CASE WHEN $2 = 'ACK' THEN now() ELSE ack_at END, "
-            "terminal_at = CASE WHEN $4 THEN now() ELSE NULL END, "
-            "failed_at = CASE WHEN $5 THEN now() ELSE NULL END, "
-            "error_code = CASE WHEN $4 THEN $6 ELSE error_code END, "
-            "error_message = CASE WHEN $4 THEN $7 ELSE error_message END, "
-            "details = coalesce($8::jsonb, details), "
-            "publish_attempts = publish_attempts + CASE WHEN $2 IN ('SENT', 'SEND_FAILED') THEN 1 ELSE 0 END "
-            f"WHERE cmd_id = $1 AND status = ANY($3::text[]) RETURNING {_COLUMNS}",
-            cmd_id, target.value, predecessors, terminal, failed, error_code, error_message,
-            json.dumps(details, default=str) if details is not None else None)
-        event = {k: v for k, v in (("error_code", error_code), ("error_message", error_message),
-                                   ("details", details)) if v is not None}
-        if row is not None:
-            # the notification is queued in the same transaction as the status it reports, so a
-            # stored status is never left unannounced (DOMAIN §1: delivered, pending or dead-lettered)
-            await conn.execute(
-                "INSERT INTO notifications_pending (kind, payload) VALUES ('command_status', $1::jsonb)",
-                json.dumps({"cmd_id": cmd_id, "status": target.value, "node_uid": row["node_uid"],
-                            "zone_uid": row["zone_uid"], "cmd": row["cmd"], "error_code": error_code,
-                            "source": source}))
-        await conn.execute(
-            "INSERT INTO command_events (cmd_id, status, applied, source, details) VALUES ($1, $2, $3, $4, $5::jsonb)",
-            cmd_id, target.value, row is not None, source, json.dumps(event, default=str))
-        return _record(row) if row is not None else None
+    event = {k: v for k, v in (("error_code", report.error_code), ("error_message", report.error_message),
+                               ("details", report.details)) if v is not None}
+    row = await conn.fetchrow(
+        _TRANSITION, cmd_id, target.value, _PREDECESSORS[target], terminal,
+        terminal and target is not CommandStatus.DONE, report.error_code, report.error_message,
+        json.dumps(report.details, default=str) if report.details is not None else None, report.source,
+        json.dumps(event, default=str))
+    return _record(row) if row is not None else None
 
 
 async def insert_device_stub(pool: asyncpg.Pool, cmd_id: str, node_uid: str, zone_uid: str | None,
