@@ -72,6 +72,7 @@ class Hydrovisor:
         self._stopping = asyncio.Event()
         self._exit_code = exitcodes.OK
         self._router: DeviceRouter | None = None
+        self._serving = False
 
     async def start(self) -> Services:
         """Bring everything up in order; on failure undo what started and raise StartupError."""
@@ -223,11 +224,14 @@ class Hydrovisor:
             services.control.report_fatal(f"supervision tree escalated to the root: {reason}", "root_supervisor")
 
     def _fatal(self) -> None:
-        """FATAL (from any thread): stop gracefully with exit code 10 (the loop guard exits hard if the loop
-        cannot)."""
+        """FATAL (from any thread): stop gracefully with exit code 10; when :meth:`serve` owns the process,
+        the loop guard exits hard if the loop cannot (an embedding host decides for itself)."""
         services = self.services
         if services is None:
             return
+        if self._serving:
+            services.control.guard.arm_fatal_exit(grace=self.settings.system.fatal_exit_grace,
+                                                  deadline=self.settings.shutdown_timeout + 10)
         with contextlib.suppress(RuntimeError):  # the loop is closed: the process is exiting anyway
             services.bridge.loop.call_soon_threadsafe(self.request_exit, exitcodes.CRITICAL)
 
@@ -255,6 +259,7 @@ class Hydrovisor:
     async def serve(self) -> int:
         """Run until SIGTERM/SIGINT or a fatal escalation; returns the process exit code."""
         loop = asyncio.get_running_loop()
+        self._serving = True
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_exit, exitcodes.OK)
         try:

@@ -144,8 +144,6 @@ class SystemControl:
         self._show(t.to_state)
         self.notifier.status(f"{t.to_state.value}: {t.reason} ({t.incident_id})")
         if t.to_state is SystemState.FATAL:
-            self.guard.arm_fatal_exit(grace=self._settings.system.fatal_exit_grace,
-                                      deadline=self._settings.shutdown_timeout + 10)
             self._on_fatal()
 
     def _record(self, t: Transition) -> None:
