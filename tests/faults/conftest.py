@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 
 from hydrovisor.config.settings import SupervisionSettings, SystemSettings
+from hydrovisor.protocol import statuses as protocol_statuses
+from hydrovisor.runtime.loop_thread import LoopThread
+from hydrovisor.sim import FieldConfig, NodeOptions, SimNode
 from hydrovisor.store.repos import telemetry
 from tests.app.conftest import (  # noqa: F401 - fixtures re-exported for this package
     HYDROVISOR,
@@ -86,7 +89,7 @@ def incidents(base_url: str, kind: str | None = None, open_only: bool = False) -
     query = [f"kind={kind}"] if kind else []
     if open_only:
         query.append("open=1")
-    suffix = ("?" + "&".join(query + ["limit=500"])) if query else "?limit=500"
+    suffix = ("?" + "&".join([*query, "limit=500"])) if query else "?limit=500"
     reply = http("GET", base_url + "/api/v1/system/incidents" + suffix)
     assert reply.status == 200, reply.raw
     found: list[dict[str, Any]] = reply.json()["data"]
@@ -151,7 +154,7 @@ def seed_zone(base_url: str, gh: str = "gh-1", zone: str = "zn-1") -> None:
         assert reply.status == 201, reply.raw
 
 
-def seed_node(base_url: str, uid: str, hardware_id: str, secret: str, channels: list[dict[str, Any]],
+def seed_node(base_url: str, uid: str, hardware_id: str, secret: str, channels: list[dict[str, Any]], *,
               node_type: str = "irrig", zone: str = "zn-1") -> None:
     """A pre-registered, validated node."""
     reply = http("POST", base_url + "/api/v1/nodes", body={
@@ -236,9 +239,91 @@ def run_in(loop: asyncio.AbstractEventLoop, coro: Any, timeout: float = 30.0) ->
 
 
 @pytest.fixture
-def device_loop() -> Iterator[Any]:
+def device_loop() -> Iterator[LoopThread]:
     """A loop of its own for simulated devices: they are outside the process whose loop stalls."""
-    from hydrovisor.runtime.loop_thread import LoopThread
-
     with LoopThread() as lt:
         yield lt
+
+
+IRRIG_SECRET = "irrigation-secret-0123456789"
+VALVES = ("valve_clean_fill", "valve_clean_supply", "valve_solution_fill", "valve_solution_supply",
+          "valve_irrigation")
+IRRIG_CHANNELS = [
+    {"name": "pump_main", "type": "ACTUATOR", "actuator_type": "PUMP", "relay_type": "NC"},
+    *({"name": valve, "type": "ACTUATOR", "actuator_type": "VALVE", "relay_type": "NO"} for valve in VALVES),
+    {"name": "flow_rate", "type": "SENSOR", "metric": "FLOW_RATE"},
+    {"name": "pump_current", "type": "SENSOR", "metric": "PUMP_CURRENT"},
+    {"name": "water_level", "type": "SENSOR", "metric": "WATER_LEVEL"},
+    {"name": "level_solution_min", "type": "SENSOR", "metric": "WATER_LEVEL_SWITCH"},
+]
+
+
+class Device:
+    """A simulated irrigation node, pre-registered over HTTP, running on its own loop (``device_loop``):
+    a real MQTT client of the instance's broker that answers commands and sends telemetry."""
+
+    def __init__(self, app: Running, device_loop: LoopThread, uid: str = "nd-irr-000000000001", *,
+                 time_scale: float = 0.01, telemetry_interval_s: float = 0.2, seed: bool = True) -> None:
+        self.app = app
+        self.uid = uid
+        self.hardware_id = "esp32-" + uid[-12:].rjust(12, "0")
+        self._loop = device_loop
+        if seed:
+            seed_node(app.base_url, uid, self.hardware_id, IRRIG_SECRET, IRRIG_CHANNELS)
+        options = NodeOptions(time_scale=time_scale, heartbeat_interval_s=0.5,
+                              telemetry_interval_s=telemetry_interval_s, trust_local_clock=True,
+                              reconnect_delay_s=0.1, keep_alive_s=10)
+
+        async def make() -> SimNode:  # the node's asyncio objects belong to the device loop
+            return SimNode(f"mqtt://127.0.0.1:{app.mqtt_port}", self.hardware_id, "irrig", options=options,
+                           field_config=FieldConfig(gh_uid="gh-1", zone_uid="zn-1", node_uid=uid,
+                                                    node_secret=IRRIG_SECRET))
+
+        self.sim = device_loop.run(make())
+
+    def start(self) -> None:
+        async def go() -> None:
+            await self.sim.start()
+            await self.sim.wait_connected(10)
+
+        self._loop.run(go())
+        services = self.app.app.services
+        assert services is not None
+        topic = f"hydro/gh-1/zn-1/{self.uid}/pump_main/command"
+
+        async def subscribers() -> int:
+            count: int = services.broker.subscriber_count(topic)
+            return count
+
+        wait_until(lambda: self.app.loop.run(subscribers()) > 0, what="node subscribed")
+
+    def stop(self) -> None:
+        self._loop.run(self.sim.stop())
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.sim.is_connected)
+
+    def command(self, channel: str, cmd: str, params: dict[str, Any], cmd_id: str | None = None) -> Reply:
+        body: dict[str, Any] = {"node_uid": self.uid, "channel": channel, "cmd": cmd, "params": params}
+        if cmd_id:
+            body["cmd_id"] = cmd_id
+        return http("POST", self.app.base_url + "/api/v1/commands", body=body)
+
+
+def command_status(base_url: str, cmd_id: str) -> str:
+    """The stored status of one command."""
+    status: str = http("GET", base_url + f"/api/v1/commands/{cmd_id}").json()["data"]["status"]
+    return status
+
+
+TERMINAL = frozenset(status.value for status in protocol_statuses.TERMINAL)
+
+
+@pytest.fixture
+def devices(device_loop: LoopThread) -> Iterator[list[Device]]:
+    """Devices made by a test, stopped after it."""
+    made: list[Device] = []
+    yield made
+    for device in made:
+        device.stop()
