@@ -79,8 +79,7 @@ def _view(row: CommandRecord) -> dict[str, Any]:
 
 async def _check_target(services: Services, body: CommandBody) -> NodeRecord:
     """The node must exist, be bound and validated, in the given zone, and own the channel."""
-    pool = services.db.pool
-    node = await nodes.get_node(pool, body.node_uid)
+    node, channel_type = await nodes.get_command_target(services.db.pool, body.node_uid, body.channel)
     if node is None:
         raise ApiError(404, "node_not_found", f"node {body.node_uid} does not exist")
     if node.zone_uid is None:
@@ -90,11 +89,8 @@ async def _check_target(services: Services, body: CommandBody) -> NodeRecord:
     if body.zone_uid is not None and body.zone_uid != node.zone_uid:
         raise ApiError(409, "node_zone_mismatch",
                        f"node {body.node_uid} is bound to {node.zone_uid}, not {body.zone_uid}")
-    if body.channel not in SYSTEM_CHANNELS:
-        channels = {c.name: c for c in await nodes.list_channels(pool, node.uid)}
-        channel = channels.get(body.channel)
-        if channel is None or channel.type != "ACTUATOR":
-            raise ApiError(400, "channel_not_actuator", f"{body.channel} is not an actuator channel of {node.uid}")
+    if body.channel not in SYSTEM_CHANNELS and channel_type != "ACTUATOR":
+        raise ApiError(400, "channel_not_actuator", f"{body.channel} is not an actuator channel of {node.uid}")
     return node
 
 

@@ -68,6 +68,19 @@ async def get_node(pool: asyncpg.Pool, uid: str) -> NodeRecord | None:
     return _node(row) if row else None
 
 
+async def get_command_target(pool: asyncpg.Pool, uid: str, channel: str) -> tuple[NodeRecord | None, str | None]:
+    """One node by uid and the type of its channel ``channel`` (``None`` when it has none), in one round trip."""
+    row = await pool.fetchrow(
+        f"SELECT {_COLUMNS}, (SELECT type FROM node_channels WHERE node_uid = $1 AND name = $2) AS channel_type "
+        "FROM nodes WHERE uid = $1", uid, channel)
+    if row is None:
+        return None, None
+    data = dict(row)
+    channel_type: str | None = data.pop("channel_type")
+    data["heartbeat"] = json.loads(data["heartbeat"]) if data["heartbeat"] else None
+    return NodeRecord(**data), channel_type
+
+
 async def list_nodes(pool: asyncpg.Pool, zone_uid: str | None = None) -> list[NodeRecord]:
     """All nodes (optionally of one zone), by uid."""
     rows = await pool.fetch(
