@@ -119,7 +119,7 @@ def test_stall_blocks_the_loop_for_its_duration_and_ends_by_itself(lt: LoopThrea
 def test_a_task_dump_during_the_stall_shows_where_the_loop_is_stuck(lt: LoopThread, kind: StallKind) -> None:
     actor = FakeActor()
     function = STALL_FUNCTION[kind]
-    future = schedule_stall(kind, lt.loop, 0.6, run_in_actor=actor)
+    future = schedule_stall(kind, lt.loop, 2.0, run_in_actor=actor)  # long: a dump under load takes time
 
     def dump_showing_the_stall() -> task_dump.TaskDump | None:
         dump = task_dump.capture(lt.loop, "inc", "LOOP_STALL_DETECTED", loop_thread_id=lt.affinity.thread_id)
@@ -128,7 +128,7 @@ def test_a_task_dump_during_the_stall_shows_where_the_loop_is_stuck(lt: LoopThre
         deep_enough = kind is not StallKind.RECURSIVE_AWAIT or loop_thread.stack_depth > 100
         return dump if deep_enough and function in [f.function for f in loop_thread.stack] else None
 
-    dump = wait_until(dump_showing_the_stall, timeout=2, what=f"{function} on the loop thread")
+    dump = wait_until(dump_showing_the_stall, timeout=4, what=f"{function} on the loop thread")
     assert not future.done()  # taken while the loop was stuck
     (task,) = (t for t in dump.tasks if t.name == f"chaos-stall-{kind}")
     assert function in [f.function for f in task.stack]
