@@ -188,7 +188,7 @@ class Hydrovisor:
         """Stop in reverse order; safe to call after a partial start and more than once."""
         services = self.services
         if services is not None:
-            services.control.notifier.stopping()
+            services.control.stopping()
             await services.chaos.stop()  # every fault restores what it broke before the rest stops
         if self._runner is not None:
             runner, self._runner = self._runner, None

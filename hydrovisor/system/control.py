@@ -89,6 +89,11 @@ class SystemControl:
         """Start the loop guard (on the loop)."""
         self.guard.start()
 
+    def stopping(self) -> None:
+        """Shutdown began: tell systemd, stop evaluating (what stops now stops on purpose)."""
+        self.notifier.stopping()
+        self.guard.stop_cycles()
+
     def stop(self) -> None:
         """Stop the loop guard."""
         self.guard.stop()

@@ -72,6 +72,7 @@ class LoopGuard:
         self._fatal_at: float | None = None
         self._fatal_grace = 0.0
         self._fatal_deadline = 0.0
+        self._cycles_on = True
         self._stalls = Counter("hydrovisor_loop_stalls_total", "Event-loop stalls detected by the loop guard.",
                                registry=registry)
         self._age = Gauge("hydrovisor_loop_heartbeat_age_seconds",
@@ -108,6 +109,11 @@ class LoopGuard:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
 
+    def stop_cycles(self) -> None:
+        """No more evaluation cycles (shutdown: components stopping on purpose are not errors); stall
+        detection, the watchdog and an armed FATAL exit go on until :meth:`stop`."""
+        self._cycles_on = False
+
     def arm_fatal_exit(self, grace: float, deadline: float) -> None:
         """FATAL was reached: if the loop is (or gets) stalled for ``grace`` s, or the graceful exit has
         not finished after ``deadline`` s, end the process with exit code 10 from this thread."""
@@ -138,7 +144,7 @@ class LoopGuard:
                 if self.healthy:
                     self._notifier.watchdog()
                     self._watchdog_pings.inc()
-            if now >= next_cycle:
+            if self._cycles_on and now >= next_cycle:
                 next_cycle = now + self._cycle_interval
                 self._safely(self._on_cycle)
             self._check_fatal(now, age)
