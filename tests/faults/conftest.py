@@ -124,11 +124,14 @@ def wait_chaos_over(base_url: str, incident_id: str, timeout: float = 30.0) -> d
 
 
 def metric(base_url: str, name: str, labels: str = "") -> float:
-    """One sample of ``/metrics`` (0 when the series does not exist yet)."""
+    """One sample of ``/metrics`` (0 when the series does not exist yet); ``labels`` like
+    ``a="x",b="y"`` in any order."""
+    wanted = dict(re.findall(r'(\w+)="([^"]*)"', labels))
     text = http("GET", base_url + "/metrics").raw.decode()
-    pattern = re.escape(name) + (re.escape("{" + labels + "}") if labels else r"(?:\{\})?") + r" (\S+)$"
-    match = re.search(pattern, text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
+    for match in re.finditer(r"^" + re.escape(name) + r"(?:\{(.*)\})? (\S+)$", text, re.MULTILINE):
+        if dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or "")) == wanted:
+            return float(match.group(2))
+    return 0.0
 
 
 def loop_frames(dump: dict[str, Any]) -> list[str]:

@@ -129,6 +129,7 @@ def test_a_hung_actor_is_abandoned_and_restarted(app: Running, caplog: pytest.Lo
     wait_state(base, "RUNNING", timeout=10)
     assert restarts(base, "/store")["/store/rollups"] == 1  # released at the end: no second restart
     assert metric(base, "hydrovisor_actor_restarts_total", 'path="/store/rollups",reason="hung"') == 1
-    exits = [m for m in (r.getMessage() for r in caplog.records) if m.startswith("supervisor child_exited /store/rollups")]
+    messages = [r.getMessage() for r in caplog.records]
+    exits = [m for m in messages if m.startswith("supervisor child_exited /store/rollups")]
     assert len(exits) == 1 and "busy for over 0.5s" in exits[0], exits
     assert supervisor_lines(caplog, "escalation") == []
