@@ -40,6 +40,24 @@ OUTAGE_S = 2.0
 SILENCE_S = 4.5
 
 
+def test_chaos_is_refused_unless_enabled_and_valid(instance: Running, app: Running) -> None:
+    """Disabled by default (403, nothing injected); an enabled instance still validates each request."""
+    off = http("POST", instance.base_url + "/admin/chaos/inject", body={"type": "cpu_bound_loop", "duration": 1})
+    assert (off.status, off.json()["code"]) == (403, "chaos_disabled")
+    assert http("GET", instance.base_url + "/admin/chaos").status == 403
+    assert incidents(instance.base_url) == []
+    cases = [({"type": "actor_crash", "duration": 1}, 400, "missing_path"),
+             ({"type": "actor_crash", "duration": 1, "path": "/store/nope"}, 404, "actor_not_found"),
+             ({"type": "node_silence", "duration": 1}, 400, "missing_node_uid"),
+             ({"type": "cpu_bound_loop", "duration": 0}, 400, "invalid_body"),
+             ({"type": "meteor_strike", "duration": 1}, 400, "invalid_body")]
+    for body, status, code in cases:
+        reply = http("POST", app.base_url + "/admin/chaos/inject", body=body)
+        assert (reply.status, reply.json()["code"]) == (status, code), (body, reply.raw)
+    assert incidents(app.base_url) == []
+    assert http("GET", app.base_url + "/admin/chaos").json()["data"] == []
+
+
 def test_db_outage_is_refused_with_an_external_database(app: Running) -> None:
     """db_outage stops the embedded server only; an external database is never touched."""
     reply = http("POST", app.base_url + "/admin/chaos/inject", body={"type": "db_outage", "duration": 1})
