@@ -22,6 +22,7 @@ from hydrovisor.store.repos import commands, nodes
 from hydrovisor.store.repos.commands import CommandRecord, NewCommand
 from hydrovisor.store.repos.nodes import NodeRecord
 from hydrovisor.supervisors import CapacityExceeded
+from hydrovisor.system.safety import allowed_in_safe_mode
 
 routes = web.RouteTableDef()
 
@@ -103,6 +104,10 @@ async def submit(request: web.Request, **forced: str) -> web.Response:
         sign_command(body.cmd, cmd_id, body.params, int(time.time()), "transport-sanity-check")
     except CommandInvalid as exc:
         raise ApiError(400, exc.code, exc.message) from None
+    if services.control.actuation_blocked and not allowed_in_safe_mode(body.cmd, body.params):
+        state = services.control.state.value
+        raise ApiError(503, "safe_mode_active", f"the system is in {state}: only fail-safe OFF commands are accepted",
+                       system_state=state, headers={"Retry-After": "30"})
     node = await _check_target(services, body)
     new = NewCommand(cmd_id=cmd_id, zone_uid=node.zone_uid, node_uid=body.node_uid, channel=body.channel, cmd=body.cmd,
                      params=body.params, source=body.source, trace_id=body.trace_id,
