@@ -32,19 +32,6 @@ def is_topic_name(topic: str) -> bool:
     return bool(topic) and not any(c in topic for c in "+#\x00") and not topic.startswith("$")
 
 
-def topic_matches(topic_filter: str, topic: str) -> bool:
-    """MQTT 3.1.1 §4.7 matching of a topic name against a subscription filter."""
-    if topic.startswith("$") and topic_filter.startswith(("+", "#")):
-        return False
-    filter_levels, topic_levels = topic_filter.split("/"), topic.split("/")
-    for index, level in enumerate(filter_levels):
-        if level == "#":
-            return index == len(filter_levels) - 1
-        if index >= len(topic_levels) or level not in ("+", topic_levels[index]):
-            return False
-    return len(filter_levels) == len(topic_levels)
-
-
 def namespaces(identity: DeviceIdentity) -> list[tuple[str, str, str]]:
     """The device's ``(gh, zone, node)`` namespaces: bound (if any) and temp."""
     candidates = [identity.bound_namespace, (TEMP_GH, TEMP_ZONE, identity.hardware_id)]

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from amqtt.broker import Broker
-from hypothesis import given
-from hypothesis import strategies as st
 
 from hydrovisor.broker import acl
 from hydrovisor.broker.directory import DeviceIdentity
@@ -79,27 +76,3 @@ def test_a_namespace_with_wildcards_in_it_grants_nothing() -> None:
     assert acl.namespaces(odd) == [("gh-temp", "zn-temp", "esp32-a1")]
     assert not acl.may_subscribe(odd, "hydro/gh-1/zn-1/+/config")
     assert not acl.may_publish(odd, "hydro/gh-1/zn-1/nd-9/heartbeat")
-
-
-_level = st.sampled_from(["a", "b", "hydro", "", "$s"])
-_filter_level = st.one_of(_level, st.just("+"))
-
-
-@given(
-    topic=st.lists(_level, min_size=1, max_size=5).map("/".join),
-    levels=st.lists(_filter_level, min_size=1, max_size=5),
-    hash_end=st.booleans(),
-)
-def test_topic_matches_agrees_with_amqtt(topic: str, levels: list[str], hash_end: bool) -> None:
-    topic_filter = "/".join([*levels, "#"] if hash_end else levels)
-    matcher = Broker._matches  # amqtt's own matcher decides delivery; subscriber_count must agree
-    assert acl.topic_matches(topic_filter, topic) == matcher(_Quiet(), topic, topic_filter)
-
-
-class _Quiet:
-    """Stands in for ``self`` in amqtt's ``Broker._matches`` (it only logs through it)."""
-
-    class logger:
-        @staticmethod
-        def debug(*_: object) -> None:
-            pass
