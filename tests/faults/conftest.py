@@ -330,3 +330,12 @@ def devices(device_loop: LoopThread) -> Iterator[list[Device]]:
     yield made
     for device in made:
         device.stop()
+
+
+def stop_devices_then_check_stored(app: Running, devices: list[Device], also_accepted: int = 0) -> None:
+    """Stop every device, then every sample the router accepted (plus ``also_accepted``) is stored once."""
+    while devices:
+        devices.pop().stop()
+    accepted = int(metric(app.base_url, "hydrovisor_telemetry_accepted_total", 'source="mqtt"')) + also_accepted
+    assert accepted > 0
+    wait_all_stored(app, accepted)

@@ -11,12 +11,16 @@ from typing import Any
 import pytest
 
 from tests.faults.conftest import (
+    Ingest,
     Running,
     incident,
     incidents,
     inject,
     metric,
+    seed_node,
+    seed_zone,
     transitions,
+    wait_all_stored,
     wait_chaos_over,
     wait_state,
 )
@@ -24,6 +28,7 @@ from tests.helpers import http, wait_until
 
 pytestmark = pytest.mark.fault_injection
 
+PH_CHANNELS = [{"name": "ph_sensor", "type": "SENSOR", "metric": "PH", "unit": "pH"}]
 STORE_INTENSITY = 3  # /store: at most 3 restarts in 10 s (hydrovisor/tree.py)
 
 
@@ -80,15 +85,24 @@ def test_crashes_within_the_intensity_restart_the_actor_only(app: Running,
 def test_one_crash_beyond_the_intensity_escalates_exactly_one_level(app: Running,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     """4 crashes of /store/rollups: the 4th exceeds /store's intensity, /store gives up and the root
-    restarts the /store subtree once; the root itself and every other subtree are untouched."""
+    restarts the /store subtree once; the root itself and every other subtree are untouched. The
+    telemetry writer is stopped and started with its subtree: every sample accepted meanwhile is stored."""
     base = app.base_url
     caplog.set_level(logging.INFO)
+    seed_zone(base)
+    seed_node(base, "nd-ph-1", "esp32-00000000aa01", "s" * 32, PH_CHANNELS, node_type="ph")
     before_root = restarts(base)
     assert before_root["/store"] == 0
-    chaos_id = inject(base, "actor_crash", 1.0, path="/store/rollups", count=STORE_INTENSITY + 1)
-    wait_until(lambda: restarts(base)["/store"] == 1, timeout=10, what="/store restarted by the root")
-    wait_chaos_over(base, chaos_id)
-    wait_state(base, "RUNNING", timeout=15)
+    with Ingest(base, "nd-ph-1", "ph_sensor", "PH") as ingest:
+        wait_until(lambda: ingest.accepted >= 40, timeout=10, what="ingest flowing")
+        chaos_id = inject(base, "actor_crash", 1.0, path="/store/rollups", count=STORE_INTENSITY + 1)
+        wait_until(lambda: restarts(base)["/store"] == 1, timeout=10, what="/store restarted by the root")
+        wait_chaos_over(base, chaos_id)
+        wait_state(base, "RUNNING", timeout=15)
+        accepted = ingest.accepted
+        wait_until(lambda: ingest.accepted >= accepted + 40, timeout=10, what="ingest after")
+    assert ingest.refused == []
+    wait_all_stored(app, ingest.accepted)
 
     assert restarts(base) == {**before_root, "/store": 1}  # exactly one level up, exactly once
     store = actor(base, "/store")

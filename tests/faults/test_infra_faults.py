@@ -26,8 +26,8 @@ from tests.faults.conftest import (
     seed_node,
     seed_zone,
     state,
+    stop_devices_then_check_stored,
     transitions,
-    wait_all_stored,
     wait_chaos_over,
     wait_state,
 )
@@ -110,10 +110,7 @@ def test_db_outage_with_the_embedded_database(chaos_app: Callable[..., Running],
     wait_until(lambda: all(command_status(base, i) in TERMINAL for i in ids), timeout=20, interval=0.1,
                what="every command terminal")
     assert {i: command_status(base, i) for i in ids} == dict.fromkeys(ids, "DONE")
-    device.stop()
-    devices.remove(device)
-    accepted = ingest.accepted + int(metric(base, "hydrovisor_telemetry_accepted_total", 'source="mqtt"'))
-    wait_all_stored(app, accepted)
+    stop_devices_then_check_stored(app, devices, also_accepted=ingest.accepted)
 
 
 def test_broker_kick_drops_devices_refuses_them_then_lets_them_back(app: Running, device_loop: LoopThread,
@@ -129,6 +126,7 @@ def test_broker_kick_drops_devices_refuses_them_then_lets_them_back(app: Running
     second.start()
     kick_s = 1.5
     connects = [d.sim.stats.connects for d in devices]
+    telemetry_before = metric(base, "hydrovisor_telemetry_accepted_total", 'source="mqtt"')
     chaos_id = inject(base, "broker_kick", kick_s)
     began = time.monotonic()
     wait_until(lambda: not first.connected and not second.connected, timeout=5, what="devices dropped")
@@ -147,6 +145,10 @@ def test_broker_kick_drops_devices_refuses_them_then_lets_them_back(app: Running
     wait_until(lambda: command_status(base, "after-kick") == "DONE", timeout=10, what="command after the kick")
     assert transitions(base) == []
     assert state(base) == "RUNNING"
+    # telemetry flows again after the kick, and what was accepted is stored
+    wait_until(lambda: metric(base, "hydrovisor_telemetry_accepted_total", 'source="mqtt"') >= telemetry_before + 20,
+               timeout=10, what="telemetry after the kick")
+    stop_devices_then_check_stored(app, devices)
 
 
 def test_node_silence_discards_one_node_while_it_stays_connected(app: Running, device_loop: LoopThread,
@@ -183,6 +185,7 @@ def test_node_silence_discards_one_node_while_it_stays_connected(app: Running, d
     assert stored_between(app, quiet.uid, *inner) == 0
     assert stored_between(app, loud.uid, *inner) > 0
     assert transitions(base) == []
+    stop_devices_then_check_stored(app, devices)  # what was not silenced is all stored
 
 
 def stored_between(app: Running, node_uid: str, start: float, end: float) -> int:

@@ -24,6 +24,7 @@ from tests.faults.conftest import (
     metric,
     seed_node,
     seed_zone,
+    stop_devices_then_check_stored,
     task_frames,
     transitions,
     wait_all_stored,
@@ -118,8 +119,4 @@ def test_commands_in_flight_and_mqtt_telemetry_survive_a_stall(app: Running, dev
     listed = http("GET", base + "/api/v1/commands?limit=100").json()["data"]
     assert sorted(c["cmd_id"] for c in listed) == sorted(ids)  # nothing lost, nothing extra
     # telemetry: stop the device, then everything the router accepted is in the database
-    device.stop()
-    devices.remove(device)
-    accepted = metric(base, "hydrovisor_telemetry_accepted_total", 'source="mqtt"')
-    assert accepted > 0
-    wait_all_stored(app, int(accepted))
+    stop_devices_then_check_stored(app, devices)
