@@ -3,7 +3,6 @@ and small HTTP helpers to inject faults and read the system state and incidents.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 import time
@@ -234,11 +233,6 @@ def wait_all_stored(app: Running, accepted: int, timeout: float = 30.0) -> None:
     # the writer flushes in batches: a short settle shows there is no duplicate write behind
     time.sleep(0.3)
     assert stored_samples(app) == accepted
-
-
-def run_in(loop: asyncio.AbstractEventLoop, coro: Any, timeout: float = 30.0) -> Any:
-    """Run ``coro`` on ``loop`` (another thread's) and wait for it."""
-    return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
 
 
 @pytest.fixture

@@ -68,6 +68,10 @@ def test_stall_is_detected_dumped_and_recovered(kind: str, app: Running, caplog:
     assert dump["context"] == "LOOP_STALL_DETECTED"
     culprit = STALL_FUNCTION[kind]
     assert culprit in loop_frames(dump), (loop_frames(dump), task_frames(dump))
+    if kind == "cross_lock_deadlock":  # the other side: an actor thread holding lock B, waiting for the loop
+        others = [t for t in dump["threads"] if not t["is_loop_thread"]
+                  and "_CrossLock._actor_side" in [f["function"] for f in t["stack"]]]
+        assert len(others) == 1, [t["name"] for t in dump["threads"]]
 
     # state: RUNNING -> SAFE_MODE (caused by the stall) -> RECOVERING -> RUNNING
     assert transitions(base) == [("RUNNING", "SAFE_MODE"), ("SAFE_MODE", "RECOVERING"), ("RECOVERING", "RUNNING")]
