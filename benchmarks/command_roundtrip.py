@@ -1161,6 +1161,7 @@ def run(opts: Options) -> None:
             lag0, lag1 = _lag(m0), _lag(m1)
             setup["loop_lag"] = ratio(lag1[0] - lag0[0], lag1[1] - lag0[1])
             _progress(f"{in_flight} in flight  hv", throughput, began)
+            _reply_routes(m1)
             raw_tp = run_phase(instance, gen, "raw", in_flight, warmup=min(t_warmup, 1.0),
                                seconds=t_window / 2, tag=f"rawtp{in_flight}", steady=True)
             _progress(f"{in_flight} in flight raw", raw_tp, began)
@@ -1189,6 +1190,14 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown (no git)"
     return f"{head}{' + uncommitted changes in hydrovisor/' if dirty else ''}"
+
+
+def _reply_routes(values: dict[str, float]) -> None:
+    """How the server routed the nodes' command replies so far (``hydrovisor.commands.replies``)."""
+    prefix = "hydrovisor_device_messages_total{outcome="
+    routes = {k[len(prefix):].partition(",")[0]: int(v) for k, v in values.items()
+              if k.startswith(prefix) and k.endswith(",type=command_response}")}
+    print("   command replies by route so far: " + ", ".join(f"{k} {v}" for k, v in sorted(routes.items())))
 
 
 def _progress(label: str, p: Phase, began: float) -> None:

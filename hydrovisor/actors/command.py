@@ -2,12 +2,19 @@
 
 Lifecycle (DOMAIN §1, PROTOCOL §5-§6): the row is already QUEUED when the actor starts. It signs
 and publishes (up to 3 attempts, 0.5 s and 1 s apart, re-signed each time so ``ts`` is fresh),
-stores SENT — or SEND_FAILED with an infra alert —, applies the node's ACK and the *first*
+stores SENT — in the publishing coroutine itself, on the loop, as a write in flight — or
+SEND_FAILED with an infra alert, applies the node's ACK and the *first*
 terminal reply, and persists TIMEOUT when the deadline passes. Every write is the repository's
 guarded transition, so late, duplicate or contradicting replies are recorded but never applied,
 whoever sends them. Reports that arrive while a write is in flight (a node's ACK and DONE come
 within a millisecond or two) are stored together by the next one, in one transaction, in order.
 A failed write is retried on the next tick; the deadline still holds.
+
+Once SENT is stored, the reply router usually stores the node's replies itself on the loop
+(``hydrovisor.commands.replies``, the same guarded writes) and tells the actor only what was
+applied (:class:`RepliesStored`): two thread hops less per reply. The actor still owns the
+deadline, its own writes (SENT, SEND_FAILED, TIMEOUT) and stopping once the row is terminal; a
+race between its TIMEOUT and a router-stored terminal is settled by the guards (first wins).
 
 A restarted incarnation rebuilds from the row: a SENT/ACK command is never published again, a
 QUEUED/SEND_FAILED one is (same cmd_id: the node's cache dedupes), and a deadline already past
@@ -55,13 +62,29 @@ class DeviceReply(msgspec.Struct, frozen=True):
     response: CommandResponse
 
 
+class RepliesStored(msgspec.Struct, frozen=True):
+    """The reply router stored replies of this command: the rows it applied, in order."""
+
+    rows: list[CommandRecord]
+
+
+def device_report(response: CommandResponse) -> Report:
+    """The status report a node's reply asks for (``message`` kept in the details)."""
+    details = dict(response.details or {})
+    if response.message:
+        details.setdefault("message", response.message)
+    return Report(response.status, "device", error_code=response.error_code, error_message=response.error_message,
+                  details=details or None)
+
+
 class _Publish(msgspec.Struct, frozen=True):
     attempt: int
 
 
 class _Published(msgspec.Struct, frozen=True):
     attempt: int
-    outcome: Outcome
+    outcome: Outcome  # chained: once published, its value is the SENT write's Outcome
+    chained: bool = False
 
 
 class _Stored(msgspec.Struct, frozen=True):
@@ -143,6 +166,8 @@ class CommandActor(SupervisedActor):
             self._published(message)
         elif isinstance(message, DeviceReply):
             self._reply(message.response)
+        elif isinstance(message, RepliesStored):
+            self._replies_stored(message.rows)
         elif isinstance(message, _Stored):
             self._stored(message)
         elif isinstance(message, _Deadline):
@@ -161,10 +186,30 @@ class CommandActor(SupervisedActor):
         if row is None or CommandStatus(row.status) not in (S.QUEUED, S.SEND_FAILED):
             return
         payload = encode_command(row.cmd, row.cmd_id, row.params, int(time.time()), self._secret)
-        self.pipe_to_self(self._plane.publish(self._topic, payload), lambda o: _Published(attempt, o))
+        if self._sent_queued or self._writing:
+            # SENT is queued already (a reply proved an earlier attempt arrived), or another write is
+            # in flight and SENT must wait its turn: publish only
+            self.pipe_to_self(self._plane.publish(self._topic, payload), lambda o: _Published(attempt, o))
+            return
+        # the usual case: the publishing coroutine stores SENT itself, a write in flight at the head
+        # of the queue; replies and other reports queue behind it
+        self._sent_queued = self._writing = True
+        self._writes.appendleft(Report(S.SENT, "server"))
+        self.pipe_to_self(self._plane.publish_and_store_sent(self.cmd_id, self._topic, payload),
+                          lambda o: _Published(attempt, o, chained=True))
 
     def _published(self, msg: _Published) -> None:
-        if msg.outcome.ok:
+        if msg.chained:
+            self._writing = False
+            if msg.outcome.ok:
+                self._stored(_Stored([self._writes[0]], msg.outcome.value))
+                return
+            if not any(report.source == "device" for report in self._writes):
+                self._writes.popleft()  # nothing went out: no SENT yet
+                self._sent_queued = False
+            # else a reply queued meanwhile proves an attempt arrived: SENT stays first
+            self._next_write()
+        elif msg.outcome.ok:
             self._ensure_sent()
             return
         error = msg.outcome.error
@@ -193,16 +238,19 @@ class CommandActor(SupervisedActor):
         # a reply proves the publish worked, even if the broker's acknowledgement is still on its
         # way to us: SENT goes first, so the stored history is QUEUED, SENT, ACK, terminal
         self._ensure_sent()
-        details = dict(response.details or {})
-        if response.message:
-            details.setdefault("message", response.message)
-        self._store(response.status, error_code=response.error_code, error_message=response.error_message,
-                    details=details or None, source="device")
+        self._writes.append(device_report(response))
+        self._next_write()
+
+    def _replies_stored(self, rows: list[CommandRecord]) -> None:
+        for row in rows:
+            self._applied(row)
+        if self._finished and not self._writes:
+            self.stop()
 
     # storing ---------------------------------------------------------------------------------
 
-    def _store(self, target: CommandStatus, *, source: str = "server", **fields: Any) -> None:
-        self._writes.append(Report(target, source, **fields))
+    def _store(self, target: CommandStatus, **fields: Any) -> None:
+        self._writes.append(Report(target, "server", **fields))
         self._next_write()
 
     def _next_write(self) -> None:
@@ -210,8 +258,7 @@ class CommandActor(SupervisedActor):
             return
         batch = list(self._writes)
         self._writing = True
-        self.pipe_to_self(self._plane.db.run(lambda pool: commands.apply_reports(pool, self.cmd_id, batch)),
-                          lambda o: _Stored(batch, o))
+        self.pipe_to_self(self._plane.store(self.cmd_id, batch), lambda o: _Stored(batch, o))
 
     def _stored(self, msg: _Stored) -> None:
         self._writing = False
@@ -236,8 +283,8 @@ class CommandActor(SupervisedActor):
         self._next_write()
 
     def _applied(self, row: CommandRecord) -> None:
+        # the news went out on the loop with the write (CommandPlane.store, the reply router)
         self._row = row
-        self._plane.waiters.announce(StatusNews.stored(row))
         log.info("command %s -> %s", self.cmd_id, row.status,
                  extra={"event": "command_status", "cmd_id": self.cmd_id, "status": row.status,
                         "node_uid": row.node_uid, "zone_id": row.zone_uid})

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
 
 from hydrovisor.broker.transport import Transport
-from hydrovisor.commands.waiters import CommandWaiters
+from hydrovisor.commands.waiters import CommandWaiters, StatusNews
 from hydrovisor.devices.registry import NodeRegistry
+from hydrovisor.protocol import CommandStatus
+from hydrovisor.runtime.bridge import Outcome
 from hydrovisor.store.database import Database
+from hydrovisor.store.repos import commands
+from hydrovisor.store.repos.commands import CommandRecord, Report
 
 PUBLISH_ATTEMPTS = 3
 PUBLISH_BACKOFF_S = (0.5, 1.0)
@@ -45,6 +50,27 @@ class CommandPlane:
             raise NodeNotConnected(f"no live session subscribed to {topic}")
         await self.transport.publish(topic, payload, qos=1)
         self.publishes.labels(outcome="published").inc()
+
+    async def publish_and_store_sent(self, cmd_id: str, topic: str, payload: bytes) -> Outcome:
+        """:meth:`publish`, then at once (no hop back to the actor first) :meth:`store` SENT.
+
+        Raises what ``publish`` raises: nothing was published. Once published, returns the SENT
+        write's outcome (its rows, or its error: the command went out even if SENT is not stored).
+        """
+        await self.publish(topic, payload)
+        try:
+            return Outcome(value=await self.store(cmd_id, [Report(CommandStatus.SENT, "server")]))
+        except Exception as exc:
+            return Outcome(error=exc)
+
+    async def store(self, cmd_id: str, reports: Sequence[Report]) -> list[CommandRecord | None]:
+        """``commands.apply_reports`` (one transaction), then the news of every applied report, on
+        the loop: a waiter wakes right after the commit, not after a hop through the writer's thread."""
+        rows = await commands.apply_reports(self.db.pool, cmd_id, reports)
+        for row in rows:
+            if row is not None:
+                self.waiters.deliver(StatusNews.stored(row))
+        return rows
 
 
 def default_timeout(params: dict[str, object]) -> float:

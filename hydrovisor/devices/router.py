@@ -21,7 +21,7 @@ from hydrovisor.actors.node import FromDevice
 from hydrovisor.actors.telemetry_writer import StoreSample
 from hydrovisor.broker import DeviceMessage as BrokerMessage
 from hydrovisor.commands.plane import CommandPlane
-from hydrovisor.commands.replies import route_reply
+from hydrovisor.commands.replies import ReplyLanes, route_reply
 from hydrovisor.devices.ingest import DropReason, TelemetryCounters, validate_sample
 from hydrovisor.devices.plane import DevicePlane
 from hydrovisor.devices.registry import NodeView
@@ -58,6 +58,7 @@ class DeviceRouter:
                  telemetry: TelemetryCounters, commands: CommandPlane) -> None:
         self._plane = plane
         self._commands = commands
+        self._replies = ReplyLanes(system, commands)
         self._system = system
         self._telemetry = telemetry
         self._queue: asyncio.Queue[BrokerMessage] = asyncio.Queue(QUEUE_LIMIT)
@@ -154,7 +155,7 @@ class DeviceRouter:
             return
         self._plane.registry.touch(uid, received_at)
         view = self._plane.registry.get(uid)
-        outcome = await route_reply(self._system, self._commands, body, node_uid=uid,
+        outcome = await route_reply(self._system, self._commands, self._replies, body, node_uid=uid,
                                     zone_uid=view.zone_uid if view else None, channel=topic.channel or "default")
         self._messages.labels(type="command_response", outcome=outcome).inc()
 

@@ -26,6 +26,10 @@ class Outbox:
         """Delete a delivered notification."""
         return await repo.delivered(self._db.pool, note.id)
 
+    async def discard(self, limit: int) -> int:
+        """Delete up to ``limit`` due notifications undelivered (no webhook); how many."""
+        return await repo.discard_due(self._db.pool, limit)
+
     async def failed(self, note: Notification, error: str, retry_in: float) -> bool:
         """Record a failed attempt (fenced by the claim's lease)."""
         return await repo.failed(self._db.pool, note.id, note.lease_until, error, retry_in)

@@ -222,6 +222,46 @@ def test_sent_not_stored_after_publish_is_a_500_and_the_row_heals(node_factory: 
     assert [s for s, applied in node.timeline("sync-1") if applied] == ["QUEUED", "SENT", "ACK", "DONE"]
 
 
+def _reply_routes(instance: Running) -> dict[str, float]:
+    prefix = 'hydrovisor_device_messages_total{outcome="'
+    return {line[len(prefix):].partition('"')[0]: float(line.split()[-1])
+            for line in http("GET", instance.base_url + "/metrics").raw.decode().splitlines()
+            if line.startswith(prefix) and 'type="command_response"' in line}
+
+
+def test_replies_after_sent_are_stored_on_the_loop_and_the_actor_still_stops(
+    node_factory: Callable[..., Node],
+) -> None:
+    node = node_factory(faults=Faults(delay_reply_s=0.2))  # SENT is stored long before the ACK
+    assert node.command(cmd_id="loop-1").status == 202
+    assert node.get("loop-1", wait=10)["status"] == "DONE"
+    assert node.timeline("loop-1") == [("QUEUED", True), ("SENT", True), ("ACK", True), ("DONE", True)]
+    assert _reply_routes(node.instance) == {"stored_on_loop": 2}
+    actor = node.instance.base_url + "/api/v1/actors/commands/loop-1"
+    wait_until(lambda: http("GET", actor).status == 404, what="the terminal command's actor stopped")
+
+
+REFUSE_REPLIES = """
+CREATE FUNCTION refuse_replies() RETURNS trigger AS $$
+BEGIN
+  IF NEW.status IN ('ACK', 'DONE') THEN RAISE EXCEPTION 'injected: replies cannot be stored'; END IF;
+  RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER refuse_replies BEFORE UPDATE ON commands FOR EACH ROW EXECUTE FUNCTION refuse_replies();
+"""
+
+
+def test_replies_not_stored_on_the_loop_go_to_the_actor_which_retries(node_factory: Callable[..., Node]) -> None:
+    node = node_factory(faults=Faults(delay_reply_s=0.2))
+    node.instance.loop.run(_sql(node.instance, REFUSE_REPLIES))
+    assert node.command(cmd_id="retry-loop-1").status == 202
+    wait_until(lambda: node.sim.stats.commands_answered == 1, what="the node answered")
+    assert node.get("retry-loop-1", wait=1)["status"] == "SENT"  # nothing lost: the actor keeps retrying
+    node.instance.loop.run(_sql(node.instance, "DROP TRIGGER refuse_replies ON commands"))
+    assert node.get("retry-loop-1", wait=15)["status"] == "DONE"
+    assert [s for s, applied in node.timeline("retry-loop-1") if applied] == ["QUEUED", "SENT", "ACK", "DONE"]
+
+
 def test_commands_beyond_the_cap_get_429_and_can_be_retried(start_app: Callable[..., Running]) -> None:
     instance = start_app(supervision=SupervisionSettings(liveness_interval=0.1, max_commands=2))
     node = Node(instance, "nd-irr-000000000002", Faults(delay_reply_s=3.0))

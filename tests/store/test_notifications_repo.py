@@ -86,6 +86,18 @@ def test_claim_leases_rows_and_delivered_deletes_them(pg_dsn: str) -> None:
     run(pg_dsn, body)
 
 
+def test_discard_due_deletes_due_rows_in_one_go_and_skips_leased_ones(pg_dsn: str) -> None:
+    async def body(pool: asyncpg.Pool) -> None:
+        ids = [await repo.enqueue(pool, "test", {"n": n}) for n in range(6)]
+        leased = await repo.claim_due(pool, 2, LEASE)  # another claimer's: not due for anyone else
+        assert await repo.discard_due(pool, 3) == 3
+        assert await repo.discard_due(pool, 3) == 1
+        assert await repo.discard_due(pool, 3) == 0
+        assert [n["id"] for n in await repo.pending(pool)] == [n.id for n in leased] == ids[:2]
+
+    run(pg_dsn, body)
+
+
 def test_failed_attempt_backs_off_and_is_fenced_by_the_lease(pg_dsn: str) -> None:
     async def body(pool: asyncpg.Pool) -> None:
         nid = await repo.enqueue(pool, "test", {})

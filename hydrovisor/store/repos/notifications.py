@@ -94,6 +94,16 @@ async def delivered(pool: asyncpg.Pool, notification_id: int) -> bool:
     return status == "DELETE 1"
 
 
+async def discard_due(pool: asyncpg.Pool, limit: int) -> int:
+    """Delete up to ``limit`` due notifications without delivering them (no consumer is configured,
+    see ``hydrovisor.actors.notifier``): ONE statement; rows leased or locked by a claimer are
+    skipped. Returns how many were deleted."""
+    status: str = await pool.execute(
+        "DELETE FROM notifications_pending WHERE id IN (SELECT id FROM notifications_pending "
+        "WHERE next_attempt_at <= now() ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)", limit)
+    return int(status.rsplit(" ", 1)[1])
+
+
 async def failed(
     pool: asyncpg.Pool, notification_id: int, lease_until: dt.datetime | None, error: str, retry_in: float
 ) -> bool:
