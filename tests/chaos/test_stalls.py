@@ -126,7 +126,11 @@ def test_a_task_dump_during_the_stall_shows_where_the_loop_is_stuck(lt: LoopThre
         (loop_thread,) = (t for t in dump.threads if t.is_loop_thread)
         # recursive_await descends and unwinds over and over: wait for a moment it is deep.
         deep_enough = kind is not StallKind.RECURSIVE_AWAIT or loop_thread.stack_depth > 100
-        return dump if deep_enough and function in [f.function for f in loop_thread.stack] else None
+        # the deadlock's coroutine also runs (briefly, unblocked) before the actor thread exists
+        both_sides = kind is not StallKind.CROSS_LOCK_DEADLOCK or any(
+            t.name == "fake-actor" and "_CrossLock._actor_side" in [f.function for f in t.stack] for t in dump.threads)
+        stuck = function in [f.function for f in loop_thread.stack]
+        return dump if deep_enough and both_sides and stuck else None
 
     dump = wait_until(dump_showing_the_stall, timeout=4, what=f"{function} on the loop thread")
     assert not future.done()  # taken while the loop was stuck
