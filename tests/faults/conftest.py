@@ -245,6 +245,7 @@ def device_loop() -> Iterator[LoopThread]:
 IRRIG_SECRET = "irrigation-secret-0123456789"
 VALVES = ("valve_clean_fill", "valve_clean_supply", "valve_solution_fill", "valve_solution_supply",
           "valve_irrigation")
+PH_CHANNELS = [{"name": "ph_sensor", "type": "SENSOR", "metric": "PH", "unit": "pH"}]
 IRRIG_CHANNELS = [
     {"name": "pump_main", "type": "ACTUATOR", "actuator_type": "PUMP", "relay_type": "NC"},
     *({"name": valve, "type": "ACTUATOR", "actuator_type": "VALVE", "relay_type": "NO"} for valve in VALVES),

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.faults.conftest import (
+    PH_CHANNELS,
     Ingest,
     Running,
     incident,
@@ -28,7 +29,6 @@ from tests.helpers import http, wait_until
 
 pytestmark = pytest.mark.fault_injection
 
-PH_CHANNELS = [{"name": "ph_sensor", "type": "SENSOR", "metric": "PH", "unit": "pH"}]
 STORE_INTENSITY = 3  # /store: at most 3 restarts in 10 s (hydrovisor/tree.py)
 
 

@@ -13,6 +13,7 @@ import pytest
 from hydrovisor.config.settings import DatabaseSettings
 from hydrovisor.runtime.loop_thread import LoopThread
 from tests.faults.conftest import (
+    PH_CHANNELS,
     TERMINAL,
     VALVES,
     Device,
@@ -35,7 +36,6 @@ from tests.helpers import http, wait_until
 
 pytestmark = pytest.mark.fault_injection
 
-PH_CHANNELS = [{"name": "ph_sensor", "type": "SENSOR", "metric": "PH", "unit": "pH"}]
 OUTAGE_S = 2.0
 SILENCE_S = 4.5
 

@@ -10,6 +10,7 @@ import pytest
 
 from hydrovisor.runtime.loop_thread import LoopThread
 from tests.faults.conftest import (
+    PH_CHANNELS,
     STALL_FUNCTION,
     TERMINAL,
     VALVES,
@@ -36,7 +37,6 @@ from tests.helpers import http, wait_until
 pytestmark = pytest.mark.fault_injection
 
 STALL_S = 1.5
-PH_CHANNELS = [{"name": "ph_sensor", "type": "SENSOR", "metric": "PH", "unit": "pH"}]
 
 
 @pytest.mark.parametrize("kind", sorted(STALL_FUNCTION))
