@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
@@ -94,25 +95,16 @@ class ChaosRefused(Exception):
 DbOutage = Callable[[float], Awaitable[None]]
 
 
+@dataclass(frozen=True, kw_only=True)
 class ChaosTargets:
     """What the engine acts on, built by the app (``db_outage`` is None with an external database)."""
 
-    def __init__(
-        self,
-        *,
-        system: ActorSystem,
-        kick_broker: Callable[[float], Awaitable[int]],
-        end_kick: Callable[[], None],
-        silence_node: Callable[[str, float], None],
-        node_exists: Callable[[str], bool],
-        db_outage: DbOutage | None,
-    ) -> None:
-        self.system = system
-        self.kick_broker = kick_broker
-        self.end_kick = end_kick
-        self.silence_node = silence_node
-        self.node_exists = node_exists
-        self.db_outage = db_outage
+    system: ActorSystem
+    kick_broker: Callable[[float], Awaitable[int]]
+    end_kick: Callable[[], None]
+    silence_node: Callable[[str, float], None]
+    node_exists: Callable[[str], bool]
+    db_outage: DbOutage | None
 
 
 class ChaosEngine:
@@ -122,14 +114,16 @@ class ChaosEngine:
         self._targets = targets
         self._incidents = incidents
         self._active: dict[str, tuple[Injection, asyncio.Task[None]]] = {}
+        # read by the loop guard's thread while the loop may be changing _active: a tuple is swapped whole
+        self._ids: tuple[str, ...] = ()
 
     def active(self) -> list[Injection]:
         """Running injections, oldest first."""
         return [injection for injection, _ in self._active.values()]
 
     def active_ids(self) -> list[str]:
-        """Incident ids of the running injections (thread-safe enough for the loop guard: a copy)."""
-        return list(self._active)
+        """Incident ids of the running injections; safe from any thread."""
+        return list(self._ids)
 
     async def inject(self, request: ChaosRequest) -> Injection:
         """Validate, open the incident, start the fault; returns at once."""
@@ -141,7 +135,7 @@ class ChaosEngine:
         self._incidents.open(Incident(
             incident_id=injection.incident_id, kind=IncidentKind.CHAOS, title=f"chaos {request.type.value}",
             reason=f"injected over HTTP for {request.duration:g}s", owner="chaos", opened_at=now,
-            attributes={"type": request.type.value, "duration_s": f"{request.duration:g}", **attributes}))
+            attributes=_incident_attributes(injection)))
         log.critical("CHAOS_INJECTION_TRIGGERED incident_id=%s chaos_type=%s duration=%.1fs",
                      injection.incident_id, request.type.value, request.duration,
                      extra={"event": "chaos_injected", "incident_id": injection.incident_id,
@@ -149,6 +143,7 @@ class ChaosEngine:
         task = asyncio.get_running_loop().create_task(self._run(injection, request),
                                                       name=f"chaos-{injection.incident_id}")
         self._active[injection.incident_id] = (injection, task)
+        self._ids = tuple(self._active)
         return injection
 
     async def stop(self) -> None:
@@ -199,6 +194,7 @@ class ChaosEngine:
                           extra={"event": "chaos_failed", "incident_id": injection.incident_id})
         finally:
             self._active.pop(injection.incident_id, None)
+            self._ids = tuple(self._active)
             self._incidents.close(injection.incident_id,
                                   attributes={**_incident_attributes(injection), "outcome": outcome})
             log.warning("CHAOS_INJECTION_ENDED incident_id=%s chaos_type=%s outcome=%s", injection.incident_id,

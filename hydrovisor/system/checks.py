@@ -16,7 +16,7 @@ from hydrovisor.supervisors import ROOT, ActorSystem, NoSuchActor
 
 
 class CheckResult(msgspec.Struct, frozen=True, omit_defaults=True):
-    """One component's verdict; ``detail`` carries extra numbers for the readiness body."""
+    """One component's verdict; the optional numbers only appear in the readiness body when set."""
 
     ok: bool
     reason: str

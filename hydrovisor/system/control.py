@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,6 +59,7 @@ class SystemControl:
             recovery_cycles=cfg.recovery_cycles, safe_mode_ttl=cfg.safe_mode_ttl))
         self.incidents = IncidentStore(Path(settings.data_dir) / "incidents", keep=cfg.incidents_kept)
         self._state_incident: str | None = None
+        self._apply_lock = threading.Lock()
         self.guard = LoopGuard(
             loop, threshold=cfg.loop_stall_threshold, interval=cfg.guard_interval,
             cycle_interval=cfg.cycle_interval, incidents=self.incidents, registry=registry, notifier=notifier,
@@ -136,7 +138,12 @@ class SystemControl:
     # outputs ---------------------------------------------------------------------------------
 
     def apply(self, transition: Transition) -> None:
-        """Log, record and announce one transition; on FATAL start the exit."""
+        """Log, record and announce one transition; on FATAL start the exit. Called by the state actor and,
+        for a fatal report, by whichever thread made it: the lock keeps the incident bookkeeping in order."""
+        with self._apply_lock:
+            self._announce(transition)
+
+    def _announce(self, transition: Transition) -> None:
         t = transition
         level = logging.INFO if t.to_state is SystemState.RUNNING else logging.CRITICAL
         log.log(level, "STATE_TRANSITION incident_id=%s from=%s to=%s reason=%s owner=%s duration_in_old_state=%.1f",
