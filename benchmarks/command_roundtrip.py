@@ -75,16 +75,14 @@ import tempfile
 import threading
 import time
 import traceback
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
+from _instance import Instance, cpu_seconds, hydrovisor_instance, metric_sum, postgres_procs, register, scrape
 from _stats import (
     Row,
     fmt_bytes,
@@ -522,69 +520,14 @@ async def _native_tid() -> int:
 # the instance under test ---------------------------------------------------------------------------------
 
 
-def http_json(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 30.0) -> tuple[int, Any]:
-    """One HTTP exchange; returns (status, decoded body)."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    if body is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return int(response.status), json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read().decode(errors="replace")
-
-
-def scrape(base_url: str) -> dict[str, float]:
-    """``/metrics`` as ``{"name{label=value,...}": value}``."""
-    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
-
-    with urllib.request.urlopen(base_url + "/metrics", timeout=30) as response:
-        text = response.read().decode()
-    values: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            values[f"{sample.name}{{{labels}}}"] = float(sample.value)
-    return values
-
-
-def metric_sum(values: dict[str, float], name: str) -> float:
-    """Sum of every sample of ``name``."""
-    return sum(v for k, v in values.items() if k.partition("{")[0] == name)
-
-
-def postgres_procs(data_dir: Path) -> list[psutil.Process]:
-    """The embedded PostgreSQL postmaster (found by its data dir) and its children."""
-    needle = str(data_dir)
-    for p in psutil.process_iter(["name", "cmdline"]):
-        cmdline = p.info.get("cmdline") or []
-        if "postgres" in (p.info.get("name") or "") and any(needle in part for part in cmdline):
-            with contextlib.suppress(psutil.Error):
-                return [p, *p.children(recursive=True)]
-    return []
-
-
-def cpu_seconds(procs: list[psutil.Process]) -> float:
-    """user + system CPU seconds of ``procs`` (gone ones count 0)."""
-    total = 0.0
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
-
-
 @dataclass
-class Instance:
-    """The hydrovisor instance under test."""
+class CommandInstance(Instance):
+    """The instance under test, plus its event-loop thread and its command actors."""
 
-    app: Any
-    loop: Any
-    base_url: str
-    mqtt_port: int
-    data_dir: Path
-    loop_tid: int = 0
+    loop_tid: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.loop_tid = self.loop.run(_native_tid())
 
     def loop_cpu(self) -> float:
         """CPU seconds of the server's event-loop thread."""
@@ -593,50 +536,12 @@ class Instance:
                 return float(t.user_time + t.system_time)
         return math.nan
 
-    def sql(self, statement: str) -> Any:
-        """One statement through the instance's pool, on its loop."""
-        return self.loop.run(_fetchval(self.app.services.db, statement), timeout=60)
-
     def command_actors(self) -> int:
         """Live paths under ``/commands`` (thread-safe read of the path table)."""
         return sum(1 for p in self.app.services.system.paths() if p.startswith("/commands/"))
 
 
-@contextlib.contextmanager
-def hydrovisor_instance(data_dir: Path) -> Iterator[Instance]:
-    """Start a real instance in this process (as ``tests/app/conftest.py`` does); stop it after."""
-    from hydrovisor.app import Hydrovisor  # noqa: PLC0415 - measured code, imported after logging setup
-    from hydrovisor.config import Settings  # noqa: PLC0415
-    from hydrovisor.config.settings import DatabaseSettings, HttpSettings, MqttSettings  # noqa: PLC0415
-    from hydrovisor.runtime.loop_thread import LoopThread  # noqa: PLC0415
-
-    settings = Settings(
-        data_dir=str(data_dir), dev_mode=True, http=HttpSettings(host="127.0.0.1", port=0),
-        mqtt=MqttSettings(host="127.0.0.1", port=0), database=DatabaseSettings(url=None), shutdown_timeout=30.0,
-    )
-    loop = LoopThread()
-    loop.__enter__()
-    app = Hydrovisor(settings)
-    try:
-        loop.run(app.start(), timeout=120)
-        instance = Instance(app, loop, f"http://127.0.0.1:{app.http_port}", loop.run(_port(app)), data_dir,
-                            loop.run(_native_tid()))
-        deadline = time.monotonic() + 30
-        while http_json("GET", instance.base_url + "/health/ready")[0] != 200:
-            if time.monotonic() > deadline:
-                raise RuntimeError("hydrovisor did not become ready")
-            time.sleep(0.05)
-        yield instance
-    finally:
-        loop.run(app.stop(), timeout=120)
-        loop.close()
-
-
-async def _fetchval(db: Any, statement: str) -> Any:
-    return await db.pool.fetchval(statement)
-
-
-def db_reference(instance: Instance, n: int) -> dict[str, Any]:
+def db_reference(instance: CommandInstance, n: int) -> dict[str, Any]:
     """Reference costs through the instance's pool: ``SELECT 1``, and a one-row INSERT transaction
     (BEGIN, INSERT, COMMIT: the commit waits for the WAL flush unless synchronous_commit is off)."""
     return dict(instance.loop.run(_db_reference(instance.app.services.db, n), timeout=120))
@@ -663,41 +568,22 @@ async def _db_reference(db: Any, n: int) -> dict[str, Any]:
     return {"select": summarize(select).p50, "commit": summarize(commit).p50, "settings": ", ".join(settings)}
 
 
-async def _port(app: Any) -> int:
-    return int(app.services.broker.port)
-
-
-def register_nodes(instance: Instance, count: int) -> float:
+def register_nodes(instance: CommandInstance, count: int) -> float:
     """Greenhouse, zone and ``count`` bound irrigation nodes over HTTP; returns the seconds it took."""
     from hydrovisor.sim import hardware_id_for  # noqa: PLC0415
 
-    base = instance.base_url
-    began = time.monotonic()
-    for path, body in (("/api/v1/greenhouses", {"uid": GH, "name": "bench"}),
-                       ("/api/v1/zones", {"greenhouse_uid": GH, "uid": ZONE, "name": "bench"})):
-        status, reply = http_json("POST", base + path, body)
-        if status != 201:
-            raise RuntimeError(f"POST {path} -> {status} {reply}")
     channels = [{"name": "pump_main", "type": "ACTUATOR", "actuator_type": "PUMP", "relay_type": "NC"},
                 *({"name": v, "type": "ACTUATOR", "actuator_type": "VALVE", "relay_type": "NO"}
                   for v in RELAY_CHANNELS[1:])]
-
-    def one(index: int) -> None:
-        body = {"uid": node_uid(index), "hardware_id": hardware_id_for(SEED, index), "type": "irrig",
-                "zone_uid": ZONE, "node_secret": node_secret(index), "channels": channels}
-        status, reply = http_json("POST", base + "/api/v1/nodes", body)
-        if status != 201:
-            raise RuntimeError(f"POST /api/v1/nodes -> {status} {reply}")
-
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(one, range(count)))
-    return time.monotonic() - began
+    return register(instance.base_url, GH, ZONE, (
+        {"uid": node_uid(index), "hardware_id": hardware_id_for(SEED, index), "type": "irrig", "zone_uid": ZONE,
+         "node_secret": node_secret(index), "channels": channels} for index in range(count)))
 
 
 class PeakSampler:
     """Samples the server process (RSS, threads), the command actors and ``hydrovisor_actors`` in a thread."""
 
-    def __init__(self, instance: Instance, interval: float = 0.2, scrape_every: int = 5) -> None:
+    def __init__(self, instance: CommandInstance, interval: float = 0.2, scrape_every: int = 5) -> None:
         self.instance = instance
         self.interval = interval
         self.scrape_every = scrape_every
@@ -839,7 +725,7 @@ class Spans:
 
 
 @contextlib.contextmanager
-def loop_profile(instance: Instance, enabled: bool) -> Iterator[list[Row]]:
+def loop_profile(instance: CommandInstance, enabled: bool) -> Iterator[list[Row]]:
     """``--profile``: cProfile of the server's event-loop thread only; yields the rows filled in after."""
     rows: list[Row] = []
     if not enabled:
@@ -901,7 +787,7 @@ class Phase:
         return self.completions / self.window_s if self.window_s else math.nan
 
 
-def idle_cores(instance: Instance, seconds: float) -> tuple[float, float]:
+def idle_cores(instance: CommandInstance, seconds: float) -> tuple[float, float]:
     """Cores used by the server process and its event-loop thread with everything connected and no load."""
     me = psutil.Process()
     c0, l0 = cpu_seconds([me]), instance.loop_cpu()
@@ -909,7 +795,7 @@ def idle_cores(instance: Instance, seconds: float) -> tuple[float, float]:
     return (cpu_seconds([me]) - c0) / seconds, (instance.loop_cpu() - l0) / seconds
 
 
-def drain(instance: Instance, within: float = 120.0) -> float:
+def drain(instance: CommandInstance, within: float = 120.0) -> float:
     """Wait until no command actor is left (the previous phase's stragglers are done); returns the seconds."""
     began = time.monotonic()
     while instance.command_actors() and time.monotonic() - began < within:
@@ -917,7 +803,7 @@ def drain(instance: Instance, within: float = 120.0) -> float:
     return time.monotonic() - began
 
 
-def run_phase(instance: Instance, gen: ProcessLoadGen | ThreadLoadGen, kind: str, concurrency: int, *,
+def run_phase(instance: CommandInstance, gen: ProcessLoadGen | ThreadLoadGen, kind: str, concurrency: int, *,
               warmup: float, seconds: float, tag: str, timelines: int = 0, spans: Spans | None = None,
               steady: bool = False, errors: ErrorTally | None = None) -> Phase:
     """One phase on the load generator, with the CPU of server / load generator / PostgreSQL over it."""
@@ -944,7 +830,7 @@ def run_phase(instance: Instance, gen: ProcessLoadGen | ThreadLoadGen, kind: str
                  server_errors=errors.take() if errors is not None else {})
 
 
-def server_done(instance: Instance, start: float, end: float) -> int:
+def server_done(instance: CommandInstance, start: float, end: float) -> int:
     """Commands whose DONE was stored inside [start, end) (Unix seconds; bench-generated floats)."""
     return int(instance.sql("SELECT count(*) FROM commands WHERE status = 'DONE' "
                             f"AND terminal_at >= to_timestamp({start!r}) AND terminal_at < to_timestamp({end!r})"))
@@ -1131,7 +1017,7 @@ def run(opts: Options) -> None:
     # a load generator process imports while the instance starts
     gen: ProcessLoadGen | ThreadLoadGen = ProcessLoadGen(tmp) if opts.loadgen == "process" else ThreadLoadGen()
     try:
-        with hydrovisor_instance(tmp / "data") as instance:
+        with hydrovisor_instance(tmp / "data", CommandInstance) as instance:
             setup: dict[str, Any] = {"nodes": count, "register_s": register_nodes(instance, count)}
             if opts.async_commit:
                 instance.sql("ALTER SYSTEM SET synchronous_commit = off")

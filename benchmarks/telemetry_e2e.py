@@ -69,15 +69,23 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import psutil
+from _instance import (
+    Instance,
+    broker_port,
+    cpu_seconds,
+    http_json,
+    hydrovisor_instance,
+    metric_sum,
+    postgres_procs,
+    register,
+    scrape,
+)
 from _stats import (
     Row,
     fmt_bytes,
@@ -306,69 +314,6 @@ class FleetProcess:
 # measuring ------------------------------------------------------------------------------------
 
 
-def cpu_seconds(procs: list[psutil.Process]) -> float:
-    """user + system CPU seconds of ``procs`` (those that are gone count 0)."""
-    total = 0.0
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
-
-
-def postgres_procs(data_dir: Path | None) -> list[psutil.Process]:
-    """The embedded PostgreSQL postmaster (found by its data dir on the command line) and its children."""
-    if data_dir is None:
-        return []
-    needle = str(data_dir)
-    for p in psutil.process_iter(["name", "cmdline"]):
-        cmdline = p.info.get("cmdline") or []
-        if "postgres" in (p.info.get("name") or "") and any(needle in part for part in cmdline):
-            with contextlib.suppress(psutil.Error):
-                return [p, *p.children(recursive=True)]
-    return []
-
-
-def http_json(method: str, url: str, body: dict[str, Any] | None = None, timeout: float = 30.0) -> tuple[int, Any]:
-    """One HTTP exchange; returns (status, decoded body)."""
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    if body is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return int(response.status), json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read().decode(errors="replace")
-
-
-def scrape(base_url: str) -> dict[str, float]:
-    """``/metrics`` as ``{"name{label=value,...}": value}`` (labels sorted), the way it is served."""
-    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
-
-    with urllib.request.urlopen(base_url + "/metrics", timeout=30) as response:
-        text = response.read().decode()
-    values: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            values[f"{sample.name}{{{labels}}}"] = float(sample.value)
-    return values
-
-
-def metric_sum(values: dict[str, float], name: str, **labels: str) -> float:
-    """Sum of the samples of ``name`` whose labels include ``labels``."""
-    total = 0.0
-    for key, value in values.items():
-        base, _, rest = key.partition("{")
-        if base != name:
-            continue
-        have = dict(part.split("=", 1) for part in rest.rstrip("}").split(",") if part)
-        if all(have.get(k) == v for k, v in labels.items()):
-            total += value
-    return total
-
-
 def dropped_by_reason(values: dict[str, float]) -> dict[str, float]:
     """``hydrovisor_telemetry_dropped_total`` per reason."""
     out: dict[str, float] = {}
@@ -387,28 +332,12 @@ def sleep_to_next_second() -> int:
     return target
 
 
-@dataclass
-class Instance:
-    """The hydrovisor instance under test."""
-
-    app: Any
-    loop: Any
-    base_url: str
-    mqtt_port: int
-    data_dir: Path
-
-    def sql(self, query: str, *args: Any) -> Any:
-        """One value, queried through the instance's pool on its loop."""
-        return self.loop.run(self._query(query, args, one=True), timeout=120)
+class TelemetryInstance(Instance):
+    """The instance under test, plus the telemetry path's queries and probes."""
 
     def sql_rows(self, query: str, *args: Any) -> list[Any]:
         """All rows, queried through the instance's pool on its loop."""
         return list(self.loop.run(self._query(query, args, one=False), timeout=120))
-
-    async def _query(self, query: str, args: tuple[Any, ...], *, one: bool) -> Any:
-        assert self.app.services is not None
-        pool = self.app.services.db.pool
-        return await (pool.fetchval(query, *args) if one else pool.fetch(query, *args))
 
     def broadcast_backlog(self) -> int:
         """Messages waiting in the embedded broker's (amqtt's) broadcast queue."""
@@ -436,68 +365,16 @@ class Instance:
         return math.nan
 
 
-@contextlib.contextmanager
-def hydrovisor_instance(data_dir: Path) -> Iterator[Instance]:
-    """Start a real instance in this process (like ``tests/app/conftest.py``); stop it after."""
-    from hydrovisor.app import Hydrovisor  # noqa: PLC0415 - measured code, imported after logging setup
-    from hydrovisor.config import Settings  # noqa: PLC0415
-    from hydrovisor.config.settings import DatabaseSettings, HttpSettings, MqttSettings  # noqa: PLC0415
-    from hydrovisor.runtime.loop_thread import LoopThread  # noqa: PLC0415
-
-    settings = Settings(
-        data_dir=str(data_dir), dev_mode=True, http=HttpSettings(host="127.0.0.1", port=0),
-        mqtt=MqttSettings(host="127.0.0.1", port=0), database=DatabaseSettings(url=None), shutdown_timeout=30.0,
-    )
-    loop = LoopThread()
-    loop.__enter__()
-    app = Hydrovisor(settings)
-    try:
-        loop.run(app.start(), timeout=120)
-        assert app.services is not None
-        instance = Instance(app, loop, f"http://127.0.0.1:{app.http_port}",
-                            loop.run(_port(app.services.broker)), data_dir)
-        deadline = time.monotonic() + 30
-        while http_json("GET", instance.base_url + "/health/ready")[0] != 200:
-            if time.monotonic() > deadline:
-                raise RuntimeError("hydrovisor did not become ready")
-            time.sleep(0.05)
-        yield instance
-    finally:
-        loop.run(app.stop(), timeout=120)
-        loop.close()
-
-
-async def _port(broker: Any) -> int:
-    return int(broker.port)
-
-
-def register_nodes(instance: Instance, count: int) -> float:
+def register_nodes(instance: TelemetryInstance, count: int) -> float:
     """Greenhouse, zone, ``count`` bound nodes and the probe node over HTTP; returns the seconds it took."""
     from hydrovisor.sim import SIM_NODE_TYPES, hardware_id_for  # noqa: PLC0415
 
-    base = instance.base_url
-    began = time.monotonic()
-    for path, body in (("/api/v1/greenhouses", {"uid": GH, "name": "bench"}),
-                       ("/api/v1/zones", {"greenhouse_uid": GH, "uid": ZONE, "name": "bench"})):
-        status, reply = http_json("POST", base + path, body)
-        if status != 201:
-            raise RuntimeError(f"POST {path} -> {status} {reply}")
-
-    def one(index: int) -> None:
-        if index < 0:
-            body = {"uid": PROBE_UID, "hardware_id": PROBE_HW, "type": "ph", "zone_uid": ZONE,
-                    "node_secret": "bench-probe-secret-0001"}
-        else:
-            body = {"uid": node_uid(index), "hardware_id": hardware_id_for(SEED, index),
-                    "type": SIM_NODE_TYPES[index % len(SIM_NODE_TYPES)], "zone_uid": ZONE,
-                    "node_secret": node_secret(index)}
-        status, reply = http_json("POST", base + "/api/v1/nodes", body)
-        if status != 201:
-            raise RuntimeError(f"POST /api/v1/nodes -> {status} {reply}")
-
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(one, range(-1, count)))
-    return time.monotonic() - began
+    probe = {"uid": PROBE_UID, "hardware_id": PROBE_HW, "type": "ph", "zone_uid": ZONE,
+             "node_secret": "bench-probe-secret-0001"}
+    return register(instance.base_url, GH, ZONE, [probe, *(
+        {"uid": node_uid(index), "hardware_id": hardware_id_for(SEED, index),
+         "type": SIM_NODE_TYPES[index % len(SIM_NODE_TYPES)], "zone_uid": ZONE, "node_secret": node_secret(index)}
+        for index in range(count))])
 
 
 class RawBroker:
@@ -513,7 +390,7 @@ class RawBroker:
         self.loop.__enter__()
         self.broker = EmbeddedBroker("127.0.0.1", 0, dev_mode=True, on_message=self._count)
         self.loop.run(self.broker.start())
-        self.port = self.loop.run(_port(self.broker))
+        self.port = self.loop.run(broker_port(self.broker))
 
     def _count(self, message: Any) -> None:
         if message.topic.endswith("/telemetry"):
@@ -623,7 +500,7 @@ def _lag(m: dict[str, float]) -> tuple[float, float]:
             metric_sum(m, "hydrovisor_event_loop_lag_seconds_count"))
 
 
-def run_hydrovisor(instance: Instance, count: int, interval: float, seconds: float, *, quick: bool,
+def run_hydrovisor(instance: TelemetryInstance, count: int, interval: float, seconds: float, *, quick: bool,
                    log_dir: Path) -> Window:
     """Phase B: the fleet against the instance."""
     instance.wait_caught_up()
@@ -674,7 +551,7 @@ class Latency:
     server_cpu: float
 
 
-def run_latency(instance: Instance, count: int, interval: float, seconds: float, *, quick: bool,
+def run_latency(instance: TelemetryInstance, count: int, interval: float, seconds: float, *, quick: bool,
                 log_dir: Path) -> Latency:
     """The fleet at ``interval`` plus the probe process; latencies from the probe's rows."""
     fleet = FleetProcess(instance.mqtt_port, count, interval, log_dir, within=_within(count))
@@ -692,7 +569,7 @@ def run_latency(instance: Instance, count: int, interval: float, seconds: float,
                    (c1 - c0) / elapsed)
 
 
-def run_probe(instance: Instance, seconds: float) -> tuple[float, dict[str, Any]]:
+def run_probe(instance: TelemetryInstance, seconds: float) -> tuple[float, dict[str, Any]]:
     """Run the probe process for ``seconds``; returns when it started and its final report."""
     began = time.time()
     probe = subprocess.run(
@@ -704,7 +581,7 @@ def run_probe(instance: Instance, seconds: float) -> tuple[float, dict[str, Any]
     return began, next((json.loads(line) for line in probe.stdout.splitlines() if "probe_done" in line), {})
 
 
-def probe_rows(instance: Instance, began: float) -> list[float]:
+def probe_rows(instance: TelemetryInstance, began: float) -> list[float]:
     """``received_at - ts`` of the probe's rows since ``began``, once the writer caught up."""
     instance.wait_caught_up()
     rows = instance.sql_rows(
@@ -755,7 +632,7 @@ def _lag_over(m: dict[str, float], limit: str) -> float:
             - metric_sum(m, "hydrovisor_event_loop_lag_seconds_bucket", le=limit))
 
 
-def run_resources(instance: Instance, count: int, within: float, log_dir: Path, *, later: float,
+def run_resources(instance: TelemetryInstance, count: int, within: float, log_dir: Path, *, later: float,
                   probe_s: float) -> Resources:
     """Connect ``count`` nodes at the default telemetry interval; measure the server process."""
     me = psutil.Process()
@@ -955,7 +832,7 @@ def run(quick: bool, sizes: dict[int, float], resource_nodes: int, resource_with
           f"offered = sum(channels) / interval; the fleet runs in a separate process")
     tmp = Path(tempfile.mkdtemp(prefix="hv-telemetry-e2e-"))
     windows: list[Window] = []
-    with hydrovisor_instance(tmp / "data") as instance:
+    with hydrovisor_instance(tmp / "data", TelemetryInstance) as instance:
         registered = max(resource_nodes, *sizes)
         me = psutil.Process()
         setup: dict[str, float] = {"rss0": me.memory_info().rss, "threads0": me.num_threads(), "nodes": registered}
