@@ -10,7 +10,12 @@ Rules (PROTOCOL §9):
   CONNACK 4) and gets the device ACL, exactly as outside development mode;
 - a verified device's last will must be on a topic the ACL lets it publish (CONNACK 5 else):
   amqtt publishes wills without any ACL check, so this is the only place to enforce it;
-- an empty client id needs a clean session (§3.1.3-8: CONNACK 2).
+- an empty client id needs a clean session (§3.1.3-8: CONNACK 2);
+- a client id belongs to a device (``DeviceDirectory.owner_of``: its node uid or hardware id):
+  only that device's own credentials may connect with it (CONNACK 2 else), so a device holding
+  credentials of its own cannot take another's id while that one is offline and lock it out.
+  Outside development mode a verified device must use a client id of its own (the firmware's
+  is its hardware id, PROTOCOL §1); in development mode ids that belong to no device are free.
 
 The verdict is attached to the amqtt session (``attach``) and read back by the plugins.
 """
@@ -66,11 +71,11 @@ def admit(request: ConnectRequest, directory: DeviceDirectory, *, dev_mode: bool
     username = request.username
     if username is None:
         if dev_mode:
-            return _admitted(request, None)
+            return _client_id_refusal(request.client_id, None, directory, dev_mode=True) or _admitted(request, None)
         return Refusal(NOT_AUTHORIZED, "anonymous")
     if directory.get(username) is None:
         if dev_mode:
-            return _admitted(request, None)
+            return _client_id_refusal(request.client_id, None, directory, dev_mode=True) or _admitted(request, None)
         directory.verify(username, "")  # same cost as a known user: no username probing by timing
         return Refusal(BAD_USERNAME_PASSWORD, "unknown_user")
     identity = directory.verify(username, _text(request.password))
@@ -78,7 +83,25 @@ def admit(request: ConnectRequest, directory: DeviceDirectory, *, dev_mode: bool
         return Refusal(BAD_USERNAME_PASSWORD, "bad_password")
     if request.will is not None and not acl.may_publish(identity, request.will.topic):
         return Refusal(NOT_AUTHORIZED, "will_topic_denied")
+    refused_id = _client_id_refusal(request.client_id, identity, directory, dev_mode=dev_mode)
+    if refused_id is not None:
+        return refused_id
     return _admitted(request, identity)
+
+
+def _client_id_refusal(
+    client_id: str, identity: DeviceIdentity | None, directory: DeviceDirectory, *, dev_mode: bool
+) -> Refusal | None:
+    """None when ``identity`` (None: an unverified development client) may use ``client_id``."""
+    owner = directory.owner_of(client_id) if client_id else None
+    if owner is not None:
+        if identity is not None and identity.hardware_id == owner:
+            return None
+        return Refusal(IDENTIFIER_REJECTED, "client_id_of_another_device")
+    if identity is not None and not dev_mode:
+        # an empty id is refused too: amqtt would assign one that is nobody's
+        return Refusal(IDENTIFIER_REJECTED, "client_id_not_the_devices")
+    return None
 
 
 def may_take_over(new: Admission, old: Admission) -> bool:

@@ -96,13 +96,22 @@ _DUMMY_HASH = hash_password(new_secret())
 
 
 class DeviceDirectory:
-    """Thread-safe in-memory map username -> :class:`DeviceIdentity`."""
+    """Thread-safe in-memory map username -> :class:`DeviceIdentity`.
+
+    It also answers who owns a client id (:meth:`owner_of`): a device's client ids are its
+    usernames (node uid, hardware id) and its hardware id, which is what the firmware sends as
+    client id (PROTOCOL §1).
+    """
 
     hash_password = staticmethod(hash_password)
 
     def __init__(self, identities: Iterable[DeviceIdentity] = ()) -> None:
         self._lock = threading.Lock()
-        self._by_username: dict[str, DeviceIdentity] = {i.username: i for i in identities}
+        self._by_username: dict[str, DeviceIdentity] = {}
+        # hardware id -> the usernames carrying it (an index, so owner_of stays O(1) at 10,000 nodes)
+        self._by_hardware: dict[str, set[str]] = {}
+        for identity in identities:
+            self._store(identity)
 
     def __len__(self) -> int:
         """Number of known usernames."""
@@ -112,18 +121,26 @@ class DeviceDirectory:
     def put(self, identity: DeviceIdentity) -> None:
         """Add or replace the identity of ``identity.username``."""
         with self._lock:
-            self._by_username[identity.username] = identity
+            self._store(identity)
 
     def replace_all(self, identities: Iterable[DeviceIdentity]) -> None:
         """Swap the whole content at once (a reload from the database)."""
-        fresh = {i.username: i for i in identities}
+        fresh = DeviceDirectory(identities)
         with self._lock:
-            self._by_username = fresh
+            self._by_username, self._by_hardware = fresh._by_username, fresh._by_hardware
 
     def remove(self, username: str) -> bool:
         """Forget ``username``; True when it was known."""
         with self._lock:
-            return self._by_username.pop(username, None) is not None
+            return self._discard(username) is not None
+
+    def owner_of(self, client_id: str) -> str | None:
+        """The hardware id of the device owning ``client_id``, or None when the id is nobody's."""
+        with self._lock:
+            identity = self._by_username.get(client_id)
+            if identity is not None:
+                return identity.hardware_id
+            return client_id if self._by_hardware.get(client_id) else None
 
     def get(self, username: str) -> DeviceIdentity | None:
         """The identity of ``username``, or None."""
@@ -139,3 +156,19 @@ class DeviceDirectory:
         identity = self.get(username)
         ok = check_password(password, identity.password_hash if identity else _DUMMY_HASH)
         return identity if ok and identity is not None else None
+
+    def _store(self, identity: DeviceIdentity) -> None:
+        """Under the lock (or before the directory is shared)."""
+        self._discard(identity.username)
+        self._by_username[identity.username] = identity
+        self._by_hardware.setdefault(identity.hardware_id, set()).add(identity.username)
+
+    def _discard(self, username: str) -> DeviceIdentity | None:
+        """Under the lock: drop ``username`` from both maps."""
+        old = self._by_username.pop(username, None)
+        if old is not None:
+            names = self._by_hardware.get(old.hardware_id, set())
+            names.discard(username)
+            if not names:
+                self._by_hardware.pop(old.hardware_id, None)
+        return old

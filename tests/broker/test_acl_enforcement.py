@@ -60,7 +60,7 @@ def test_node_a_cannot_publish_into_node_bs_namespace() -> None:
 def test_node_a_cannot_subscribe_to_node_bs_topics() -> None:
     async def scenario() -> None:
         async with running(directory=fleet()) as broker:
-            node_a = await connect(broker.port, f"nd-a:{SECRET_A}@")
+            node_a = await connect(broker.port, f"nd-a:{SECRET_A}@", client_id=NODE_A.hardware_id)
             granted = await node_a.subscribe([
                 ("hydro/gh-1/zn-1/nd-b/+/command", QOS_1),
                 ("hydro/gh-1/zn-1/nd-b/config", QOS_1),
@@ -108,7 +108,7 @@ def test_binding_in_the_directory_takes_effect_without_a_reconnect() -> None:
 
     async def scenario() -> None:
         async with running(directory=directory, on_message=inbox) as broker:
-            device = await connect(broker.port, f"{FRESH.username}:{SECRET_NEW}@")
+            device = await connect(broker.port, f"{FRESH.username}:{SECRET_NEW}@", client_id=FRESH.hardware_id)
             directory.put(DeviceIdentity(
                 username=FRESH.username, hardware_id=FRESH.hardware_id, node_uid="nd-c",
                 gh_uid="gh-1", zone_uid="zn-2", password_hash=FRESH.password_hash))

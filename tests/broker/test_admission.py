@@ -30,12 +30,12 @@ UNACCEPTABLE_PROTOCOL, IDENTIFIER_REJECTED, BAD_CREDENTIALS, NOT_AUTHORIZED = 1,
 def test_the_right_secret_is_accepted_and_anything_else_refused() -> None:
     async def scenario() -> None:
         async with running(directory=fleet()) as broker:
-            client = await connect(broker.port, f"nd-a:{SECRET_A}@")
+            client = await connect(broker.port, f"nd-a:{SECRET_A}@", client_id=NODE_A.hardware_id)
             assert await refused_code(broker.port, "nd-a:wrong@") == BAD_CREDENTIALS
             assert await refused_code(broker.port, f"nd-a:{SECRET_B}@") == BAD_CREDENTIALS  # B's secret
             assert await refused_code(broker.port, f"nd-zz:{SECRET_A}@") == BAD_CREDENTIALS  # unknown
             assert await refused_code(broker.port) == NOT_AUTHORIZED  # anonymous, not in dev mode
-            fresh = await connect(broker.port, f"{FRESH.username}:{SECRET_NEW}@")  # by hardware id
+            fresh = await connect(broker.port, f"{FRESH.username}:{SECRET_NEW}@", client_id=FRESH.hardware_id)
             assert broker.session_count == 2  # refused attempts are not sessions
             await client.disconnect()
             await fresh.disconnect()
@@ -59,7 +59,7 @@ def test_credentials_follow_directory_updates() -> None:
         async with running(directory=directory) as broker:
             assert await refused_code(broker.port, f"nd-a:{SECRET_A}@") == BAD_CREDENTIALS
             broker.directory.put(NODE_A)  # credential issued
-            client = await connect(broker.port, f"nd-a:{SECRET_A}@")
+            client = await connect(broker.port, f"nd-a:{SECRET_A}@", client_id=NODE_A.hardware_id)
             await client.disconnect()
             assert broker.directory.remove("nd-a")  # revoked
             assert await refused_code(broker.port, f"nd-a:{SECRET_A}@") == BAD_CREDENTIALS

@@ -79,10 +79,46 @@ def test_another_device_cannot_take_a_live_client_id_over() -> None:
             assert code == IDENTIFIER_REJECTED
             assert broker.subscriber_count(COMMAND_A) == 1
             await device.disconnect()
-            await eventually(lambda: broker.session_count == 0)
-            # once the id is free anyone admitted may use it
-            other = await connect(broker.port, f"nd-b:{SECRET_B}@", client_id=CLIENT_A)
-            await other.disconnect()
+
+    run(scenario)
+
+
+def test_a_device_cannot_take_an_offline_devices_client_id_and_lock_it_out() -> None:
+    async def scenario() -> None:
+        async with running(directory=fleet()) as broker:
+            for client_id in (CLIENT_A, "nd-a"):  # the hardware id and the node uid are both A's
+                assert await refused_code(broker.port, f"nd-b:{SECRET_B}@", client_id=client_id) == IDENTIFIER_REJECTED
+            assert broker.session_count == 0
+            device = await connect(broker.port, f"nd-a:{SECRET_A}@", client_id=CLIENT_A)  # A is not locked out
+            assert broker.connected_clients() == [CLIENT_A]
+            await device.disconnect()
+
+    run(scenario)
+
+
+def test_outside_dev_mode_a_device_uses_a_client_id_of_its_own() -> None:
+    async def scenario() -> None:
+        async with running(directory=fleet()) as broker:
+            for client_id in ("someone-else", ""):  # "": amqtt would assign an id that is nobody's
+                assert await refused_code(broker.port, f"nd-a:{SECRET_A}@", client_id=client_id) == IDENTIFIER_REJECTED
+            by_uid = await connect(broker.port, f"nd-a:{SECRET_A}@", client_id="nd-a")
+            await by_uid.disconnect()
+
+    run(scenario)
+
+
+def test_in_dev_mode_free_client_ids_are_anyones_but_a_devices_stay_its_own() -> None:
+    async def scenario() -> None:
+        async with running(dev_mode=True, directory=fleet()) as broker:
+            assert await refused_code(broker.port, client_id=CLIENT_A) == IDENTIFIER_REJECTED  # anonymous
+            assert await refused_code(broker.port, "simulator:x@", client_id=CLIENT_A) == IDENTIFIER_REJECTED
+            assert await refused_code(broker.port, f"nd-b:{SECRET_B}@", client_id=CLIENT_A) == IDENTIFIER_REJECTED
+            free = await connect(broker.port, client_id="esp32-0123456789ab")
+            verified = await connect(broker.port, f"nd-b:{SECRET_B}@", client_id="bench-7")
+            device = await connect(broker.port, f"nd-a:{SECRET_A}@", client_id=CLIENT_A)
+            assert sorted(broker.connected_clients()) == sorted([CLIENT_A, "bench-7", "esp32-0123456789ab"])
+            for client in (free, verified, device):
+                await client.disconnect()
 
     run(scenario)
 

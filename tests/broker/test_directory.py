@@ -94,3 +94,18 @@ def test_concurrent_writers_and_readers() -> None:
         thread.join()
     assert not errors
     assert len(directory) == 4 * 200
+
+
+def test_owner_of_a_client_id_follows_puts_removals_and_reloads() -> None:
+    hw = "esp32-000000000001"
+    directory = DeviceDirectory([identity("nd-1")])
+    assert directory.owner_of("nd-1") == hw  # a username
+    assert directory.owner_of(hw) == hw  # the hardware id, though not a username here
+    assert directory.owner_of("nd-2") is None
+    directory.put(identity(hw, node_uid=None))
+    directory.put(identity("nd-1", hardware_id="esp32-000000000002"))  # the uid moved to other hardware
+    assert (directory.owner_of("nd-1"), directory.owner_of(hw)) == ("esp32-000000000002", hw)
+    assert directory.remove(hw)
+    assert directory.owner_of(hw) is None
+    directory.replace_all([identity("nd-9", node_uid="nd-9")])
+    assert (directory.owner_of("nd-9"), directory.owner_of("nd-1")) == (hw, None)

@@ -32,7 +32,7 @@ def test_publish_reaches_a_subscribed_device_and_subscriber_count_follows() -> N
         async with running(directory=fleet()) as broker:
             assert broker.subscriber_count(COMMAND_A) == 0
             device = await connect(broker.port, f"nd-a:{SECRET_A}@", client_id=NODE_A.hardware_id)
-            other = await connect(broker.port, f"nd-b:{SECRET_B}@")
+            other = await connect(broker.port, f"nd-b:{SECRET_B}@", client_id="esp32-bbbbbbbbbbbb")
             await device.subscribe([("hydro/gh-1/zn-1/nd-a/+/command", QOS_1),
                                     ("hydro/time/response", QOS_1)])
             await other.subscribe([("hydro/time/response", QOS_1)])
@@ -137,7 +137,7 @@ def test_the_will_of_a_dropped_device_arrives_through_on_message() -> None:
             will = await inbox.wait_for(LWT_A)
             assert (will.client_id, will.username, will.payload) == ("esp32-aaaaaaaaaaaa", "nd-a", b"offline")
             # a clean DISCONNECT discards the will (amqtt client sends one)
-            graceful = await connect(broker.port, f"nd-a:{SECRET_A}@",
+            graceful = await connect(broker.port, f"nd-a:{SECRET_A}@", client_id="esp32-aaaaaaaaaaaa",
                                      will={"topic": LWT_A, "message": "offline", "qos": 1, "retain": True})
             await graceful.disconnect()
             await eventually(lambda: broker.session_count == 0)
