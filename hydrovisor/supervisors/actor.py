@@ -15,7 +15,10 @@ implementations) so that:
 - a handler running longer than the child's ``hang_timeout`` -> the supervisor abandons the
   incarnation (Python cannot kill a thread); when the thread wakes up it exits without touching
   the mailbox;
-- messages queued behind a crash stay in the path's mailbox for the next incarnation.
+- messages queued behind a crash stay in the path's mailbox for the next incarnation, except the
+  ones an incarnation sent itself (through its ``ActorRef``: piped results, timers): those are
+  stamped with the incarnation, and its successor drops them (counted, logged) instead of
+  handling work it never started.
 
 Subclasses implement ``on_receive`` and/or methods called through proxies, exactly as in pykka.
 """
@@ -35,10 +38,10 @@ from pykka import ActorRegistry
 from pykka.messages import _ActorStop
 
 from hydrovisor.supervisors.context import ActorContext
-from hydrovisor.supervisors.errors import Escalated, Rejection
+from hydrovisor.supervisors.errors import ActorStopped, Escalated, Rejection
 from hydrovisor.supervisors.exit import NORMAL, SHUTDOWN, ExitKind, ExitReason
 from hydrovisor.supervisors.faults import InjectedCrash, InjectedHang
-from hydrovisor.supervisors.mailbox import StopRequest
+from hydrovisor.supervisors.mailbox import Envelope, StopRequest
 
 if TYPE_CHECKING:
     from hydrovisor.runtime.bridge import Outcome
@@ -56,7 +59,12 @@ class _Inbox:
         self._ctx = ctx
 
     def put(self, envelope: Any, /) -> None:
-        self._ctx.mailbox.put(envelope)
+        # Whatever comes through an incarnation's ActorRef is addressed to that incarnation only.
+        stamped = Envelope(envelope.message, envelope.reply_to, incarnation=self._ctx.generation)
+        try:
+            self._ctx.mailbox.put(stamped)
+        except ActorStopped as exc:  # the path stopped for good: so did this incarnation
+            raise pykka.ActorDeadError(f"{self._ctx.path} is stopped") from exc
 
     def get(self) -> Any:
         return self._ctx.mailbox.get(self._ctx.generation)
@@ -80,7 +88,8 @@ class SupervisedActor(pykka.ThreadingActor):
         super().__init__()
         self.ctx = ctx
         ctx.actor = self
-        self.actor_inbox = _Inbox(ctx)
+        self._inbox = _Inbox(ctx)
+        self.actor_inbox = self._inbox
         self._actor_ref = pykka.ActorRef(self)
         self.busy_since: float | None = None
         # the reply slot of the message being handled: failed at once if the handler hangs
@@ -127,9 +136,12 @@ class SupervisedActor(pykka.ThreadingActor):
     def _receive_phase(self) -> ExitReason | None:
         """Handle messages until stopped; ``None`` means this incarnation was abandoned."""
         while True:
-            envelope = self.actor_inbox.get()
+            envelope: Envelope | None = self._inbox.get()
             if envelope is None:
                 return None
+            if envelope.incarnation not in (None, self.ctx.generation):
+                self._drop_stale(envelope)
+                continue
             message = envelope.message
             if isinstance(message, StopRequest | _ActorStop):
                 if isinstance(message, StopRequest) and message.generation != self.ctx.generation:
@@ -161,6 +173,20 @@ class SupervisedActor(pykka.ThreadingActor):
             if envelope.reply_to is not None:
                 with contextlib.suppress(queue.Full):  # already failed by an abandonment
                     envelope.reply_to.set(response)
+
+    def _drop_stale(self, envelope: Envelope) -> None:
+        """A predecessor's private message: its work died with it (this incarnation rebuilt its state)."""
+        message_type = type(envelope.message).__name__
+        if getattr(envelope.message, "internal", False):  # runtime traffic (ticks, exit reports), not work
+            log.debug("dropped %s of a previous incarnation of %s", message_type, self.path)
+            return
+        self.ctx.system.count_stale(self.path)
+        log.info("dropped %s sent by incarnation %s of %s to itself", message_type, envelope.incarnation,
+                 self.path, extra={"event": "stale_message_dropped", "path": self.path,
+                                   "message_type": message_type, "incarnation": envelope.incarnation})
+        if envelope.reply_to is not None:
+            error = pykka.ActorDeadError(f"incarnation {envelope.incarnation} of {self.path} is gone")
+            _reply_error(envelope.reply_to, (type(error), error, None))
 
     def _stop_phase(self, reason: ExitReason) -> ExitReason:
         try:

@@ -18,13 +18,19 @@ log = logging.getLogger("hydrovisor.supervisor")
 
 
 class Envelope:
-    """A message and, for asks, where to put the reply (anything with ``set``/``set_exception``)."""
+    """A message and, for asks, where to put the reply (anything with ``set``/``set_exception``).
 
-    __slots__ = ("message", "reply_to")
+    ``incarnation`` is set on messages sent through one incarnation's ``ActorRef`` (its piped
+    results, timers, its own tells): they are meant for that incarnation only, never for the
+    successor that inherits the path's mailbox. ``None`` means addressed by path.
+    """
 
-    def __init__(self, message: Any, reply_to: Any = None) -> None:
+    __slots__ = ("incarnation", "message", "reply_to")
+
+    def __init__(self, message: Any, reply_to: Any = None, *, incarnation: int | None = None) -> None:
         self.message = message
         self.reply_to = reply_to
+        self.incarnation = incarnation
 
 
 class StopRequest:

@@ -31,13 +31,7 @@ class TreeCollector(Collector):
             except NoSuchActor:
                 continue
             counts[(cell.spec.kind, cell.state.value)] += 1
-            parent = path.rsplit("/", 1)[0] or "/"
-            try:
-                flags = self._system.cell(parent).flags if path != "/" else None
-            except NoSuchActor:
-                flags = None
-            label = f"{parent.rstrip('/')}/*" if flags is not None and flags.dynamic else path
-            depth[label] += len(cell.mailbox)
+            depth[self._system.series(path)] += len(cell.mailbox)
         actors = GaugeMetricFamily("hydrovisor_actors", "Live actor paths by kind and state.",
                                    labels=["kind", "state"])
         for (kind, state), n in sorted(counts.items()):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
+
+import pykka
 
 from hydrovisor.supervisors.actor import SupervisedActor
 from hydrovisor.supervisors.cell import Cell, CellState
@@ -69,9 +72,8 @@ class Supervisor(SupervisedActor):
             except StartFailed:
                 self._terminate_all()
                 raise
-        self._ticker = self.ctx.system.timers.every(
-            self.flags.liveness_interval, lambda: self._tell_self(CheckLiveness())
-        )
+        ref = self.actor_ref  # the ticker ends with this incarnation (tell raises ActorDeadError)
+        self._ticker = self.ctx.system.timers.every(self.flags.liveness_interval, lambda: ref.tell(CheckLiveness()))
 
     def on_stop(self) -> None:
         self._shutdown()
@@ -161,7 +163,9 @@ class Supervisor(SupervisedActor):
         return report
 
     def _tell_self(self, message: Any) -> None:
-        self.ctx.system.deliver(self.ctx.mailbox, message)
+        # through this incarnation's ref: a successor drops it (a stale RestartDue token or exit report)
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.actor_ref.tell(message)
 
     # failures --------------------------------------------------------------------------------
 
@@ -224,9 +228,7 @@ class Supervisor(SupervisedActor):
                 f"{self.flags.period}s; last: {cell.path} {reason}"
             )
         cell.record_restart()
-        # children of a dynamic supervisor share one series: a path per command would be unbounded
-        label = f"{self.path.rstrip('/')}/*" if self.flags.dynamic else cell.path
-        self.ctx.system.count_restart(label, reason)
+        self.ctx.system.count_restart(cell.path, reason)
         self._restart(cell)
 
     def _restart(self, failed: Cell) -> None:

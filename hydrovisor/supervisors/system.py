@@ -22,9 +22,9 @@ from hydrovisor.runtime.bridge import Bridge
 from hydrovisor.runtime.timers import TimerService
 from hydrovisor.supervisors.cell import Cell, CellState
 from hydrovisor.supervisors.context import ActorContext
-from hydrovisor.supervisors.errors import ActorHung, ActorStopped, NoSuchActor, StartFailed
+from hydrovisor.supervisors.errors import ActorHung, NoSuchActor, StartFailed
 from hydrovisor.supervisors.exit import ExitKind, ExitReason
-from hydrovisor.supervisors.mailbox import Envelope, Mailbox, StopRequest
+from hydrovisor.supervisors.mailbox import Envelope, StopRequest
 from hydrovisor.supervisors.messages import KillChild
 from hydrovisor.supervisors.spec import ChildSpec, SupervisorFlags
 
@@ -63,6 +63,13 @@ class ActorSystem:
             "hydrovisor_actor_restarts_total",
             "Restarts performed by supervisors, by child path and exit kind.",
             ["path", "reason"],
+            registry=registry,
+        )
+        self.stale_messages = Counter(
+            "hydrovisor_actor_stale_messages_total",
+            "Messages an incarnation sent itself (piped results, timers) that arrived after it was replaced; "
+            "dropped unhandled.",
+            ["path"],
             registry=registry,
         )
         bridge.attach(self)
@@ -201,14 +208,6 @@ class ActorSystem:
         parent, message = kill_request(path, reason)
         self.ask(parent, message, timeout=60.0)
 
-    def deliver(self, mailbox: Mailbox, message: Any) -> bool:
-        """Tell for internal callbacks (timers, exit reports): a stopped target is not an error."""
-        try:
-            mailbox.put(Envelope(message))
-        except ActorStopped:
-            return False
-        return True
-
     # reports ---------------------------------------------------------------------------------
 
     def on_failure(self, listener: Callable[[str, str], None]) -> None:
@@ -229,4 +228,19 @@ class ActorSystem:
 
     def count_restart(self, path: str, reason: ExitReason) -> None:
         """Bump ``hydrovisor_actor_restarts_total{path,reason}``."""
-        self.restarts.labels(path=path, reason=reason.kind.value).inc()
+        self.restarts.labels(path=self.series(path), reason=reason.kind.value).inc()
+
+    def count_stale(self, path: str) -> None:
+        """Bump ``hydrovisor_actor_stale_messages_total{path}``."""
+        self.stale_messages.labels(path=self.series(path)).inc()
+
+    def series(self, path: str) -> str:
+        """Metric label of ``path``: children of a dynamic supervisor share ``<supervisor>/*``, so one
+        series per node or command does not grow without bound."""
+        if path == ROOT:
+            return path
+        parent = path.rsplit("/", 1)[0] or ROOT
+        cell = self._cells.get(parent)
+        if cell is not None and cell.flags is not None and cell.flags.dynamic:
+            return f"{parent.rstrip('/')}/*"
+        return path
