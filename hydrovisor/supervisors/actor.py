@@ -15,6 +15,8 @@ implementations) so that:
 - a handler running longer than the child's ``hang_timeout`` -> the supervisor abandons the
   incarnation (Python cannot kill a thread); when the thread wakes up it exits without touching
   the mailbox;
+- a graceful stop (:meth:`ActorSystem.request_stop`) queues behind the backlog, which is handled
+  until the child's shutdown timeout runs out; what is left is counted when the path closes;
 - messages queued behind a crash stay in the path's mailbox for the next incarnation, except the
   ones an incarnation sent itself (through its ``ActorRef``: piped results, timers): those are
   stamped with the incarnation, and its successor drops them (counted, logged) instead of
@@ -146,10 +148,18 @@ class SupervisedActor(pykka.ThreadingActor):
             if isinstance(message, StopRequest | _ActorStop):
                 if isinstance(message, StopRequest) and message.generation != self.ctx.generation:
                     continue
+                self.ctx.stopping.set()
                 reason = self._stop_phase(SHUTDOWN if isinstance(message, StopRequest) else NORMAL)
                 if envelope.reply_to is not None:
                     envelope.reply_to.set(None)
                 return reason
+            deadline = self.ctx.stop_deadline
+            if deadline is not None and time.monotonic() > deadline:
+                # out of drain time: this message and the rest stay queued for whoever takes the
+                # path next, or are counted as dropped when it is closed
+                self.ctx.mailbox.put_control(envelope, first=True)
+                self.ctx.stopping.set()
+                return self._stop_phase(SHUTDOWN)
             self.busy_since = time.monotonic()
             self.current_reply = envelope.reply_to
             try:

@@ -32,6 +32,11 @@ class ActorContext:
         self.generation = generation
         self.report_exit = report_exit
         self.started = threading.Event()
+        # set when the incarnation leaves its receive loop to stop (its backlog worked through, or
+        # the drain deadline passed); on_stop and the exit follow
+        self.stopping = threading.Event()
+        # monotonic time after which a graceful stop handles no more queued messages
+        self.stop_deadline: float | None = None
         self.exited = threading.Event()
         self.start_error: ExitReason | None = None
         self.actor: SupervisedActor | None = None

@@ -2,19 +2,18 @@
 
 Messages queued for a child that crashes stay here and are handled by the next incarnation;
 only a child that stops for good closes its mailbox, and then every queued message fails with
-:class:`ActorStopped` (asks get the exception, tells are reported as dead letters).
+:class:`ActorStopped` (asks get the exception; the supervisor counts and reports what was left).
 """
 
 from __future__ import annotations
 
 import collections
-import logging
+import contextlib
+import queue
 import threading
 from typing import Any
 
 from hydrovisor.supervisors.errors import ActorStopped
-
-log = logging.getLogger("hydrovisor.supervisor")
 
 
 class Envelope:
@@ -68,10 +67,13 @@ class Mailbox:
             self._items.append(envelope)
             self._cond.notify()
 
-    def put_first(self, envelope: Any) -> None:
-        """Queue a control message ahead of everything else (used for supervisor stops)."""
+    def put_control(self, envelope: Any, *, first: bool) -> None:
+        """Queue a supervisor stop: behind the backlog (graceful) or ahead of it (a kill)."""
         with self._cond:
-            self._items.appendleft(envelope)
+            if first:
+                self._items.appendleft(envelope)
+            else:
+                self._items.append(envelope)
             self._cond.notify()
 
     def get(self, generation: int) -> Any | None:
@@ -91,7 +93,7 @@ class Mailbox:
             return self._generation
 
     def close(self, reason: str) -> list[Any]:
-        """Refuse further messages and fail every queued one; returns what was drained."""
+        """Refuse further messages and fail every queued ask; returns what was left queued."""
         with self._cond:
             self._closed = reason
             self._generation += 1
@@ -103,16 +105,14 @@ class Mailbox:
         return drained
 
 
+def is_control(envelope: Any) -> bool:
+    """Runtime control traffic (stops, ticks, exit reports): never a lost message."""
+    return isinstance(envelope.message, StopRequest) or getattr(envelope.message, "internal", False) is True
+
+
 def fail_envelope(envelope: Any, error: BaseException) -> None:
-    """Fail one undeliverable message loudly: the asker gets ``error``, a tell is logged."""
-    if isinstance(envelope.message, StopRequest) or getattr(envelope.message, "internal", False):
-        return  # runtime control traffic (stops, ticks, exit reports) is not a dead letter
+    """Fail one undeliverable ask: the asker gets ``error`` (the closer counts and reports tells)."""
     reply_to = getattr(envelope, "reply_to", None)
-    if reply_to is not None:
-        reply_to.set_exception(exc_info=(type(error), error, None))
-        return
-    log.warning(
-        "dead letter: %s",
-        error,
-        extra={"event": "dead_letter", "message_type": type(envelope.message).__name__},
-    )
+    if reply_to is not None and not is_control(envelope):
+        with contextlib.suppress(queue.Full):  # already answered (an abandoned hung handler's ask)
+            reply_to.set_exception(exc_info=(type(error), error, None))

@@ -124,7 +124,7 @@ class Supervisor(SupervisedActor):
         except StartFailed as exc:
             cell.record_failure(ExitReason(ExitKind.START_FAILED, exc.reason))
             cell.state = CellState.STOPPED
-            cell.mailbox.close(f"start failed: {exc.reason}")
+            self.ctx.system.close_mailbox(cell, f"start failed: {exc.reason}")
             self._forget(cell)
             raise
         return path
@@ -202,7 +202,7 @@ class Supervisor(SupervisedActor):
         cell = self._cells.get(msg.child_id)
         if cell is None or cell.state is not CellState.RUNNING:
             raise NoSuchActor(self._child_path(msg.child_id))
-        self._terminate(cell)
+        self._terminate(cell, drain=False)
         self._child_failed(cell, ExitReason(ExitKind.KILLED, msg.reason))
 
     def _child_failed(self, cell: Cell, reason: ExitReason) -> None:
@@ -241,7 +241,8 @@ class Supervisor(SupervisedActor):
             group = ids[ids.index(failed.spec.id):]
         for child_id in reversed(group):
             if child_id != failed.spec.id:
-                self._terminate(self._cells[child_id])
+                # no drain: the path lives on, its backlog goes to the next incarnation unharmed
+                self._terminate(self._cells[child_id], drain=False)
         survivors = []
         for child_id in group:
             cell = self._cells[child_id]
@@ -279,19 +280,25 @@ class Supervisor(SupervisedActor):
 
     # stopping --------------------------------------------------------------------------------
 
-    def _terminate(self, cell: Cell) -> None:
-        """Stop the running incarnation (if any) within its shutdown timeout; keep the mailbox."""
+    def _terminate(self, cell: Cell, *, drain: bool = True) -> None:
+        """Stop the running incarnation (if any); keep the mailbox.
+
+        Graceful (``drain``): the child handles its backlog for up to its shutdown timeout, then
+        gets the same timeout for ``on_stop``; a handler still running when the drain time is over
+        gets one more timeout to return. Past those it is brutally killed (abandoned).
+        """
         ctx = cell.ctx
         cell.ctx = None
         if ctx is None or ctx.exited.is_set():
             return
         cell.state = CellState.STOPPING
-        self.ctx.system.request_stop(cell, ctx)
-        if not ctx.exited.wait(cell.spec.shutdown_timeout):
+        self.ctx.system.request_stop(cell, ctx, drain=drain)
+        timeout = cell.spec.shutdown_timeout
+        if not ctx.stopping.wait(2 * timeout if drain else timeout) or not ctx.exited.wait(timeout):
             self.ctx.system.report(
                 "brutal_kill",
                 cell.path,
-                reason=f"no exit within {cell.spec.shutdown_timeout}s; thread abandoned",
+                reason=f"no exit within its shutdown timeout ({timeout}s); thread abandoned",
             )
             self.ctx.system.abandon(cell, ctx)
 
@@ -299,7 +306,7 @@ class Supervisor(SupervisedActor):
         """Stop a child for good: close its mailbox, forget it if temporary or dynamic."""
         self._terminate(cell)
         cell.state = CellState.STOPPED
-        cell.mailbox.close(str(reason))
+        self.ctx.system.close_mailbox(cell, str(reason))
         if cell.spec.restart is Restart.TEMPORARY or self.flags.dynamic:
             self._forget(cell)
 
@@ -323,7 +330,7 @@ class Supervisor(SupervisedActor):
             cell = self._cells.pop(child_id)
             self._terminate(cell)
             cell.state = CellState.STOPPED
-            cell.mailbox.close(f"parent {self.path} stopped")
+            self.ctx.system.close_mailbox(cell, f"parent {self.path} stopped")
             self.ctx.system.unregister(cell.path)
             own.remove_child(cell.path)
 

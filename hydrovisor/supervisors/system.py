@@ -7,10 +7,12 @@ message to a path that stopped for good fails with :class:`ActorStopped` / :clas
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,7 +26,7 @@ from hydrovisor.supervisors.cell import Cell, CellState
 from hydrovisor.supervisors.context import ActorContext
 from hydrovisor.supervisors.errors import ActorHung, NoSuchActor, StartFailed
 from hydrovisor.supervisors.exit import ExitKind, ExitReason
-from hydrovisor.supervisors.mailbox import Envelope, StopRequest
+from hydrovisor.supervisors.mailbox import Envelope, StopRequest, is_control
 from hydrovisor.supervisors.messages import KillChild
 from hydrovisor.supervisors.spec import ChildSpec, SupervisorFlags
 
@@ -63,6 +65,12 @@ class ActorSystem:
             "hydrovisor_actor_restarts_total",
             "Restarts performed by supervisors, by child path and exit kind.",
             ["path", "reason"],
+            registry=registry,
+        )
+        self.dropped_messages = Counter(
+            "hydrovisor_actor_dropped_messages_total",
+            "Messages still queued when their path stopped for good (asks failed with actor_stopped).",
+            ["path"],
             registry=registry,
         )
         self.stale_messages = Counter(
@@ -110,7 +118,7 @@ class ActorSystem:
         self.request_stop(cell, ctx)
         done = ctx.exited.wait(timeout)
         cell.state = CellState.STOPPED
-        cell.mailbox.close("system stopped")
+        self.close_mailbox(cell, "system stopped")
         self.unregister(ROOT)
         return done
 
@@ -166,9 +174,27 @@ class ActorSystem:
             report_exit=report_exit,
         )
 
-    def request_stop(self, cell: Cell, ctx: ActorContext) -> None:
-        """Ask one incarnation to stop after its current message, ahead of queued ones."""
-        cell.mailbox.put_first(Envelope(StopRequest(ctx.generation)))
+    def request_stop(self, cell: Cell, ctx: ActorContext, *, drain: bool = True) -> None:
+        """Ask one incarnation to stop.
+
+        Graceful (``drain``, OTP's ``shutdown``): the stop queues behind the messages already
+        accepted, which the incarnation handles until its shutdown timeout runs out. Otherwise (a
+        kill) it stops after its current message and the backlog waits for the next incarnation.
+        """
+        if drain:
+            ctx.stop_deadline = time.monotonic() + cell.spec.shutdown_timeout
+        cell.mailbox.put_control(Envelope(StopRequest(ctx.generation)), first=not drain)
+
+    def close_mailbox(self, cell: Cell, reason: str) -> None:
+        """Close a path's mailbox for good; what is left unhandled is counted and reported, never silent."""
+        left = [e for e in cell.mailbox.close(reason) if not is_control(e)]
+        if not left:
+            return
+        self.dropped_messages.labels(path=self.series(cell.path)).inc(len(left))
+        kinds = collections.Counter(type(e.message).__name__ for e in left)
+        log.warning("%s stopped (%s) with %d messages unhandled: %s", cell.path, reason, len(left),
+                    dict(kinds.most_common(5)), extra={"event": "backlog_dropped", "path": cell.path,
+                                                       "dropped": len(left), "reason": reason})
 
     def abandon(self, cell: Cell, ctx: ActorContext) -> None:
         """Give up on a hung incarnation: it can take no more messages and will exit silently."""
