@@ -25,7 +25,7 @@ from hydrovisor.broker.errors import BrokerUnavailable
 from hydrovisor.chaos.engine import ChaosEngine, ChaosTargets
 from hydrovisor.commands.plane import CommandPlane, publish_counter
 from hydrovisor.commands.waiters import CommandWaiters
-from hydrovisor.config import Settings
+from hydrovisor.config import Settings, exposure
 from hydrovisor.devices.credentials import sync_binding
 from hydrovisor.devices.ingest import TelemetryCounters
 from hydrovisor.devices.loading import load_registry
@@ -87,7 +87,8 @@ class Hydrovisor:
         db = Database()
         directory = DeviceDirectory()
         nodes_view = NodeRegistry()
-        broker = EmbeddedBroker(settings.mqtt.host, settings.mqtt.port, dev_mode=settings.dev_mode,
+        http_listener, mqtt_listener = self._listeners()
+        broker = EmbeddedBroker(mqtt_listener.host, mqtt_listener.port, dev_mode=settings.dev_mode,
                                 directory=directory)
         system = ActorSystem(bridge=bridge, timers=timers, registry=registry, on_root_exit=self._root_exited)
         registry.register(TreeCollector(system))
@@ -123,17 +124,36 @@ class Hydrovisor:
             self._router.start()
             await self._start_tree(services)
             control.start()  # the tree is up: from now on a failing check is a real error
-            await self._start_http(services)
+            await self._start_http(services, http_listener)
         except BaseException:
             await self.stop()
             raise
         control.notifier.ready(f"{control.state.value}: http {self.http_port}, mqtt {broker.port}")
-        log.info("hydrovisor ready", extra={
+        log.info("hydrovisor ready: http %s:%s (%s), mqtt %s:%s (%s)", http_listener.host, self.http_port,
+                 exposure.http_access(settings), mqtt_listener.host, broker.port,
+                 "anonymous devices admitted (dev mode)" if settings.dev_mode else "device credentials required",
+                 extra={
             "event": "ready", "http_port": self.http_port, "mqtt_port": broker.port,
+            "http_host": http_listener.host, "mqtt_host": mqtt_listener.host,
+            "http_access": exposure.http_access(settings),
             "startup_ms": round((time.monotonic() - began) * 1000),
             "database": "external" if settings.database.url else "embedded",
         })
         return services
+
+    def _listeners(self) -> tuple[exposure.Listener, exposure.Listener]:
+        """Where HTTP and MQTT bind; settings built without the loader are checked here too."""
+        problem = exposure.problem(self.settings)
+        if problem is not None:
+            raise StartupError("config_invalid", problem)
+        listeners = exposure.listeners(self.settings)
+        for listener in listeners:
+            if listener.exposed:  # allowed by the opt-in; it must not go unnoticed
+                log.warning("%s listens on %s without credentials (%s): anyone who reaches it is admitted "
+                            "(%s=1)", listener.name.upper(), listener.host, listener.open_because,
+                            exposure.OPT_IN_VARIABLE, extra={
+                                "event": "listener_exposed", "listener": listener.name, "host": listener.host})
+        return listeners
 
     async def _start_store(self, db: Database) -> None:
         dsn = self.settings.database.url
@@ -171,11 +191,11 @@ class Hydrovisor:
         except SupervisionError as exc:
             raise StartupError(exc.code, str(exc)) from exc
 
-    async def _start_http(self, services: Services) -> None:
+    async def _start_http(self, services: Services, listener: exposure.Listener) -> None:
         app = build_http_app(services)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.http.host, self.settings.http.port)
+        site = web.TCPSite(self._runner, listener.host, listener.port)
         try:
             await site.start()
         except OSError as exc:

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from hydrovisor.config import exposure
 from hydrovisor.config.settings import Environment, Settings
 
 PREFIX = "HYDROVISOR_"
@@ -28,6 +29,7 @@ ENV_KEYS: dict[str, str] = {
     "HYDROVISOR_API_TOKEN": "api_token",
     "HYDROVISOR_ADMIN_TOKEN": "admin_token",
     "HYDROVISOR_DEV_MODE": "dev_mode",
+    "HYDROVISOR_ALLOW_REMOTE_DEV": "allow_remote_dev",
     "HYDROVISOR_CHAOS_ENABLED": "chaos_enabled",
     "HYDROVISOR_LOG_FORMAT": "log_format",
     "HYDROVISOR_LOG_LEVEL": "log_level",
@@ -93,14 +95,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _env_value(var: str, key: str, value: str) -> Any:
     """Environment strings to the types msgspec's lax mode does not convert itself."""
     field = key.rsplit(".", 1)[-1]
-    if field in {"dev_mode", "chaos_enabled", "debug_loop"}:
+    if field in {"dev_mode", "allow_remote_dev", "chaos_enabled", "debug_loop"}:
         lowered = value.strip().lower()
         if lowered in _TRUE:
             return True
         if lowered in _FALSE:
             return False
         raise ConfigError(f"{var}={value!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
-    if key in {"api_token", "admin_token", "database.url"} and value == "":
+    if key in {"api_token", "admin_token", "database.url", "http.host", "mqtt.host"} and value == "":
         return None
     if key == "webhook_urls":
         return [url.strip() for url in value.split(",") if url.strip()]
@@ -145,6 +147,9 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"{name} must be at least 16 characters")
     if settings.api_token and settings.api_token == settings.admin_token:
         raise ConfigError("api_token and admin_token must differ")
+    exposed = exposure.problem(settings)
+    if exposed is not None:
+        raise ConfigError(exposed)
     if settings.database.pool_min > settings.database.pool_max:
         raise ConfigError("database.pool_min must not exceed database.pool_max")
     system = settings.system

@@ -29,7 +29,8 @@ class LogFormat(enum.StrEnum):
 class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """HTTP API listener and request limits."""
 
-    host: str = "0.0.0.0"
+    # unset: 127.0.0.1 while no API token is configured, else 0.0.0.0 (config/exposure.py)
+    host: str | None = None
     port: Port = 8080
     max_body_bytes: PositiveInt = 1024 * 1024
 
@@ -37,7 +38,8 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class MqttSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Embedded MQTT broker listener."""
 
-    host: str = "0.0.0.0"
+    # unset: 127.0.0.1 in dev mode (anonymous devices), else 0.0.0.0 (config/exposure.py)
+    host: str | None = None
     port: Port = 1883
 
 
@@ -85,6 +87,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     api_token: str | None = None
     admin_token: str | None = None
     dev_mode: bool = False
+    # lets a listener that needs no credentials bind beyond loopback (warned at every start)
+    allow_remote_dev: bool = False
     chaos_enabled: bool = False
     log_format: LogFormat = LogFormat.TEXT
     log_level: str = "INFO"

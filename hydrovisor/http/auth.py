@@ -1,6 +1,7 @@
 """Bearer-token authentication with two roles, compared in constant time.
 
-No token configured (development) -> only loopback clients are served, as admin.
+No token configured (development) -> only loopback clients are served: as admin in dev mode,
+else as operator (fault injection and runtime control need dev mode or the admin token).
 ``HYDROVISOR_ENV=production`` refuses to start without a token (config validation).
 """
 
@@ -41,6 +42,8 @@ def make_auth_middleware(settings: Settings) -> web.middleware:  # type: ignore[
     """Middleware resolving the caller's role into ``request[ROLE_KEY]``."""
     tokens = [(t.encode(), r) for t, r in ((settings.api_token, Role.OPERATOR),
                                             (settings.admin_token, Role.ADMIN)) if t]
+    # without a token any local process is a client: full control only on a developer's machine
+    loopback_role = Role.ADMIN if settings.dev_mode else Role.OPERATOR
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -50,7 +53,7 @@ def make_auth_middleware(settings: Settings) -> web.middleware:  # type: ignore[
             if not _is_loopback(request.remote):
                 raise ApiError(403, "loopback_only",
                                "no API token is configured: only loopback clients are served")
-            request[ROLE_KEY] = Role.ADMIN
+            request[ROLE_KEY] = loopback_role
             return await handler(request)
         header = request.headers.get("Authorization", "")
         scheme, _, presented = header.partition(" ")

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from hydrovisor.config import Settings
-from hydrovisor.http.auth import make_auth_middleware
+from hydrovisor.http.auth import ROLE_KEY, Role, make_auth_middleware
 from hydrovisor.http.errors import ApiError
 from tests.app.conftest import Running
 from tests.helpers import http
@@ -71,3 +71,22 @@ def test_without_a_token_only_loopback_clients_are_served() -> None:
         asyncio.run(_through(settings, "192.0.2.10"))
     assert refused.value.status == 403
     assert refused.value.code == "loopback_only"
+
+
+def test_without_a_token_loopback_clients_are_admin_only_in_dev_mode() -> None:
+    async def role_of(settings: Settings) -> str:
+        transport = mock.Mock()
+        transport.get_extra_info.side_effect = (
+            lambda key, default=None: ("127.0.0.1", 5555) if key == "peername" else default
+        )
+        request = make_mocked_request("GET", "/api/v1/actors", transport=transport)
+
+        async def handler(served: web.Request) -> web.StreamResponse:
+            return web.Response(text=served[ROLE_KEY])
+
+        response = await make_auth_middleware(settings)(request, handler)
+        assert isinstance(response, web.Response)
+        return str(response.text)
+
+    assert asyncio.run(role_of(Settings(dev_mode=True))) == Role.ADMIN
+    assert asyncio.run(role_of(Settings())) == Role.OPERATOR

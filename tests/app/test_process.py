@@ -58,7 +58,8 @@ def test_run_embedded_ready_mqtt_tree_and_clean_sigterm(tmp_path: Path, process:
 def test_root_escalation_exits_with_code_10(tmp_path: Path, pg_dsn: str, process: list[Process]) -> None:
     config = tmp_path / "hydrovisor.toml"
     config.write_text("[supervision]\nmax_restarts = 1\nperiod = 60.0\n")
-    env = {"HYDROVISOR_DATABASE_URL": pg_dsn, "HYDROVISOR_CONFIG": str(config)}
+    # dev mode: without a token only dev mode makes loopback clients admin (restart needs admin)
+    env = {"HYDROVISOR_DATABASE_URL": pg_dsn, "HYDROVISOR_CONFIG": str(config), "HYDROVISOR_DEV_MODE": "1"}
     instance = Process(tmp_path / "data", env)
     process.append(instance)
     wait_until(instance.ready, timeout=60, interval=0.2)

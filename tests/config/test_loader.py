@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hydrovisor.config import ConfigError, Environment, LogFormat, load_settings, public_view
+from hydrovisor.config import ConfigError, Environment, LogFormat, exposure, load_settings, public_view
 
 TOKEN = "a-long-enough-token-123"
 
@@ -95,3 +95,39 @@ def test_public_view_masks_secrets() -> None:
     assert view["database"]["url"] == "<set>"
     assert TOKEN not in repr(view)
     assert view["admin_token"] is None
+
+
+def test_listeners_without_credentials_bind_to_loopback_by_default() -> None:
+    dev = load_settings(environ={"HYDROVISOR_DEV_MODE": "1"})
+    http, mqtt = exposure.listeners(dev)
+    assert (http.host, mqtt.host) == ("127.0.0.1", "127.0.0.1")
+    tokenless = exposure.listeners(load_settings(environ={}))
+    assert [listener.host for listener in tokenless] == ["127.0.0.1", "0.0.0.0"]  # devices need credentials
+    production = load_settings(environ={"HYDROVISOR_ENV": "production", "HYDROVISOR_API_TOKEN": TOKEN})
+    assert [listener.host for listener in exposure.listeners(production)] == ["0.0.0.0", "0.0.0.0"]
+    assert not any(listener.exposed for listener in exposure.listeners(production))
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"HYDROVISOR_DEV_MODE": "1", "HYDROVISOR_MQTT_HOST": "0.0.0.0"},
+        {"HYDROVISOR_DEV_MODE": "1", "HYDROVISOR_API_TOKEN": TOKEN, "HYDROVISOR_MQTT_HOST": "192.0.2.7"},
+        {"HYDROVISOR_HTTP_HOST": "0.0.0.0"},  # no token
+        {"HYDROVISOR_HTTP_HOST": "greenhouse.example"},  # a name may resolve anywhere
+    ],
+)
+def test_a_listener_without_credentials_beyond_loopback_needs_the_opt_in(environ: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="HYDROVISOR_ALLOW_REMOTE_DEV=1") as error:
+        load_settings(environ=environ)
+    assert "without credentials" in str(error.value)
+    allowed = load_settings(environ={**environ, "HYDROVISOR_ALLOW_REMOTE_DEV": "1"})
+    assert any(listener.exposed for listener in exposure.listeners(allowed))
+
+
+def test_explicit_loopback_and_credentialed_hosts_need_no_opt_in() -> None:
+    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        load_settings(environ={"HYDROVISOR_DEV_MODE": "1", "HYDROVISOR_MQTT_HOST": host, "HYDROVISOR_HTTP_HOST": host})
+    settings = load_settings(environ={"HYDROVISOR_API_TOKEN": TOKEN, "HYDROVISOR_HTTP_HOST": "0.0.0.0",
+                                      "HYDROVISOR_MQTT_HOST": "0.0.0.0"})
+    assert not any(listener.exposed for listener in exposure.listeners(settings))
