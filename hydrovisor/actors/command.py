@@ -135,6 +135,9 @@ class CommandActor(SupervisedActor):
         if row.terminal and row.status != S.SEND_FAILED:  # SEND_FAILED: started to send it again
             self.stop()
             return
+        # the tick retries failed writes: every path below, SEND_FAILED for an unbound node included,
+        # may need it, or a failed write would leave the row open and this actor holding its slot
+        self._timers.append(self.tell_self_every(self._tick_interval, _Tick()))
         node = preload.node if preload else self._db_now(lambda pool: nodes.get_node(pool, row.node_uid))
         view = self._plane.registry.get(row.node_uid)
         gh = view.gh_uid if view is not None else None
@@ -145,7 +148,6 @@ class CommandActor(SupervisedActor):
         self._secret = node.node_secret
         self._topic = channel_topic(gh, node.zone_uid, row.node_uid, row.channel, "command")
         self._timers.append(self.tell_self_after(max(0.0, row.deadline_at - time.time()), _Deadline()))
-        self._timers.append(self.tell_self_every(self._tick_interval, _Tick()))
         if row.status in (S.QUEUED, S.SEND_FAILED):
             self.actor_ref.tell(_Publish(1))
 
