@@ -38,6 +38,20 @@ def _services(instance: Running) -> Services:
     return instance.app.services
 
 
+def test_an_accepted_resend_of_a_send_failed_command_gets_a_fresh_deadline(make_node: Callable[..., Node]) -> None:
+    node = make_node(start=False, faults=Faults(delay_reply_s=0.5))
+    failed = node.command(cmd_id="resend-1", timeout_s=3.0)
+    assert (failed.status, failed.json()["error_code"]) == (502, "node_not_connected"), failed.raw
+    time.sleep(max(0.0, node.get("resend-1")["deadline_at"] - time.time()) + 0.2)  # its deadline has passed
+    node.start()
+    resent_at = time.time()
+    assert node.command(cmd_id="resend-1", timeout_s=3.0).status == 200
+    done = node.get("resend-1", wait=10)
+    assert done["status"] == "DONE", done  # not TIMEOUT at once while the node carries it out
+    assert done["deadline_at"] >= resent_at + 2.5
+    assert node.sim.stats.commands_answered == 1
+
+
 async def _execute(services: Services, statement: str) -> None:
     await services.db.pool.execute(statement)
 

@@ -119,6 +119,8 @@ async def submit(request: web.Request, **forced: str) -> web.Response:
         same = (row.node_uid, row.channel, row.cmd, row.params) == (new.node_uid, new.channel, new.cmd, new.params)
         if not same:
             raise ApiError(409, "cmd_id_conflict", f"cmd_id {cmd_id} exists with another target or params")
+        if row.status == CommandStatus.SEND_FAILED:  # a resend: the old deadline has likely passed
+            row = await commands.rearm(services.db.pool, cmd_id) or await _row(services, cmd_id)
         if row.status not in (CommandStatus.QUEUED, CommandStatus.SEND_FAILED):
             return ok(_view(row))  # the same command again: no second publish
     try:

@@ -129,6 +129,15 @@ async def get(pool: asyncpg.Pool, cmd_id: str) -> CommandRecord | None:
     return _record(row) if row else None
 
 
+async def rearm(pool: asyncpg.Pool, cmd_id: str) -> CommandRecord | None:
+    """A resend of a SEND_FAILED command was accepted: a fresh deadline (now + its timeout), or it
+    would be published and at once timed out. ``None`` if the row is no longer SEND_FAILED."""
+    row = await pool.fetchrow(
+        f"UPDATE commands SET deadline_at = now() + make_interval(secs => timeout_s), updated_at = now() "
+        f"WHERE cmd_id = $1 AND status = 'SEND_FAILED' RETURNING {_COLUMNS}", cmd_id)
+    return _record(row) if row is not None else None
+
+
 class Report(msgspec.Struct, frozen=True):
     """One status report for a command: the status it asks for and what comes with it."""
 
