@@ -14,8 +14,9 @@ command to the actor too, so one command's replies are never stored out of order
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import msgspec
 
@@ -63,6 +64,10 @@ class CommandWaiters:
         # open commands only: the last stored status (SENT, ACK) or _TO_ACTOR; dropped once terminal
         self._route: dict[str, str] = {}
 
+    def __len__(self) -> int:
+        """How many waits are registered (each must end with the request that registered it)."""
+        return sum(len(waiting) for waiting in self._waiting.values())
+
     def announce(self, news: StatusNews) -> None:
         """Report a status change (any thread)."""
         self._loop.call_soon_threadsafe(self.deliver, news)
@@ -99,21 +104,29 @@ class CommandWaiters:
         """From now on ``cmd_id``'s replies go to its actor, until it is terminal (on the loop)."""
         self._route[cmd_id] = _TO_ACTOR
 
-    def watch(self, cmd_id: str, wants: Callable[[StatusNews], bool]) -> asyncio.Future[StatusNews]:
-        """Register interest *before* acting or reading the row, so no news can slip past (on the loop)."""
-        future: asyncio.Future[StatusNews] = self._loop.create_future()
-        self._waiting[cmd_id].append((wants, future))
-        return future
+    @contextlib.contextmanager
+    def watching(self, cmd_id: str, wants: Callable[[StatusNews], bool]) -> Iterator[asyncio.Future[StatusNews]]:
+        """Register interest *before* acting or reading the row, so no news can slip past (on the loop).
 
-    async def wait(self, cmd_id: str, future: asyncio.Future[StatusNews], within: float) -> StatusNews | None:
-        """The news ``future`` was watching for, or ``None`` after ``within`` seconds (then forgotten)."""
+        The registration ends with the block, however it is left (an early answer, an error, the
+        client gone): nothing registered outlives the request that registered it.
+        """
+        entry = (wants, self._loop.create_future())
+        self._waiting[cmd_id].append(entry)
+        try:
+            yield entry[1]
+        finally:
+            entry[1].cancel()
+            waiting = self._waiting.get(cmd_id, [])
+            if entry in waiting:
+                waiting.remove(entry)
+            if not waiting:
+                self._waiting.pop(cmd_id, None)
+
+    @staticmethod
+    async def wait(future: asyncio.Future[StatusNews], within: float) -> StatusNews | None:
+        """The news ``future`` (from :meth:`watching`) was waiting for, or ``None`` after ``within`` s."""
         try:
             return await asyncio.wait_for(asyncio.shield(future), within)
         except TimeoutError:
-            future.cancel()
-            remaining = [(w, f) for w, f in self._waiting.get(cmd_id, []) if not f.done()]
-            if remaining:
-                self._waiting[cmd_id] = remaining
-            else:
-                self._waiting.pop(cmd_id, None)
             return None

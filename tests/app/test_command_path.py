@@ -52,6 +52,19 @@ def test_an_accepted_resend_of_a_send_failed_command_gets_a_fresh_deadline(make_
     assert node.sim.stats.commands_answered == 1
 
 
+def test_no_waiter_outlives_its_request(make_node: Callable[..., Node]) -> None:
+    node = make_node()
+    waiters = _services(node.instance).commands.waiters
+    assert node.command(cmd_id="leak-1").status == 202
+    assert node.get("leak-1", wait=10)["status"] == "DONE"
+    conflict = node.command(cmd_id="leak-1", params={"duration_ms": 1000})
+    assert conflict.status == 409
+    assert node.command(cmd_id="leak-1").status == 200  # terminal already: answered at once
+    missing = http("GET", node.instance.base_url + "/api/v1/commands/nope-1?wait=5")
+    assert missing.status == 404
+    assert len(waiters) == 0
+
+
 async def _execute(services: Services, statement: str) -> None:
     await services.db.pool.execute(statement)
 

@@ -13,7 +13,7 @@ from hydrovisor.actors.command import Preload
 from hydrovisor.commands.plane import default_timeout
 from hydrovisor.commands.spawn import StartQueued, start_command_actor
 from hydrovisor.commands.waiters import StatusNews
-from hydrovisor.http.body import Uid, path_uid, query_int, query_time, query_uid
+from hydrovisor.http.body import Uid, check_storable, decode_json, path_uid, query_int, query_time, query_uid
 from hydrovisor.http.errors import ApiError, ok
 from hydrovisor.http.keys import SERVICES
 from hydrovisor.protocol import CommandInvalid, CommandStatus, sign_command
@@ -48,13 +48,10 @@ class CommandBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 async def _decode(request: web.Request, **forced: str) -> CommandBody:
-    raw = await request.read()
-    try:
-        data = msgspec.json.decode(raw) if raw else None
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+    data = decode_json(await request.read())
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_body", "the body must be a JSON object")
+    check_storable(data)  # stored as text and jsonb, signed recursively
     if "type" in data:
         raise ApiError(400, "legacy_field_type", "the field `type` is not supported: use `cmd`")
     for field in ("cmd", "node_uid", "channel"):
@@ -113,30 +110,30 @@ async def submit(request: web.Request, **forced: str) -> web.Response:
                      params=body.params, source=body.source, trace_id=body.trace_id,
                      timeout_s=body.timeout_s or default_timeout(body.params))
     plane = services.commands
-    settled = plane.waiters.watch(cmd_id, lambda news: news.settled_submit)
-    row, created = await commands.insert_queued(services.db.pool, new)
-    if not created:
-        same = (row.node_uid, row.channel, row.cmd, row.params) == (new.node_uid, new.channel, new.cmd, new.params)
-        if not same:
-            raise ApiError(409, "cmd_id_conflict", f"cmd_id {cmd_id} exists with another target or params")
-        if row.status == CommandStatus.SEND_FAILED:  # a resend: the old deadline has likely passed
-            row = await commands.rearm(services.db.pool, cmd_id) or await _row(services, cmd_id)
-        if row.status not in (CommandStatus.QUEUED, CommandStatus.SEND_FAILED):
-            return ok(_view(row))  # the same command again: no second publish
-    try:
-        started = await start_command_actor(services.system, plane, cmd_id, Preload(row=row, node=node))
-    except StartQueued:
-        # the start request is queued at the supervisor: the command is durable (QUEUED) and will
-        # be tracked; a 5xx here would invite a retry under a new cmd_id, i.e. a second actuation
-        return ok(_view(await _row(services, cmd_id)), status=202)
-    except CapacityExceeded:
-        await commands.transition(services.db.pool, cmd_id, CommandStatus.SEND_FAILED, source="server",
-                                  error_code="capacity_exceeded", error_message="too many commands in flight")
-        raise ApiError(429, "too_many_commands", "too many commands in flight; retry with the same cmd_id",
-                       headers={"Retry-After": "1"}) from None
-    if not started and not created:
-        return ok(_view(row))  # its tracker is already publishing it
-    news = await plane.waiters.wait(cmd_id, settled, SUBMIT_WAIT_S)
+    with plane.waiters.watching(cmd_id, lambda news: news.settled_submit) as settled:
+        row, created = await commands.insert_queued(services.db.pool, new)
+        if not created:
+            same = (row.node_uid, row.channel, row.cmd, row.params) == (new.node_uid, new.channel, new.cmd, new.params)
+            if not same:
+                raise ApiError(409, "cmd_id_conflict", f"cmd_id {cmd_id} exists with another target or params")
+            if row.status == CommandStatus.SEND_FAILED:  # a resend: the old deadline has likely passed
+                row = await commands.rearm(services.db.pool, cmd_id) or await _row(services, cmd_id)
+            if row.status not in (CommandStatus.QUEUED, CommandStatus.SEND_FAILED):
+                return ok(_view(row))  # the same command again: no second publish
+        try:
+            started = await start_command_actor(services.system, plane, cmd_id, Preload(row=row, node=node))
+        except StartQueued:
+            # the start request is queued at the supervisor: the command is durable (QUEUED) and will
+            # be tracked; a 5xx here would invite a retry under a new cmd_id, i.e. a second actuation
+            return ok(_view(await _row(services, cmd_id)), status=202)
+        except CapacityExceeded:
+            await commands.transition(services.db.pool, cmd_id, CommandStatus.SEND_FAILED, source="server",
+                                      error_code="capacity_exceeded", error_message="too many commands in flight")
+            raise ApiError(429, "too_many_commands", "too many commands in flight; retry with the same cmd_id",
+                           headers={"Retry-After": "1"}) from None
+        if not started and not created:
+            return ok(_view(row))  # its tracker is already publishing it
+        news = await plane.waiters.wait(settled, SUBMIT_WAIT_S)
     return _answer(await _news_row(services, cmd_id, news), news, created)
 
 
@@ -194,10 +191,13 @@ async def read(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     cmd_id = _cmd_id(request)
     wait = query_int(request, "wait", 0, low=0, high=MAX_WAIT_S)
-    terminal = services.commands.waiters.watch(cmd_id, lambda news: news.terminal) if wait else None
-    row = await _row(services, cmd_id)
-    if terminal is not None and not row.terminal:
-        row = await _news_row(services, cmd_id, await services.commands.waiters.wait(cmd_id, terminal, wait))
+    if not wait:
+        return ok(_view(await _row(services, cmd_id)))
+    waiters = services.commands.waiters
+    with waiters.watching(cmd_id, lambda news: news.terminal) as terminal:
+        row = await _row(services, cmd_id)
+        if not row.terminal:
+            row = await _news_row(services, cmd_id, await waiters.wait(terminal, wait))
     return ok(_view(row))
 
 
