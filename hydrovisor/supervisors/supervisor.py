@@ -205,7 +205,7 @@ class Supervisor(SupervisedActor):
         self._terminate(cell, drain=False)
         self._child_failed(cell, ExitReason(ExitKind.KILLED, msg.reason))
 
-    def _child_failed(self, cell: Cell, reason: ExitReason) -> None:
+    def _child_failed(self, cell: Cell, reason: ExitReason, *, retry: bool = False) -> None:
         if reason.abnormal:
             cell.record_failure(reason)
         self.ctx.system.report("child_exited", cell.path, reason=str(reason), restarts=cell.restarts_total)
@@ -229,9 +229,12 @@ class Supervisor(SupervisedActor):
             )
         cell.record_restart()
         self.ctx.system.count_restart(cell.path, reason)
-        self._restart(cell)
+        self._restart(cell, retry=retry)
 
-    def _restart(self, failed: Cell) -> None:
+    def _restart(self, failed: Cell, *, retry: bool = False) -> None:
+        """Restart ``failed`` and its group by strategy; a ``retry`` (the previous attempt failed to
+        start) goes through the mailbox, like OTP's ``try_again_restart``, so that the supervisor
+        handles what is queued for it between two attempts instead of looping on a broken child."""
         ids = list(self._cells)
         if self.flags.strategy is Strategy.ONE_FOR_ONE:
             group = [failed.spec.id]
@@ -257,11 +260,14 @@ class Supervisor(SupervisedActor):
         self._restart_token += 1
         for child_id in survivors:  # this decision supersedes any backed-off restart still pending
             self._pending_restarts.pop(child_id, None)
-        if delay > 0:
+        if delay > 0 or retry:
             token = self._restart_token
             self._pending_restarts.update(dict.fromkeys(survivors, token))
             msg = RestartDue(tuple(survivors), token)
-            self.ctx.system.timers.after(delay, lambda: self._tell_self(msg))
+            if delay > 0:
+                self.ctx.system.timers.after(delay, lambda: self._tell_self(msg))
+            else:
+                self._tell_self(msg)
         else:
             self._start_group(tuple(survivors))
 
@@ -274,7 +280,7 @@ class Supervisor(SupervisedActor):
                 self._spawn(cell)
             except StartFailed as exc:
                 # counts as one more restart; siblings still waiting are started below
-                self._child_failed(cell, ExitReason(ExitKind.START_FAILED, exc.reason))
+                self._child_failed(cell, ExitReason(ExitKind.START_FAILED, exc.reason), retry=True)
                 continue
             self.ctx.system.report("child_restarted", cell.path, restarts=cell.restarts_total)
 
