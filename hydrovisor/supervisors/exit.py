@@ -28,8 +28,20 @@ class ExitReason(msgspec.Struct, frozen=True):
 
     @property
     def abnormal(self) -> bool:
-        """True for every exit a transient child is restarted after."""
+        """True for every exit that is a failure (recorded, reported, restarted if permanent)."""
         return self.kind not in (ExitKind.NORMAL, ExitKind.SHUTDOWN)
+
+    @property
+    def restarts_transient(self) -> bool:
+        """Whether a transient child is restarted after this exit.
+
+        OTP: a supervisor that reached its restart intensity exits with reason ``shutdown``, so a
+        transient supervisor is then left down (a permanent one is restarted, and that restart
+        counts toward its parent's intensity). We keep the kind ``reached_max_restart_intensity``
+        rather than a literal ``shutdown`` so that the escalation stays visible as a failure (last
+        failure, restart metrics, a root exit is FATAL), and decide restarts as OTP does.
+        """
+        return self.abnormal and self.kind is not ExitKind.ESCALATED
 
     def __str__(self) -> str:
         return f"{self.kind.value}: {self.detail}" if self.detail else self.kind.value

@@ -42,10 +42,11 @@ Children = Sequence[ChildSpec] | Callable[[], Sequence[ChildSpec]]
 
 
 def should_restart(restart: Restart, reason: ExitReason) -> bool:
-    """OTP restart types: permanent always, transient after abnormal exits, temporary never."""
+    """OTP restart types: permanent always, transient after abnormal exits (not after an exceeded
+    intensity, OTP's ``shutdown``), temporary never."""
     if restart is Restart.PERMANENT:
         return True
-    return restart is Restart.TRANSIENT and reason.abnormal
+    return restart is Restart.TRANSIENT and reason.restarts_transient
 
 
 class Supervisor(SupervisedActor):

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
-from sup_support import Journal, MakeSystem, Worker, generation, restart_count, worker
+from sup_support import Journal, MakeSystem, Worker, barrier, generation, restart_count, worker
 
 from hydrovisor.runtime.loop_thread import LoopThread
 from hydrovisor.supervisors import (
@@ -25,6 +25,7 @@ from hydrovisor.supervisors import (
     SupervisorFlags,
     supervisor_spec,
 )
+from hydrovisor.supervisors.cell import CellState
 from hydrovisor.supervisors.intensity import add_restart
 from tests.helpers import wait_until
 
@@ -240,3 +241,24 @@ def test_temporary_and_transient_exits_do_not_count(
     wait_until(lambda: system.cell("/n").state == "stopped")
     assert exits == []
     assert restart_count(system, "/t") == restart_count(system, "/n") == 0
+
+
+def test_exceeded_intensity_exits_like_otp_shutdown_so_a_transient_supervisor_stays_down(
+    make_system: MakeSystem, exits: list[ExitReason]
+) -> None:
+    journal = Journal()
+    mid = SupervisorFlags(max_restarts=0, period=60.0)
+    system = make_system(
+        SupervisorFlags(max_restarts=5, period=60.0),
+        [worker("sibling", journal),
+         supervisor_spec("mid", mid, (worker("w", journal),), restart=Restart.TRANSIENT)],
+    )
+    system.tell("/mid/w", "crash")
+    wait_until(lambda: system.cell("/mid").state is CellState.STOPPED, what="/mid given up")
+    barrier(system)
+    assert system.cell("/mid").restarts_total == 0  # OTP: exit reason shutdown, transient: no restart
+    assert system.cell("/mid").last_failure is not None  # still recorded and reported as a failure
+    assert system.cell("/mid").last_failure.kind == ExitKind.ESCALATED.value
+    assert "/mid/w" not in system.paths()
+    assert system.ask("/sibling", "ping") == ("sibling", 1)
+    assert exits == []
