@@ -209,7 +209,7 @@ class Supervisor(SupervisedActor):
     def _child_failed(self, cell: Cell, reason: ExitReason, *, retry: bool = False) -> None:
         if reason.abnormal:
             cell.record_failure(reason)
-        self.ctx.system.report("child_exited", cell.path, reason=str(reason), restarts=cell.restarts_total)
+        self.ctx.system.child_exited(cell.path, reason, restarts=cell.restarts_total)
         if not should_restart(cell.spec.restart, reason):
             self._retire(cell, reason)
             return

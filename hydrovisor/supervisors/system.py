@@ -57,7 +57,7 @@ class ActorSystem:
         self.bridge = bridge
         self.timers = timers
         self._on_root_exit = on_root_exit
-        self._failure_listeners: list[Callable[[str, str], None]] = []
+        self._failure_listeners: list[Callable[[str, ExitReason], None]] = []
         self._cells: dict[str, Cell] = {}
         self._lock = threading.Lock()
         self.abandoned_threads = 0
@@ -236,17 +236,23 @@ class ActorSystem:
 
     # reports ---------------------------------------------------------------------------------
 
-    def on_failure(self, listener: Callable[[str, str], None]) -> None:
-        """Call ``listener(path, reason)`` (on the supervisor's thread) whenever an actor exits abnormally."""
+    def on_failure(self, listener: Callable[[str, ExitReason], None]) -> None:
+        """Call ``listener(path, reason)`` (on the supervisor's thread) whenever an actor exits abnormally;
+        the typed reason lets the listener tell a handled crash from an escalation or a kill."""
         self._failure_listeners.append(listener)
 
-    def report(self, event: str, path: str, **fields: Any) -> None:
-        """One structured supervisor report line."""
-        level = logging.ERROR if event in ("escalation", "root_exited", "brutal_kill") else logging.INFO
-        if event == "child_exited" and not str(fields.get("reason", "")).startswith(("normal", "shutdown")):
-            level = logging.WARNING
+    def child_exited(self, path: str, reason: ExitReason, *, restarts: int) -> None:
+        """Report a child's exit (its supervisor decides what follows); abnormal exits reach the listeners."""
+        self.report("child_exited", path, level=logging.WARNING if reason.abnormal else logging.INFO,
+                    reason=str(reason), kind=reason.kind.value, restarts=restarts)
+        if reason.abnormal:
             for listener in self._failure_listeners:
-                listener(path, str(fields.get("reason", "")))
+                listener(path, reason)
+
+    def report(self, event: str, path: str, *, level: int | None = None, **fields: Any) -> None:
+        """One structured supervisor report line."""
+        if level is None:
+            level = logging.ERROR if event in ("escalation", "root_exited", "brutal_kill") else logging.INFO
         detail = " ".join(f"{k}={v}" for k, v in fields.items())
         log.log(
             level, "supervisor %s %s %s", event, path, detail, extra={"event": event, "path": path, **fields}

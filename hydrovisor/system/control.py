@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from hydrovisor.actors.health_probe import HealthBoard
 from hydrovisor.config import Settings
-from hydrovisor.supervisors import ActorStopped, ActorSystem, NoSuchActor
+from hydrovisor.supervisors import ROOT, ActorStopped, ActorSystem, ExitKind, ExitReason, NoSuchActor
 from hydrovisor.system import checks, task_dump
 from hydrovisor.system.incidents import Incident, IncidentKind, IncidentStore
 from hydrovisor.system.loop_guard import LoopGuard
@@ -30,6 +30,20 @@ from hydrovisor.system.states import ACTUATION_BLOCKED, Snapshot, StateMachine, 
 log = logging.getLogger("hydrovisor.system")
 
 BROKER_PROBE_INTERVAL = 2.0
+
+
+def is_system_error(path: str, reason: ExitReason) -> bool:
+    """Whether an actor exit is a system error (DOMAIN §6) rather than a failure supervision isolates.
+
+    A crash, hang or start failure that its supervisor restarts within intensity is contained, and
+    so is an operator's restart (``killed``) or a nested supervisor giving up to a parent that
+    restarts it. What is not contained is an escalation reaching a top-level subtree (``/store``,
+    ``/nodes`` ...): a whole part of the system restarted. An escalation of the root itself is FATAL
+    (reported by the app's root-exit hook). Loop stalls and DB/broker outages reach the machine
+    from the loop guard and the health cycle, not from here.
+    """
+    top_level = path != ROOT and path.count("/") == 1
+    return top_level and reason.kind is ExitKind.ESCALATED
 
 
 class SystemControl:
@@ -113,9 +127,11 @@ class SystemControl:
         if transition is not None:
             self.apply(transition)
 
-    def child_failed(self, path: str, reason: str) -> None:
-        """Supervisor listener: an actor exited abnormally."""
-        self.report_error(f"actor {path} failed: {reason}", "supervisor")
+    def child_failed(self, path: str, reason: ExitReason) -> None:
+        """Supervisor listener: an actor exited abnormally. Only a system error (:func:`is_system_error`)
+        reaches the state machine; the supervisor reports already log every other exit."""
+        if is_system_error(path, reason):
+            self.report_error(f"subtree {path} gave up: {reason}", "supervisor")
 
     # the cycle -------------------------------------------------------------------------------
 

@@ -1,11 +1,11 @@
 """Actor crashes and hangs, injected for real through the actors' mailboxes: restarts within the
 intensity stay local, one crash too many escalates exactly one level, a hung handler is abandoned
-and restarted by the liveness probe; the system state follows and comes back to RUNNING."""
+and restarted by the liveness probe. Failures supervision contains are not system errors; an
+escalation reaching a top-level subtree is one."""
 
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import pytest
@@ -15,11 +15,11 @@ from tests.faults.conftest import (
     Ingest,
     Running,
     incident,
-    incidents,
     inject,
     metric,
     seed_node,
     seed_zone,
+    state,
     transitions,
     wait_all_stored,
     wait_chaos_over,
@@ -42,28 +42,21 @@ def restarts(base: str, path: str = "") -> dict[str, int]:
     return {c["path"]: c["restarts_total"] for c in actor(base, path)["children"]}
 
 
-def system_errors(base: str) -> str:
-    """Every reason the state machine recorded, as the transition incidents show them."""
-    return " | ".join(i["reason"] for i in incidents(base, kind="state_transition"))
-
-
 def supervisor_lines(caplog: pytest.LogCaptureFixture, event: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"supervisor {event} ")]
 
 
 def test_crashes_within_the_intensity_restart_the_actor_only(app: Running,
                                                             caplog: pytest.LogCaptureFixture) -> None:
-    """3 crashes of /store/rollups: 3 restarts by /store, nothing above it moves; 3 consecutive errors
-    make the system DEGRADED, good cycles bring it back to RUNNING."""
+    """3 crashes of /store/rollups: 3 restarts by /store, nothing above it moves. Supervision contained
+    them, so none is a system error: the system stays RUNNING."""
     base = app.base_url
     caplog.set_level(logging.INFO)
     before_root = restarts(base)
     chaos_id = inject(base, "actor_crash", 1.0, path="/store/rollups", count=STORE_INTENSITY)
     wait_until(lambda: restarts(base, "/store")["/store/rollups"] == STORE_INTENSITY, timeout=10,
                what="rollups restarted 3 times")
-    wait_state(base, "DEGRADED", timeout=5)
     chaos = wait_chaos_over(base, chaos_id)
-    wait_state(base, "RUNNING", timeout=10)
 
     assert chaos["attributes"] == {**chaos["attributes"], "path": "/store/rollups", "count": "3", "outcome": "ended"}
     assert restarts(base) == before_root  # no subtree restarted: the failure stayed under /store
@@ -73,12 +66,11 @@ def test_crashes_within_the_intensity_restart_the_actor_only(app: Running,
     assert {k: v for k, v in restarts(base, "/store").items() if k != "/store/rollups"} == {
         "/store/db_health": 0, "/store/telemetry_writer": 0, "/store/notifier": 0}
     assert supervisor_lines(caplog, "escalation") == []
-    assert transitions(base) == [("RUNNING", "DEGRADED"), ("DEGRADED", "RUNNING")]
-    degraded = next(i for i in incidents(base, kind="state_transition") if i["title"] == "RUNNING -> DEGRADED")
-    assert "actor /store/rollups failed" in degraded["reason"]
+    assert state(base) == "RUNNING"
+    assert transitions(base) == []
+    assert metric(base, "hydrovisor_system_errors_reported_total", 'owner="supervisor"') == 0
     assert metric(base, "hydrovisor_actor_restarts_total", 'path="/store/rollups",reason="crash"') == 3
     messages = [r.getMessage() for r in caplog.records]
-    assert any(m.startswith("STATE_TRANSITION") and "from=RUNNING to=DEGRADED" in m for m in messages)
     assert any(m.startswith("CHAOS_INJECTION_TRIGGERED") and chaos_id in m for m in messages)
 
 
@@ -115,14 +107,9 @@ def test_one_crash_beyond_the_intensity_escalates_exactly_one_level(app: Running
     assert len(escalations) == 1, escalations
     assert escalations[0].startswith("supervisor escalation /store ")
     assert supervisor_lines(caplog, "root_exited") == []
-    # 4 actor failures + the /store escalation: 5 consecutive errors -> SAFE_MODE, then recovery
-    assert transitions(base) == [("RUNNING", "DEGRADED"), ("DEGRADED", "SAFE_MODE"),
-                                 ("SAFE_MODE", "RECOVERING"), ("RECOVERING", "RUNNING")]
-    to_safe = next(i for i in incidents(base, kind="state_transition") if i["title"] == "DEGRADED -> SAFE_MODE")
-    assert re.match(r"consecutive_errors=[5-9]: ", to_safe["reason"]), to_safe["reason"]
-    errors = system_errors(base)
-    assert "actor /store failed: reached_max_restart_intensity" in errors, errors
-    assert incident(base, to_safe["incident_id"])["dump"] is not None
+    # the 4 crashes were contained; the escalation reaching the top-level /store is one system error
+    assert metric(base, "hydrovisor_system_errors_reported_total", 'owner="supervisor"') == 1
+    assert ("DEGRADED", "SAFE_MODE") not in transitions(base)
     assert metric(base, "hydrovisor_actor_restarts_total", 'path="/store",reason="reached_max_restart_intensity"') == 1
     assert http("GET", base + "/health/ready").status == 200
 
@@ -135,8 +122,9 @@ def test_a_hung_actor_is_abandoned_and_restarted(app: Running, caplog: pytest.Lo
     chaos_id = inject(base, "actor_hang", 2.0, path="/store/rollups")
     wait_until(lambda: restarts(base, "/store")["/store/rollups"] == 1, timeout=5, what="hung rollups restarted")
     assert incident(base, chaos_id)["closed_at"] is None  # restarted while the hang was still going on
-    rollups = actor(base, "/store/rollups")
-    assert rollups["state"] == "running"
+    # restarts_total counts the decision; the new incarnation may still be in on_start
+    rollups = wait_until(lambda: (found := actor(base, "/store/rollups"))["state"] == "running" and found,
+                         timeout=5, what="rollups running again")
     assert "hung" in str(rollups["last_failure"]), rollups["last_failure"]
     chaos = wait_chaos_over(base, chaos_id)
     assert chaos["attributes"]["outcome"] == "ended"
