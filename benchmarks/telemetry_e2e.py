@@ -392,7 +392,8 @@ class RawBroker:
         self.loop.run(self.broker.start())
         self.port = self.loop.run(broker_port(self.broker))
 
-    def _count(self, message: Any) -> None:
+    def _count(self, message: Any, receipt: Any) -> None:
+        receipt.settle()
         if message.topic.endswith("/telemetry"):
             self.telemetry += 1
         else:

@@ -22,6 +22,7 @@ from hydrovisor.actors.health_probe import HealthBoard
 from hydrovisor.actors.telemetry_writer import WriterMetrics
 from hydrovisor.broker import DeviceDirectory, EmbeddedBroker
 from hydrovisor.broker.errors import BrokerUnavailable
+from hydrovisor.broker.receipts import ReceiptBook
 from hydrovisor.chaos.engine import ChaosEngine, ChaosTargets
 from hydrovisor.commands.plane import CommandPlane, publish_counter
 from hydrovisor.commands.waiters import CommandWaiters
@@ -32,6 +33,7 @@ from hydrovisor.devices.loading import load_registry
 from hydrovisor.devices.plane import DevicePlane
 from hydrovisor.devices.registry import NodeRegistry
 from hydrovisor.devices.router import DeviceRouter
+from hydrovisor.devices.telemetry_store import TelemetryStore
 from hydrovisor.http.app import build_http_app
 from hydrovisor.runtime.affinity import LoopAffinity
 from hydrovisor.runtime.bridge import Bridge
@@ -102,7 +104,9 @@ class Hydrovisor:
         telemetry_counters = TelemetryCounters(registry)
         commands_plane = CommandPlane(db=db, registry=nodes_view, transport=broker, waiters=CommandWaiters(loop),
                                       publishes=publish_counter(registry))
-        router = DeviceRouter(plane, system, registry, telemetry_counters, commands_plane)
+        receipts = ReceiptBook()
+        router = DeviceRouter(plane, system, registry, telemetry=telemetry_counters, commands=commands_plane,
+                              receipts=receipts)
         chaos = ChaosEngine(ChaosTargets(
             system=system, kick_broker=broker.kick, end_kick=broker.end_kick, silence_node=router.silence,
             node_exists=lambda uid: nodes_view.get(uid) is not None,
@@ -112,7 +116,8 @@ class Hydrovisor:
             directory=directory, health=health,
             loop_lag=LoopLagMonitor(loop, settings.loop_lag_interval, registry), devices=plane,
             telemetry=telemetry_counters, writer_metrics=WriterMetrics(registry), commands=commands_plane,
-            control=control, chaos=chaos)
+            control=control, chaos=chaos, receipts=receipts,
+            telemetry_store=TelemetryStore(lambda: db.pool, receipts, telemetry_counters))
         self.services = services
         self._router = router
         broker.on_message = router.on_message

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from hydrovisor.actors.health_probe import HealthBoard
 from hydrovisor.actors.telemetry_writer import WriterMetrics
 from hydrovisor.broker import DeviceDirectory, EmbeddedBroker
+from hydrovisor.broker.receipts import ReceiptBook
 from hydrovisor.chaos.engine import ChaosEngine
 from hydrovisor.commands.plane import CommandPlane
 from hydrovisor.config import Settings
@@ -16,6 +17,7 @@ from hydrovisor.devices.credentials import identities
 from hydrovisor.devices.ingest import TelemetryCounters
 from hydrovisor.devices.plane import DevicePlane
 from hydrovisor.devices.registry import NodeView
+from hydrovisor.devices.telemetry_store import TelemetryStore
 from hydrovisor.runtime.bridge import Bridge
 from hydrovisor.runtime.loop_lag import LoopLagMonitor
 from hydrovisor.store.database import Database
@@ -43,6 +45,8 @@ class Services:
     commands: CommandPlane
     control: SystemControl
     chaos: ChaosEngine
+    receipts: ReceiptBook  # receipts of samples handed to the telemetry writer
+    telemetry_store: TelemetryStore
 
     def credentials_changed(self, node: NodeRecord, password_hash: str) -> None:
         """A node got new MQTT credentials: the broker accepts them from now on."""

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from hydrovisor.actors.health_probe import Check, HealthProbe
 from hydrovisor.actors.rollups import RollupWorker
-from hydrovisor.actors.telemetry_writer import OnOutage, TelemetryWriter
+from hydrovisor.actors.telemetry_writer import OnOutage, StoreSample, TelemetryWriter
 from hydrovisor.chaos.worker import ChaosWorker
 from hydrovisor.commands.spawn import open_command_specs
 from hydrovisor.config import Settings
@@ -46,14 +46,18 @@ def build_tree(
         return SupervisorFlags(dynamic=True, max_children=cap, max_restarts=10, period=10.0,
                                liveness_interval=sup.liveness_interval)
 
-    async def write(batch: Sequence[telemetry.Sample]) -> None:
-        await telemetry.write_batch(services.db.pool, batch)
+    async def write(batch: Sequence[StoreSample]) -> int:
+        return (await services.telemetry_store.write(batch)).stored
+
+    def forget_receipts() -> None:  # from the writer's thread: its predecessor's receipts are lost
+        services.bridge.loop.call_soon_threadsafe(services.receipts.fail_all, "telemetry_writer_restarted")
 
     async def advance(bucket: str) -> int:
         return await telemetry.advance_rollups(services.db.pool, bucket)
 
     writer = ChildSpec("telemetry_writer", lambda ctx: TelemetryWriter.start(
-        ctx, write=write, metrics=services.writer_metrics, on_outage=on_outage), hang_timeout=sup.hang_timeout)
+        ctx, write=write, metrics=services.writer_metrics, on_outage=on_outage, on_restart=forget_receipts,
+        health=services.health), hang_timeout=sup.hang_timeout)
     rollups = ChildSpec("rollups", lambda ctx: RollupWorker.start(ctx, advance=advance),
                         hang_timeout=sup.hang_timeout)
     control = services.control

@@ -1,13 +1,20 @@
-"""``TelemetryWriter``: batches validated samples into PostgreSQL; nothing accepted is lost.
+"""``TelemetryWriter``: group commit of validated samples into PostgreSQL; nothing acknowledged is lost.
 
-Samples arrive as tells (cheap: a deque append). A batch is written when it reaches
-``batch_size`` or ``flush_interval`` elapsed, one batch in flight at a time, through the bridge
-(COPY + newest-wins ``telemetry_last`` in one transaction). A failed write keeps the batch at
-the head of the buffer and retries with backoff, so while PostgreSQL is down samples wait here
-(bounded by ``max_buffered``; beyond it new samples are refused and counted as
-``buffer_full``) and are written after recovery in arrival order. A crash of this actor loses
-the in-memory buffer: the supervisor's restart is counted and logged, and the buffered count
-it had is in the crash log line.
+Samples arrive as tells (cheap: a deque append), each with the token of its receipt. A batch is
+written when it reaches ``batch_size`` or ``flush_interval`` elapsed, one batch in flight at a
+time, by the ``write`` coroutine on the loop (``devices/telemetry_store.py``: one transaction,
+poison quarantined), which settles the batch's receipts once committed: only then do devices get
+their PUBACKs and HTTP clients their 2xx. A failed write keeps the batch at the head of the buffer
+and retries with backoff, so while PostgreSQL is down samples wait here (bounded by
+``max_buffered``, and upstream by the broker's in-flight limits, which stop reading devices
+first) and are written after recovery in arrival order.
+
+A crash of this actor loses the in-memory buffer, but nothing acknowledged: the samples' receipts
+are still open. Every incarnation calls ``on_restart`` when it starts, which fails the receipts
+its predecessor left (devices reconnect and send those messages again; the write is idempotent).
+While there is work and no write has succeeded for ``stall_after`` seconds the writer reports
+itself failing on the health board (component ``telemetry``), which readiness and the system
+state machine read.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from hydrovisor.actors.health_probe import HealthBoard
 from hydrovisor.runtime.bridge import Outcome
 from hydrovisor.runtime.timers import Timer
 from hydrovisor.store.repos.telemetry import Sample
@@ -28,14 +36,16 @@ from hydrovisor.supervisors import ActorContext, SupervisedActor
 
 log = logging.getLogger(__name__)
 
-WriteBatch = Callable[[Sequence[Sample]], Coroutine[Any, Any, None]]
+# stores a batch, settles its receipts, returns how many samples were appended (duplicates are not)
+WriteBatch = Callable[[Sequence["StoreSample"]], Coroutine[Any, Any, int]]
 OnOutage = Callable[[bool, str], None]
 
 
 class StoreSample(msgspec.Struct, frozen=True):
-    """One validated sample to store."""
+    """One validated sample to store; ``token`` stands for its receipt (``broker.receipts``)."""
 
     sample: Sample
+    token: int = 0
 
 
 class _Flush(msgspec.Struct, frozen=True):
@@ -66,22 +76,28 @@ class TelemetryWriter(SupervisedActor):
 
     def __init__(
         self, ctx: ActorContext, *, write: WriteBatch, metrics: WriterMetrics, on_outage: OnOutage,
-        batch_size: int = 2000, flush_interval: float = 0.1, max_buffered: int = 500_000,
+        on_restart: Callable[[], None], health: HealthBoard, batch_size: int = 2000, flush_interval: float = 0.02,
+        max_buffered: int = 500_000, stall_after: float = 30.0,
     ) -> None:
         super().__init__(ctx)
         self._write = write
         self._metrics = metrics
         self._on_outage = on_outage
+        self._on_restart = on_restart
+        self._health = health
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._max_buffered = max_buffered
-        self._buffer: collections.deque[Sample] = collections.deque()
+        self._stall_after = stall_after
+        self._buffer: collections.deque[StoreSample] = collections.deque()
         self._in_flight = 0
         self._failures = 0
         self._retry_at = 0.0
+        self._progress_at = time.monotonic()
         self._timer: Timer | None = None
 
     def on_start(self) -> None:
+        self._on_restart()
         self._timer = self.tell_self_every(self._flush_interval, _Flush())
 
     def on_stop(self) -> None:
@@ -93,9 +109,8 @@ class TelemetryWriter(SupervisedActor):
         try:
             while written < len(pending):
                 batch = pending[written:written + self._batch_size]
-                self.ctx.system.bridge.submit(self._write(batch)).result(timeout=10)
+                self._metrics.stored.inc(self.ctx.system.bridge.submit(self._write(batch)).result(timeout=10))
                 written += len(batch)
-                self._metrics.stored.inc(len(batch))
         except Exception as exc:  # the database is gone: say exactly what is lost
             log.error("telemetry writer stopped with %d samples unwritten: %s", len(pending) - written, exc,
                       extra={"event": "telemetry_unwritten", "count": len(pending) - written})
@@ -108,19 +123,22 @@ class TelemetryWriter(SupervisedActor):
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, StoreSample):
-            self._accept(message.sample)
+            self._accept(message)
         elif isinstance(message, _Flush):
             self._flush(force=True)
+            self._report_health()
         elif isinstance(message, _Written):
             self._written(message)
         else:
             return super().on_receive(message)
         return None
 
-    def _accept(self, sample: Sample) -> None:
+    def _accept(self, sample: StoreSample) -> None:
         if len(self._buffer) >= self._max_buffered:
             self._metrics.refused.inc()
             return
+        if not self._buffer:
+            self._progress_at = time.monotonic()  # idle until now: the stall clock starts with the work
         self._buffer.append(sample)
         self._metrics.buffered.set(len(self._buffer))
         if len(self._buffer) >= self._batch_size:
@@ -136,12 +154,20 @@ class TelemetryWriter(SupervisedActor):
         self._in_flight = size
         self.pipe_to_self(self._write(batch), lambda outcome: _Written(size, outcome))
 
+    def _report_health(self) -> None:
+        stalled = time.monotonic() - self._progress_at if self._buffer else 0.0
+        if stalled > self._stall_after:
+            self._health.set("telemetry", False, f"no sample written for {stalled:.0f}s, {len(self._buffer)} waiting")
+        else:
+            self._health.set("telemetry", True, "ok")
+
     def _written(self, msg: _Written) -> None:
         self._in_flight = 0
         if msg.outcome.ok:
             for _ in range(msg.size):
                 self._buffer.popleft()
-            self._metrics.stored.inc(msg.size)
+            self._progress_at = time.monotonic()
+            self._metrics.stored.inc(msg.outcome.value)
             self._metrics.buffered.set(len(self._buffer))
             if self._failures:
                 log.info("telemetry writes recovered after %d failures; %d samples buffered",

@@ -31,11 +31,15 @@ import asyncio
 import logging
 
 from amqtt.contexts import BrokerConfig, ListenerConfig, ListenerType
+from prometheus_client import CollectorRegistry
 
 from hydrovisor.broker.acl import is_topic_name
 from hydrovisor.broker.directory import DeviceDirectory
 from hydrovisor.broker.engine import DeviceBroker
 from hydrovisor.broker.errors import BrokerNotRunning, BrokerStartFailed
+from hydrovisor.broker.flow import FlowMetrics, InflightGate
+from hydrovisor.broker.inbound import InboundMetrics
+from hydrovisor.broker.limits import BrokerLimits
 from hydrovisor.broker.listener import DROP_WAIT, LISTENER_NAME, DeviceListener
 from hydrovisor.broker.messages import MessageSink
 from hydrovisor.broker.plugins import BrokerHooks, DeviceAclPlugin, DeviceAuthPlugin
@@ -52,7 +56,8 @@ class EmbeddedBroker:
 
     ``directory`` holds the device credentials (an empty one is created when omitted; fill it
     through :attr:`directory`). ``dev_mode=True`` additionally admits anonymous clients and
-    usernames the directory does not know, without any topic ACL (see ``auth.py``).
+    usernames the directory does not know, without any topic ACL (see ``auth.py``). Metrics go to
+    ``registry`` (a private one when omitted).
     """
 
     def __init__(
@@ -63,18 +68,18 @@ class EmbeddedBroker:
         dev_mode: bool,
         directory: DeviceDirectory | None = None,
         on_message: MessageSink | None = None,
-        connect_timeout: float = 10.0,
-        max_connect_bytes: int = 2048,
-        keep_alive_factor: float = 1.5,
+        limits: BrokerLimits | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self._host = host
         self._requested_port = port
         self._dev_mode = dev_mode
         self._directory = directory if directory is not None else DeviceDirectory()
         self._hooks = BrokerHooks(self._directory, on_message)
-        self._connect_timeout = connect_timeout
-        self._max_connect_bytes = max_connect_bytes
-        self._keep_alive_factor = keep_alive_factor
+        self.limits = limits if limits is not None else BrokerLimits()
+        registry = registry if registry is not None else CollectorRegistry()
+        self._inbound_metrics = InboundMetrics(registry)
+        self._flow_metrics = FlowMetrics(registry)
         self._broker: DeviceBroker | None = None
         self._listener: DeviceListener | None = None
         self._server: asyncio.Server | None = None
@@ -151,14 +156,15 @@ class EmbeddedBroker:
             return
         self._hooks.delivering = True
         try:
-            broker = DeviceBroker(self._config(), self._hooks)
+            broker = DeviceBroker(self._config(), self._hooks, self._inbound_metrics)
             await broker.start()
         except Exception as exc:
             raise BrokerStartFailed(f"amqtt broker failed to start: {exc}") from exc
-        listener = DeviceListener(
-            broker, self._directory, dev_mode=self._dev_mode, connect_timeout=self._connect_timeout,
-            max_connect_bytes=self._max_connect_bytes, keep_alive_factor=self._keep_alive_factor,
-        )
+        limits = self.limits
+        gate = InflightGate(limits.inflight_total, limits.inflight_total_bytes, self._flow_metrics)
+        refused = self._inbound_metrics.refused
+        listener = DeviceListener(broker, self._directory, dev_mode=self._dev_mode, limits=limits, gate=gate,
+                                  on_refused=lambda reason: refused.labels(reason=reason).inc())
         try:
             self._server = await asyncio.start_server(listener.serve, self._host, self._requested_port)
         except OSError as exc:

@@ -4,7 +4,9 @@ All override *private* amqtt methods (upgrade risk, pinned by ``amqtt>=0.12,<0.1
 the tests in ``tests/broker``):
 
 - ``_initialize_client_session``: the session amqtt built from the CONNECT gets the admission
-  our listener decided (read from our :class:`ReplayReader`), its password is dropped (no
+  our listener decided (read from our :class:`FramedReader`), its handler becomes a
+  :class:`DeviceProtocolHandler` (QoS 0/1 publishes acknowledged once kept: ``inbound.py``),
+  its password is dropped (no
   device secrets kept in amqtt's memory), and amqtt's own keep-alive read timeout is turned
   off - it never disconnects anyone, it only cancels a read mid-packet; our watchdog in
   ``connection.py`` enforces the keep-alive instead.
@@ -37,17 +39,20 @@ from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.session import Session
 
 from hydrovisor.broker.auth import attach
-from hydrovisor.broker.connection import DeviceConnection
+from hydrovisor.broker.connection import FramedReader
+from hydrovisor.broker.inbound import DeviceProtocolHandler, Inbound, InboundMetrics
 from hydrovisor.broker.plugins import BrokerHooks
+from hydrovisor.broker.receipts import settled
 from hydrovisor.broker.topic_index import SubscriptionTable
 
 
 class DeviceBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
     """amqtt broker that carries our admissions and reports device wills."""
 
-    def __init__(self, config: BrokerConfig, hooks: BrokerHooks) -> None:
+    def __init__(self, config: BrokerConfig, hooks: BrokerHooks, inbound: InboundMetrics) -> None:
         super().__init__(config)
         self._hooks = hooks
+        self._inbound = Inbound(hooks, self, inbound)
         self._subscriptions: SubscriptionTable = SubscriptionTable()
 
     def subscribed_sessions(self, topic: str) -> list[Session]:
@@ -60,12 +65,14 @@ class DeviceBroker(Broker):  # type: ignore[misc]  # amqtt ships no type informa
         handler, session = await super()._initialize_client_session(
             reader, writer, remote_address, remote_port
         )
-        connection = getattr(reader, "connection", None)
-        if isinstance(connection, DeviceConnection):
-            attach(session, connection.admission)
-            connection.client_id = session.client_id  # amqtt assigns one to an empty CONNECT id
+        if isinstance(reader, FramedReader):
+            attach(session, reader.connection.admission)
+            reader.connection.client_id = session.client_id  # amqtt assigns one to an empty CONNECT id
         else:
             attach(session, None)  # not through our listener: the auth plugin refuses it
+        # amqtt builds the handler itself; ours adds no state of its own, only the PUBLISH path
+        handler.__class__ = DeviceProtocolHandler
+        handler.inbound = self._inbound
         session.password = None
         session.keep_alive = 0
         return handler, session
@@ -77,7 +84,7 @@ class DeviceBroker(Broker):  # type: ignore[misc]  # amqtt ships no type informa
             self._hooks.emit(
                 client_session.client_id or "", client_session, topic=client_session.will_topic or "",
                 payload=bytes(client_session.will_message or b""), qos=client_session.will_qos or 0,
-                retain=bool(client_session.will_retain),
+                retain=bool(client_session.will_retain), receipt=settled(),
             )
         await super()._handle_disconnect(client_session, handler, disconnect_waiter)
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from amqtt.adapters import StreamWriterAdapter
 
@@ -28,9 +29,11 @@ from hydrovisor.broker.connect import (
     connack,
     read_connect,
 )
-from hydrovisor.broker.connection import DeviceConnection, ReplayReader, enforce_keep_alive
+from hydrovisor.broker.connection import DeviceConnection, FramedReader, enforce_keep_alive
 from hydrovisor.broker.directory import DeviceDirectory
 from hydrovisor.broker.engine import DeviceBroker
+from hydrovisor.broker.flow import InflightGate
+from hydrovisor.broker.limits import BrokerLimits
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +46,15 @@ class DeviceListener:
     """The ``asyncio.start_server`` callback and the registry of what it accepted."""
 
     def __init__(
-        self, broker: DeviceBroker, directory: DeviceDirectory, *, dev_mode: bool,
-        connect_timeout: float, max_connect_bytes: int, keep_alive_factor: float,
+        self, broker: DeviceBroker, directory: DeviceDirectory, *, dev_mode: bool, limits: BrokerLimits,
+        gate: InflightGate, on_refused: Callable[[str], None],
     ) -> None:
         self._broker = broker
         self._directory = directory
         self._dev_mode = dev_mode
-        self._connect_timeout = connect_timeout
-        self._max_connect_bytes = max_connect_bytes
-        self._keep_alive_factor = keep_alive_factor
+        self._limits = limits
+        self._gate = gate
+        self._on_refused = on_refused
         self._tasks: set[asyncio.Task[None]] = set()  # every accepted socket, CONNECT or not
         self._admitted: set[DeviceConnection] = set()  # handed (or about to be handed) to amqtt
         self._by_client_id: dict[str, DeviceConnection] = {}  # the latest admitted per client id
@@ -104,7 +107,7 @@ class DeviceListener:
             if isinstance(verdict, Refusal):
                 await _refuse(writer, verdict, request.client_id, request.username, peer)
                 return
-            connection = DeviceConnection(writer, verdict, peer)
+            connection = DeviceConnection(writer, verdict, self._gate, self._limits.inflight_per_client, peer)
             self._admitted.add(connection)
             try:
                 await self._hand_over(reader, raw, connection)
@@ -124,11 +127,11 @@ class DeviceListener:
     ) -> tuple[ConnectRequest, bytes] | None:
         """The CONNECT and its raw bytes, or None when the connection is to be closed."""
         try:
-            async with asyncio.timeout(self._connect_timeout):
-                return await read_connect(reader, self._max_connect_bytes)
+            async with asyncio.timeout(self._limits.connect_timeout):
+                return await read_connect(reader, self._limits.max_connect_bytes)
         except TimeoutError:
             log.info("no CONNECT in time; closing", extra={
-                "event": "connect_timeout", "peer": peer, "timeout_s": self._connect_timeout,
+                "event": "connect_timeout", "peer": peer, "timeout_s": self._limits.connect_timeout,
             })
         except (asyncio.IncompleteReadError, ConnectionError):
             log.debug("peer left before CONNECT", extra={"event": "connect_aborted", "peer": peer})
@@ -156,11 +159,11 @@ class DeviceListener:
             "event": "device_connected", "client_id": admission.client_id, "username": admission.username,
             "verified": admission.verified, "keep_alive": admission.keep_alive, "peer": peer,
         })
-        watchdog = asyncio.create_task(enforce_keep_alive(connection, self._keep_alive_factor))
+        watchdog = asyncio.create_task(enforce_keep_alive(connection, self._limits.keep_alive_factor))
+        framed = FramedReader(reader, raw, connection, max_packet=self._limits.max_packet_bytes,
+                              on_refused=self._on_refused)
         try:
-            await self._broker.external_connected(
-                ReplayReader(reader, raw, connection), StreamWriterAdapter(connection.writer), LISTENER_NAME
-            )
+            await self._broker.external_connected(framed, StreamWriterAdapter(connection.writer), LISTENER_NAME)
         finally:
             watchdog.cancel()
             log.info("device disconnected", extra={

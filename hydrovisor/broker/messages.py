@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import msgspec
 
+from hydrovisor.broker.receipts import Receipt
+
 
 class DeviceMessage(msgspec.Struct, frozen=True, kw_only=True):
     """A publish from a device that passed the topic ACL (or a device's last will).
@@ -23,5 +25,7 @@ class DeviceMessage(msgspec.Struct, frozen=True, kw_only=True):
     received_at: float
 
 
-# Called on the event loop for every DeviceMessage: must not block (enqueue and return).
-MessageSink = Callable[[DeviceMessage], None]
+# Called on the event loop for every DeviceMessage with its receipt: must not block (enqueue and
+# return). The sink settles the receipt once the message is kept (stored, or handed to its actor, or
+# dropped with a counted reason), or fails it when the device should send it again.
+MessageSink = Callable[[DeviceMessage, Receipt], None]

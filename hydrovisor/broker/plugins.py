@@ -27,6 +27,7 @@ from hydrovisor.broker import acl
 from hydrovisor.broker.auth import Admission, admission_of
 from hydrovisor.broker.directory import DeviceDirectory
 from hydrovisor.broker.messages import DeviceMessage, MessageSink
+from hydrovisor.broker.receipts import Receipt, settled
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,16 @@ class BrokerHooks:
         return allowed
 
     def emit(
-        self, client_id: str, session: Session | None, *, topic: str, payload: bytes, qos: int, retain: bool
+        self, client_id: str, session: Session | None, *, topic: str, payload: bytes, qos: int, retain: bool,
+        receipt: Receipt,
     ) -> None:
-        """Hand one device message to ``on_message``; never raises into amqtt."""
+        """Hand one device message to ``on_message`` with its receipt; never raises into amqtt."""
         sink = self.on_message
-        if sink is None or not self.delivering:
+        if not self.delivering:
+            receipt.fail("broker_stopping")
+            return
+        if sink is None:
+            receipt.settle()  # nobody listens: the message is distributed to subscribers only
             return
         admission = admission_of(session)
         message = DeviceMessage(
@@ -74,11 +80,12 @@ class BrokerHooks:
             topic=topic, payload=payload, qos=qos, retain=retain, received_at=time.time(),
         )
         try:
-            sink(message)
+            sink(message, receipt)
         except Exception:
             log.exception("on_message callback failed", extra={
                 "event": "broker_sink_error", "client_id": message.client_id, "topic": topic,
             })
+            receipt.fail("sink_error")
 
 
 class DeviceAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no type information
@@ -108,13 +115,14 @@ class DeviceAclPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships no 
         return hooks.allows(session, topic, action)
 
     async def on_broker_message_broadcast(self, *, client_id: str, message: Any) -> None:
-        """amqtt event: a client's PUBLISH passed the topic ACL and is being distributed."""
+        """amqtt event: a client's PUBLISH passed the topic ACL and is being distributed. Only QoS 2
+        publishes take this way (``inbound.py`` takes QoS 0/1), amqtt has acknowledged them already."""
         hooks: BrokerHooks | None = self.config.hooks
         if hooks is None:
             return
         hooks.emit(
             client_id, self.context.get_session(client_id), topic=message.topic,
-            payload=bytes(message.data), qos=message.qos or 0, retain=bool(message.retain),
+            payload=bytes(message.data), qos=message.qos or 0, retain=bool(message.retain), receipt=settled(),
         )
 
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import msgspec
 
+from hydrovisor.broker.limits import BrokerLimits
+
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
@@ -41,6 +43,17 @@ class MqttSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # unset: 127.0.0.1 in dev mode (anonymous devices), else 0.0.0.0 (config/exposure.py)
     host: str | None = None
     port: Port = 1883
+    # a device PUBLISH/SUBSCRIBE larger than this closes its connection (Protocol 2.0 messages are < 4 KiB)
+    max_packet_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
+    # unstored (so unacknowledged) messages before the broker stops reading: per device, and in all
+    inflight_per_client: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 100
+    inflight_total: PositiveInt = 20_000
+    inflight_total_bytes: PositiveInt = 64 * 1024 * 1024
+
+    def limits(self) -> BrokerLimits:
+        """The broker's bounds from these settings."""
+        return BrokerLimits(max_packet_bytes=self.max_packet_bytes, inflight_per_client=self.inflight_per_client,
+                            inflight_total=self.inflight_total, inflight_total_bytes=self.inflight_total_bytes)
 
 
 class DatabaseSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -14,6 +14,7 @@ from hydrovisor.protocol import normalize_metric
 from hydrovisor.store.repos.telemetry import Sample
 
 FUTURE_SLACK_S = 300.0
+MAX_NAME_CHARS = 128  # channel and metric names: they are index keys (btree rows are bounded)
 
 
 class DropReason(enum.StrEnum):
@@ -26,8 +27,11 @@ class DropReason(enum.StrEnum):
     UNKNOWN_METRIC = "unknown_metric"
     INVALID_VALUE = "invalid_value"
     TEMP_NAMESPACE = "temp_namespace"
+    INVALID_TEXT = "invalid_text"
     MALFORMED = "malformed"
     BUFFER_FULL = "buffer_full"
+    DUPLICATE = "duplicate"
+    QUARANTINED = "quarantined"
 
 
 class TelemetryCounters:
@@ -59,6 +63,8 @@ def validate_sample(
         number = float(value)
     else:
         return DropReason.INVALID_VALUE
+    if not _storable_name(channel) or not _storable_name(metric_type):
+        return DropReason.INVALID_TEXT
     if not metric_type.strip():
         return DropReason.UNKNOWN_METRIC
     metric = normalize_metric(metric_type)
@@ -80,3 +86,8 @@ def validate_sample(
         source=source,
         flags=sample_flags or None,
     )
+
+
+def _storable_name(name: str) -> bool:
+    """PostgreSQL keeps no U+0000 in text; an index key must stay small."""
+    return len(name) <= MAX_NAME_CHARS and "\x00" not in name

@@ -5,6 +5,13 @@ Telemetry is validated here and told to the telemetry writer (the hot path never
 actor); time requests are answered at once; a ``node_hello`` registers the node (and starts its
 actor); every other message goes to ``/nodes/<uid>``. What cannot be routed is counted with a
 reason in ``hydrovisor_device_messages_total``.
+
+Each message comes with its receipt (``broker.receipts``), settled when the message is kept: a
+telemetry sample by the writer's commit, a command reply once stored, a ``node_hello`` once
+registered, anything else once told to its node actor, a refused message once its drop is counted.
+A message whose handling raised is failed (the device sends it again), as is everything still
+queued when the router stops. The queue needs no bound of its own: every message in it holds a
+place in the broker's in-flight limits until settled.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter
 from hydrovisor.actors.node import FromDevice
 from hydrovisor.actors.telemetry_writer import StoreSample
 from hydrovisor.broker import DeviceMessage as BrokerMessage
+from hydrovisor.broker.receipts import Receipt, ReceiptBook
 from hydrovisor.commands.plane import CommandPlane
 from hydrovisor.commands.replies import ReplyLanes, route_reply
 from hydrovisor.devices.ingest import DropReason, TelemetryCounters, validate_sample
@@ -47,21 +55,21 @@ from hydrovisor.supervisors import ActorSystem, NoSuchActor, SupervisionError
 log = logging.getLogger(__name__)
 
 WRITER_PATH = "/store/telemetry_writer"
-QUEUE_LIMIT = 100_000
 TIME_COALESCE_S = 0.1
 
 
 class DeviceRouter:
     """Queue + dispatcher of device messages; ``on_message`` is the broker hook."""
 
-    def __init__(self, plane: DevicePlane, system: ActorSystem, registry: CollectorRegistry,
-                 telemetry: TelemetryCounters, commands: CommandPlane) -> None:
+    def __init__(self, plane: DevicePlane, system: ActorSystem, registry: CollectorRegistry, *,
+                 telemetry: TelemetryCounters, commands: CommandPlane, receipts: ReceiptBook) -> None:
         self._plane = plane
         self._commands = commands
         self._replies = ReplyLanes(system, commands)
         self._system = system
         self._telemetry = telemetry
-        self._queue: asyncio.Queue[BrokerMessage] = asyncio.Queue(QUEUE_LIMIT)
+        self._receipts = receipts
+        self._queue: asyncio.Queue[tuple[BrokerMessage, Receipt]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._time_answer_pending = False
         self._background: set[asyncio.Task[None]] = set()
@@ -69,12 +77,9 @@ class DeviceRouter:
         self._messages = Counter("hydrovisor_device_messages_total", "Device messages by type and outcome.",
                                  ["type", "outcome"], registry=registry)
 
-    def on_message(self, message: BrokerMessage) -> None:
+    def on_message(self, message: BrokerMessage, receipt: Receipt) -> None:
         """Broker hook (on the loop): enqueue only."""
-        try:
-            self._queue.put_nowait(message)
-        except asyncio.QueueFull:
-            self._messages.labels(type="any", outcome="router_overflow").inc()
+        self._queue.put_nowait((message, receipt))
 
     def silence(self, uid: str, seconds: float) -> None:
         """Discard everything node ``uid`` sends for ``seconds`` (0 ends it): to us it went quiet while
@@ -94,59 +99,67 @@ class DeviceRouter:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="device-router")
 
     async def stop(self) -> None:
-        """Stop draining; queued messages are discarded (devices re-send state on reconnect)."""
+        """Stop draining; queued messages were not acknowledged: devices send them again."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        while not self._queue.empty():
+            self._queue.get_nowait()[1].fail("router_stopped")
 
     async def _run(self) -> None:
         while True:
-            message = await self._queue.get()
+            message, receipt = await self._queue.get()
             try:
-                await self.route(message)
+                await self.route(message, receipt)
             except Exception:
                 log.exception("device message on %s could not be routed", message.topic,
                               extra={"event": "route_failed", "topic": message.topic})
                 self._messages.labels(type="any", outcome="route_failed").inc()
+                receipt.fail("route_failed")
 
-    async def route(self, message: BrokerMessage) -> None:
-        """Handle one device message."""
+    async def route(self, message: BrokerMessage, receipt: Receipt) -> None:
+        """Handle one device message; ``receipt`` is settled once it is kept (see the module docstring)."""
         topic = parse_topic(message.topic)
         if isinstance(topic, TopicError):
             self._messages.labels(type="unknown", outcome="bad_topic").inc()
+            receipt.settle()
             return
         if self._silenced and self._is_silenced(topic):
             self._messages.labels(type=topic.type, outcome="silenced").inc()
+            receipt.settle()
             return
         decoded = decode_device_message(topic, message.payload, now=message.received_at)
         kind = topic.type
         if isinstance(decoded, DecodeError):
             self._messages.labels(type=kind, outcome=decoded.reason).inc()
             if kind == "telemetry":
-                self._telemetry.dropped.labels(reason=DropReason.MALFORMED, source="mqtt").inc()
+                reason = DropReason.INVALID_TEXT if decoded.reason == "unstorable_text" else DropReason.MALFORMED
+                self._telemetry.dropped.labels(reason=reason, source="mqtt").inc()
+            receipt.settle()
             return
         body = decoded.message
+        if isinstance(body, Telemetry):
+            self._telemetry_sample(body, topic, message.received_at, receipt)
+            return
         if isinstance(body, TimeRequest):
             await self._answer_time()
         elif isinstance(body, NodeHello):
             await self._hello(body, message.received_at)
-        elif isinstance(body, Telemetry):
-            self._telemetry_sample(body, topic, message.received_at)
         elif isinstance(body, CommandResponse):
             await self._command_reply(body, topic, message.received_at)
         else:
             uid = self._resolve(topic.node, topic.is_temp)
             if uid is None:
                 self._messages.labels(type=kind, outcome="unknown_node").inc()
-                return
-            if isinstance(body, Lwt) and self._plane.client_connected(message.client_id):
+            elif isinstance(body, Lwt) and self._plane.client_connected(message.client_id):
                 # the will of a session the device has already replaced: it is back, not gone
                 self._messages.labels(type=kind, outcome="stale_lwt").inc()
-                return
-            self._plane.registry.touch(uid, message.received_at)
-            await self._deliver(uid, FromDevice(body, topic, message.received_at), kind)
+            else:
+                self._plane.registry.touch(uid, message.received_at)
+                await self._deliver(uid, FromDevice(body, topic, message.received_at), kind)
+        receipt.settle()
 
     async def _command_reply(self, body: CommandResponse, topic: ParsedTopic, received_at: float) -> None:
         uid = self._resolve(topic.node, topic.is_temp)
@@ -183,9 +196,11 @@ class DeviceRouter:
             return
         self._messages.labels(type=kind, outcome="routed").inc()
 
-    def _telemetry_sample(self, body: Telemetry, topic: ParsedTopic, received_at: float) -> None:
+    def _telemetry_sample(self, body: Telemetry, topic: ParsedTopic, received_at: float, receipt: Receipt) -> None:
+        """Hand the sample to the writer, whose commit settles ``receipt``; a drop settles it at once."""
         if topic.is_temp:
             self._telemetry.dropped.labels(reason=DropReason.TEMP_NAMESPACE, source="mqtt").inc()
+            receipt.settle()
             return
         self._plane.registry.touch(topic.node, received_at)
         flags = {k: v for k, v in (("stable", body.stable), ("flow_active", body.flow_active),
@@ -196,11 +211,14 @@ class DeviceRouter:
                                  value=body.value, ts=body.ts, source="mqtt", flags=flags, now=received_at)
         if isinstance(result, DropReason):
             self._telemetry.dropped.labels(reason=result, source="mqtt").inc()
+            receipt.settle()
             return
+        token = self._receipts.token(receipt)
         try:
-            self._system.tell(WRITER_PATH, StoreSample(result))
-        except SupervisionError:
-            self._telemetry.dropped.labels(reason=DropReason.BUFFER_FULL, source="mqtt").inc()
+            self._system.tell(WRITER_PATH, StoreSample(result, token))
+        except SupervisionError as exc:
+            self._receipts.fail((token,), exc.code)  # not acknowledged: the device sends it again
+            self._messages.labels(type="telemetry", outcome=exc.code).inc()
             return
         self._telemetry.accepted.labels(source="mqtt").inc()
 

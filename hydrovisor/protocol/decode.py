@@ -79,7 +79,8 @@ class DecodeError(msgspec.Struct, frozen=True):
     A value, not an exception (unrelated to ``msgspec.DecodeError``). Reasons: ``empty_payload``,
     ``payload_too_large``, ``invalid_json``, ``not_object``, ``unsupported_topic``, ``invalid_lwt``,
     ``missing_metric_type``, ``invalid_value``, ``invalid_status``, ``missing_cmd_id``,
-    ``missing_event_code``, ``not_node_hello``, ``invalid_hardware_id``, ``internal_error``.
+    ``invalid_cmd_id``, ``missing_event_code``, ``not_node_hello``, ``invalid_hardware_id``, ``unstorable_text``,
+    ``internal_error``.
     """
 
     reason: str
@@ -349,6 +350,9 @@ def _node_hello(data: dict[str, Any], _now: float) -> NodeHello | DecodeError:
     )
 
 
+_CMD_ID = re.compile(r"[A-Za-z0-9_-]{1,63}")  # the commands table's CHECK
+
+
 def _cmd_id(value: object) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)  # a node echoing a numeric id still refers to our command
@@ -359,6 +363,8 @@ def _command_response(data: dict[str, Any], _now: float) -> CommandResponse | De
     cmd_id = _cmd_id(data.get("cmd_id"))
     if cmd_id is None:
         return DecodeError("missing_cmd_id", "cmd_id missing or not a string")
+    if not _CMD_ID.fullmatch(cmd_id):
+        return DecodeError("invalid_cmd_id", f"cmd_id {cmd_id[:40]!r} is not [A-Za-z0-9_-]{{1,63}}: not one of ours")
     status = parse_status(data.get("status"))
     if status is None or status not in DEVICE_REPORTABLE:
         return DecodeError("invalid_status", f"status {_brief(data.get('status'))} is not a device status")
@@ -462,7 +468,26 @@ def _decode(topic: ParsedTopic, payload: bytes, now: float) -> DeviceMessage | D
         return DecodeError("invalid_json", str(exc)[:200])
     if not isinstance(data, dict):
         return DecodeError("not_object", f"payload is a JSON {type(data).__name__}, expected an object")
+    if b"\\u0000" in payload and _holds_nul(data):
+        # PostgreSQL stores no U+0000 in text or jsonb: refused here, counted, instead of failing a write
+        return DecodeError("unstorable_text", "a string of the payload contains U+0000")
     return decoder(data, now)
+
+
+def _holds_nul(data: Any) -> bool:
+    """Whether any key or string value anywhere in ``data`` contains U+0000 (iterative: no depth limit)."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def decode_device_message(topic: ParsedTopic, payload: bytes, *, now: float) -> Decoded:

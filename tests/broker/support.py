@@ -16,6 +16,7 @@ from amqtt.errors import ConnectError
 from hydrovisor.broker.directory import DeviceDirectory, DeviceIdentity, hash_password
 from hydrovisor.broker.embedded import EmbeddedBroker
 from hydrovisor.broker.messages import DeviceMessage
+from hydrovisor.broker.receipts import Receipt
 
 # amqtt's client logs its URI - password included - at DEBUG: keep it quieter everywhere.
 logging.getLogger("amqtt.client").setLevel(logging.INFO)
@@ -46,8 +47,9 @@ class Inbox:
     def __init__(self) -> None:
         self.messages: list[DeviceMessage] = []
 
-    def __call__(self, message: DeviceMessage) -> None:
+    def __call__(self, message: DeviceMessage, receipt: Receipt) -> None:
         self.messages.append(message)
+        receipt.settle()
 
     def topics(self) -> list[str]:
         return [m.topic for m in self.messages]
@@ -141,6 +143,13 @@ def connect_packet(
 def subscribe_packet(packet_id: int, topic_filter: str, qos: int = 1) -> bytes:
     body = struct.pack("!H", packet_id) + _text(topic_filter) + bytes([qos])
     return bytes([0x82]) + _remaining_length(len(body)) + body
+
+
+def publish_packet(topic: str | bytes, payload: bytes, *, qos: int = 1, packet_id: int = 1, flags: int = -1) -> bytes:
+    """Encode a PUBLISH; ``flags`` (0-15) replaces the fixed-header flags to break it."""
+    body = _text(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
+    first = 0x30 | (qos << 1 if flags < 0 else flags)
+    return bytes([first]) + _remaining_length(len(body)) + body
 
 
 class RawClient:

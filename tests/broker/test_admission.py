@@ -7,6 +7,7 @@ import asyncio
 from amqtt.mqtt.constants import QOS_1
 
 from hydrovisor.broker.directory import DeviceDirectory
+from hydrovisor.broker.limits import BrokerLimits
 from tests.broker.support import (
     FRESH,
     NODE_A,
@@ -141,7 +142,7 @@ def test_packets_pipelined_behind_the_connect_reach_amqtt() -> None:
 
 def test_a_silent_or_oversized_connect_is_dropped() -> None:
     async def scenario() -> None:
-        async with running(dev_mode=True, connect_timeout=0.3, max_connect_bytes=64) as broker:
+        async with running(dev_mode=True, limits=BrokerLimits(connect_timeout=0.3, max_connect_bytes=64)) as broker:
             silent = await RawClient.open(broker.port)
             half = await RawClient.open(broker.port)
             await half.send(connect_packet("c1")[:5])  # starts a CONNECT, never finishes it

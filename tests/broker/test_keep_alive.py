@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from hydrovisor.broker.limits import BrokerLimits
 from tests.broker.support import Inbox, RawClient, connect_packet, eventually, run, running
 
 KEEP_ALIVE = 2
@@ -52,7 +53,7 @@ def test_a_silent_client_is_dropped_between_1_2x_and_1_6x_its_keep_alive() -> No
 
 def test_keep_alive_zero_means_no_limit() -> None:
     async def scenario() -> None:
-        async with running(dev_mode=True, keep_alive_factor=1.5) as broker:
+        async with running(dev_mode=True, limits=BrokerLimits(keep_alive_factor=1.5)) as broker:
             raw = await RawClient.open(broker.port)
             await raw.send(connect_packet("forever", keep_alive=0))
             assert await raw.connack() == 0

@@ -12,6 +12,7 @@ from typing import Any
 
 from hydrovisor.broker.embedded import EmbeddedBroker
 from hydrovisor.broker.messages import DeviceMessage
+from hydrovisor.broker.receipts import Receipt
 from hydrovisor.protocol import (
     TIME_REQUEST,
     TIME_RESPONSE,
@@ -56,8 +57,9 @@ class Collector:
         self.answer_time = False
         self._pending: set[asyncio.Task[None]] = set()
 
-    def __call__(self, message: DeviceMessage) -> None:
+    def __call__(self, message: DeviceMessage, receipt: Receipt) -> None:
         self.messages.append(message)
+        receipt.settle()
         if self.answer_time and message.topic == TIME_REQUEST and self.broker is not None:
             task = asyncio.get_running_loop().create_task(self.broker.publish(TIME_RESPONSE, time_response()))
             self._pending.add(task)

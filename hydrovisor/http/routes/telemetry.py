@@ -9,6 +9,7 @@ import msgspec
 from aiohttp import web
 
 from hydrovisor.actors.telemetry_writer import StoreSample
+from hydrovisor.broker.receipts import Receipt, ReceiptGroup
 from hydrovisor.devices.ingest import DropReason, validate_sample
 from hydrovisor.devices.router import WRITER_PATH
 from hydrovisor.http.body import query_int, query_time, query_uid, read_body
@@ -42,7 +43,10 @@ class IngestBody(msgspec.Struct):
     samples: Annotated[list[IngestSample], msgspec.Meta(max_length=MAX_SAMPLES)]
 
 
-def _one(services: Any, raw: IngestSample, now: float) -> DropReason | None:
+STORE_WAIT_S = 30.0  # the answer waits for the commit; past this the client is told to send again
+
+
+def _one(services: Any, raw: IngestSample, now: float, receipt: Receipt) -> DropReason | None:
     if not isinstance(raw.node_uid, str) or not isinstance(raw.channel, str) or not isinstance(raw.metric_type, str):
         return DropReason.MALFORMED
     zone = raw.zone_uid if raw.zone_uid is not None else raw.zone_id
@@ -53,17 +57,21 @@ def _one(services: Any, raw: IngestSample, now: float) -> DropReason | None:
                              metric_type=raw.metric_type, value=raw.value, ts=ts, source="http", now=now)
     if isinstance(result, DropReason):
         return result
+    token = services.receipts.token(receipt)
     try:
-        services.system.tell(WRITER_PATH, StoreSample(result))
+        services.system.tell(WRITER_PATH, StoreSample(result, token))
     except SupervisionError:
+        services.receipts.fail((token,), "writer_unavailable")
         return DropReason.BUFFER_FULL
     return None
 
 
 @routes.post("/api/v1/ingest/telemetry")
 async def ingest(request: web.Request) -> web.Response:
-    """Validate and queue samples; 202 with counts (200 for an empty list). Invalid samples are
-    dropped with a counted reason; the rest are kept."""
+    """Validate and store samples; 202 with counts (200 for an empty list) once every accepted sample
+    is committed. Invalid samples are dropped with a counted reason; the rest are kept. 503
+    ``telemetry_not_stored`` when the store does not confirm within 30 s: sending the same samples
+    again is safe (samples with a ``ts`` are stored once)."""
     limiter: RateLimiter = request.app[RATE_LIMIT]
     wait = limiter.check(request.remote or "?")
     if wait:
@@ -80,13 +88,20 @@ async def ingest(request: web.Request) -> web.Response:
         return ok({"count": 0, "dropped": 0, "total": 0})
     now = time.time()
     reasons: dict[str, int] = {}
+    stored = ReceiptGroup()
     for raw in body.samples:
-        reason = _one(services, raw, now)
+        receipt = stored.receipt()
+        reason = _one(services, raw, now, receipt)
         if reason is None:
             services.telemetry.accepted.labels(source="http").inc()
         else:
+            receipt.settle()  # dropped with its reason: nothing to wait for
             services.telemetry.dropped.labels(reason=reason, source="http").inc()
             reasons[reason] = reasons.get(reason, 0) + 1
+    failure = await stored.wait(STORE_WAIT_S)
+    if failure is not None:
+        raise ApiError(503, "telemetry_not_stored", f"the samples were not confirmed stored ({failure}); "
+                       "send them again (samples with a ts are stored once)", headers={"Retry-After": "5"})
     dropped = sum(reasons.values())
     return ok({"count": len(body.samples) - dropped, "dropped": dropped, "total": len(body.samples),
                "dropped_reasons": reasons}, status=202)

@@ -62,17 +62,39 @@ def _utc(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, tz=dt.UTC)
 
 
-async def write_batch(pool: asyncpg.Pool, samples: Sequence[Sample]) -> None:
-    """Store a batch atomically: every sample is appended and ``telemetry_last`` keeps the newest."""
-    newest: dict[tuple[str, str, str, str], Sample] = {}
+async def write_batch(pool: asyncpg.Pool, samples: Sequence[Sample]) -> dict[str, int]:
+    """Store a batch atomically: every new sample is appended and ``telemetry_last`` keeps the newest.
+
+    Idempotent for samples that carry the device's own ``ts``: one already stored with the same
+    zone, node, channel, metric, ts and value (a QoS 1 message the device sent again because its
+    PUBACK was lost) is not stored twice. Returns how many samples were appended, per ``source``.
+    """
+    fresh: dict[tuple[Any, ...], Sample] = {}
+    replaced: list[Sample] = []
     for s in samples:
+        if s.flags and s.flags.get("ts_replaced"):
+            replaced.append(s)  # our clock, not the device's: no identity to repeat
+        else:
+            fresh.setdefault((s.zone_uid, s.node_uid, s.channel, s.metric, s.ts, s.value), s)
+    rows = [*fresh.values(), *replaced]
+    newest: dict[tuple[str, str, str, str], Sample] = {}
+    for s in rows:
         key = (s.zone_uid, s.node_uid, s.channel, s.metric)
         if key not in newest or newest[key].ts <= s.ts:
             newest[key] = s
-    records = [(s.zone_uid, s.node_uid, s.channel, s.metric, s.metric_original, s.value, _utc(s.ts), s.source,
-                json.dumps(s.flags) if s.flags else None) for s in samples]
+    columns = list(zip(*[(s.zone_uid, s.node_uid, s.channel, s.metric, s.metric_original, s.value, _utc(s.ts),
+                          s.source, json.dumps(s.flags) if s.flags else None, not (s.flags or {}).get("ts_replaced"))
+                         for s in rows], strict=True))
     async with pool.acquire() as conn, conn.transaction():
-        await conn.copy_records_to_table("telemetry_samples", records=records, columns=_SAMPLE_COLUMNS)
+        appended = await conn.fetch(
+            "WITH ins AS (INSERT INTO telemetry_samples (zone_uid, node_uid, channel, metric, metric_original, value, ts, source, flags) "
+            "SELECT z, n, c, m, mo, v, t, s, f::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+            "  $5::text[], $6::float8[], $7::timestamptz[], $8::text[], $9::text[], $10::bool[]) "
+            "  AS u(z, n, c, m, mo, v, t, s, f, device_ts) "
+            "WHERE NOT (device_ts AND EXISTS (SELECT 1 FROM telemetry_samples o WHERE o.zone_uid = z AND o.node_uid = n "
+            "  AND o.metric = m AND o.ts = t AND o.channel = c AND o.value = v)) RETURNING source) "
+            "SELECT source, count(*) AS n FROM ins GROUP BY source",
+            *[list(col) for col in columns])
         await conn.executemany(
             "INSERT INTO telemetry_last (zone_uid, node_uid, channel, metric, value, ts, flags) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) "
@@ -81,6 +103,31 @@ async def write_batch(pool: asyncpg.Pool, samples: Sequence[Sample]) -> None:
             "WHERE telemetry_last.ts <= EXCLUDED.ts",
             [(s.zone_uid, s.node_uid, s.channel, s.metric, s.value, _utc(s.ts),
               json.dumps(s.flags) if s.flags else None) for s in newest.values()])
+    return {r["source"]: int(r["n"]) for r in appended}
+
+
+class Quarantined(msgspec.Struct, frozen=True):
+    """A sample PostgreSQL refused, kept as JSON with the error, for an operator to look at."""
+
+    id: int
+    quarantined_at: float
+    error: str
+    sample: dict[str, Any]
+
+
+async def quarantine(pool: asyncpg.Pool, sample: Sample, error: str) -> None:
+    """Keep a sample that cannot be stored; as bytes, so that nothing in it can fail this insert."""
+    await pool.execute("INSERT INTO telemetry_quarantine (sample, error) VALUES ($1, $2)",
+                       msgspec.json.encode(sample), error.replace("\x00", "\\0")[:2000])
+
+
+async def quarantined(pool: asyncpg.Pool, limit: int) -> list[Quarantined]:
+    """The newest quarantined samples."""
+    rows = await pool.fetch(
+        "SELECT id, date_part('epoch', quarantined_at) AS quarantined_at, error, sample "
+        "FROM telemetry_quarantine ORDER BY id DESC LIMIT $1", limit)
+    return [Quarantined(id=r["id"], quarantined_at=r["quarantined_at"], error=r["error"],
+                        sample=msgspec.json.decode(r["sample"])) for r in rows]
 
 
 async def last_values(pool: asyncpg.Pool, zone_uid: str, node_uid: str | None = None) -> list[LastValue]:
