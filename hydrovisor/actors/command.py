@@ -10,11 +10,13 @@ whoever sends them. Reports that arrive while a write is in flight (a node's ACK
 within a millisecond or two) are stored together by the next one, in one transaction, in order.
 A failed write is retried on the next tick; the deadline still holds.
 
-Once SENT is stored, the reply router usually stores the node's replies itself on the loop
-(``hydrovisor.commands.replies``, the same guarded writes) and tells the actor only what was
-applied (:class:`RepliesStored`): two thread hops less per reply. The actor still owns the
-deadline, its own writes (SENT, SEND_FAILED, TIMEOUT) and stopping once the row is terminal; a
-race between its TIMEOUT and a router-stored terminal is settled by the guards (first wins).
+Once SENT is stored, the reply path (``hydrovisor.commands.replies``) usually stores the node's
+replies itself on the loop (the same guarded writes) and tells the actor only what was applied
+(:class:`RepliesStored`): two thread hops less per reply. A reply it hands here instead
+(:class:`DeviceReply`) carries a slot the actor sets once the write holding it commits, so the
+reply path knows when the reply is durable. The actor still owns the deadline, its own writes
+(SENT, SEND_FAILED, TIMEOUT) and stopping once the row is terminal; a race between its TIMEOUT and
+a reply stored on the loop is settled by the guards (first wins).
 
 A restarted incarnation rebuilds from the row: a SENT/ACK command is never published again, a
 QUEUED/SEND_FAILED one is (same cmd_id: the node's cache dedupes), and a deadline already past
@@ -35,7 +37,7 @@ import msgspec
 from hydrovisor.commands.plane import PUBLISH_ATTEMPTS, PUBLISH_BACKOFF_S, CommandPlane, NodeNotConnected
 from hydrovisor.commands.waiters import StatusNews
 from hydrovisor.protocol import TERMINAL, CommandResponse, CommandStatus, channel_topic, encode_command
-from hydrovisor.runtime.bridge import Outcome
+from hydrovisor.runtime.bridge import LoopReply, Outcome
 from hydrovisor.runtime.timers import Timer
 from hydrovisor.store.repos import commands, events, nodes
 from hydrovisor.store.repos.commands import CommandRecord, Report
@@ -57,9 +59,11 @@ class Preload(msgspec.Struct, frozen=True):
 
 
 class DeviceReply(msgspec.Struct, frozen=True):
-    """A ``command_response`` for this command."""
+    """A ``command_response`` for this command; ``stored`` is set once the write holding it commits
+    (applied or recorded as not applied), and failed if this incarnation stops without storing it."""
 
     response: CommandResponse
+    stored: LoopReply | None = None
 
 
 class RepliesStored(msgspec.Struct, frozen=True):
@@ -75,6 +79,10 @@ def device_report(response: CommandResponse) -> Report:
         details.setdefault("message", response.message)
     return Report(response.status, "device", error_code=response.error_code, error_message=response.error_message,
                   details=details or None)
+
+
+class ReplyLost(Exception):
+    """The actor stopped with a device reply not stored yet (a crash, or a stop before its write)."""
 
 
 class _Publish(msgspec.Struct, frozen=True):
@@ -121,6 +129,7 @@ class CommandActor(SupervisedActor):
         self._sync_failure_told = False
         self._sent_queued = False  # SENT is stored or on its way
         self._timers: list[Timer] = []
+        self._reply_slots: list[tuple[Report, LoopReply]] = []  # device reports whose router awaits their write
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -154,6 +163,9 @@ class CommandActor(SupervisedActor):
     def on_stop(self) -> None:
         for timer in self._timers:
             timer.cancel()
+        for _, slot in self._reply_slots:  # the router must not acknowledge what this incarnation lost
+            slot.set_exception((ReplyLost, ReplyLost(f"command {self.cmd_id}: actor stopped before storing it"), None))
+        self._reply_slots.clear()
 
     def on_failure(self, *_: Any) -> None:
         self.on_stop()
@@ -167,7 +179,7 @@ class CommandActor(SupervisedActor):
         elif isinstance(message, _Published):
             self._published(message)
         elif isinstance(message, DeviceReply):
-            self._reply(message.response)
+            self._reply(message)
         elif isinstance(message, RepliesStored):
             self._replies_stored(message.rows)
         elif isinstance(message, _Stored):
@@ -236,11 +248,14 @@ class CommandActor(SupervisedActor):
             self._sent_queued = True
             self._store(S.SENT)
 
-    def _reply(self, response: CommandResponse) -> None:
+    def _reply(self, reply: DeviceReply) -> None:
         # a reply proves the publish worked, even if the broker's acknowledgement is still on its
         # way to us: SENT goes first, so the stored history is QUEUED, SENT, ACK, terminal
         self._ensure_sent()
-        self._writes.append(device_report(response))
+        report = device_report(reply.response)
+        self._writes.append(report)
+        if reply.stored is not None:
+            self._reply_slots.append((report, reply.stored))
         self._next_write()
 
     def _replies_stored(self, rows: list[CommandRecord]) -> None:
@@ -274,6 +289,8 @@ class CommandActor(SupervisedActor):
                                                         error_code="command_state_sync_failed"))
             return  # stays queued; the next tick tries again
         rows: list[CommandRecord | None] = msg.outcome.value
+        if self._reply_slots:
+            self._release_slots(msg.reports)
         for report, row in zip(msg.reports, rows, strict=True):
             self._writes.popleft()
             if row is not None:
@@ -283,6 +300,15 @@ class CommandActor(SupervisedActor):
         if self._finished and not self._writes:
             self.stop()
         self._next_write()
+
+    def _release_slots(self, written: list[Report]) -> None:
+        waiting = []
+        for report, slot in self._reply_slots:
+            if any(report is done for done in written):
+                slot.set(None)
+            else:
+                waiting.append((report, slot))
+        self._reply_slots = waiting
 
     def _applied(self, row: CommandRecord) -> None:
         # the news went out on the loop with the write (CommandPlane.store, the reply router)

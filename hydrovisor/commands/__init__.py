@@ -1,1 +1,1 @@
-"""The command lifecycle: waiters for status changes, publishing, the tracker actor's plumbing."""
+"""The command lifecycle: publishing, the tracker actor's plumbing, the reply path, waiters for status changes."""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -37,6 +37,18 @@ class CommandPlane:
     transport: Transport
     waiters: CommandWaiters
     publishes: Counter
+    _stored_hooks: list[Callable[[CommandRecord], None]] = field(default_factory=list, init=False, repr=False)
+
+    def on_stored(self, hook: Callable[[CommandRecord], None]) -> None:
+        """Call ``hook(row)`` on the loop after every status this plane stores (the reply path uses
+        it to learn when a command's SENT is stored, and when it is terminal)."""
+        self._stored_hooks.append(hook)
+
+    def stored(self, row: CommandRecord) -> None:
+        """Make ``row``, just stored, known (on the loop): to the hooks, then to the waiters."""
+        for hook in self._stored_hooks:
+            hook(row)
+        self.waiters.deliver(StatusNews.stored(row))
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Publish a signed command; refuses (``NodeNotConnected``) when no session would get it.
@@ -64,12 +76,12 @@ class CommandPlane:
             return Outcome(error=exc)
 
     async def store(self, cmd_id: str, reports: Sequence[Report]) -> list[CommandRecord | None]:
-        """``commands.apply_reports`` (one transaction), then the news of every applied report, on
-        the loop: a waiter wakes right after the commit, not after a hop through the writer's thread."""
+        """``commands.apply_reports`` (one transaction), then :meth:`stored` for every applied report,
+        on the loop: a waiter wakes right after the commit, not after a hop through the writer's thread."""
         rows = await commands.apply_reports(self.db.pool, cmd_id, reports)
         for row in rows:
             if row is not None:
-                self.waiters.deliver(StatusNews.stored(row))
+                self.stored(row)
         return rows
 
 

@@ -1,14 +1,9 @@
-"""Loop-side waiters for command status changes (HTTP ``?wait=`` and the submit path).
+"""Loop-side waiters for command status changes (HTTP ``?wait=`` and the submit path); waiting only.
 
 A stored status is delivered on the loop by whoever stored it (the write coroutine, see
 ``CommandPlane.store``), so a waiter wakes without a thread hop; an actor thread with news (a
 failed SENT write, a row it re-read) uses ``announce``, which hops onto the loop with
 ``call_soon_threadsafe``. The loop never blocks on an actor: a waiter is a plain asyncio future.
-
-The waiters also keep, per open command, how its device replies are stored (``replies_direct``):
-once SENT is stored, the reply router applies them itself on the loop; a reply handed to the
-actor instead (SENT not stored yet, or a direct write failed) sends every later one of that
-command to the actor too, so one command's replies are never stored out of order.
 """
 
 from __future__ import annotations
@@ -22,8 +17,6 @@ import msgspec
 
 from hydrovisor.protocol import TERMINAL, CommandStatus
 from hydrovisor.store.repos.commands import CommandRecord
-
-_TO_ACTOR = "to_actor"  # _route value: the actor stores this command's replies
 
 
 class StatusNews(msgspec.Struct, frozen=True):
@@ -61,8 +54,6 @@ class CommandWaiters:
         self._loop = loop
         self._waiting: defaultdict[str, list[tuple[Callable[[StatusNews], bool], asyncio.Future[StatusNews]]]] = (
             defaultdict(list))
-        # open commands only: the last stored status (SENT, ACK) or _TO_ACTOR; dropped once terminal
-        self._route: dict[str, str] = {}
 
     def __len__(self) -> int:
         """How many waits are registered (each must end with the request that registered it)."""
@@ -74,11 +65,6 @@ class CommandWaiters:
 
     def deliver(self, news: StatusNews) -> None:
         """Report a status change (on the loop): wakes the waiters it satisfies at once."""
-        if news.row is not None:
-            if news.terminal:
-                self._route.pop(news.cmd_id, None)
-            elif news.status in (CommandStatus.SENT, CommandStatus.ACK) and self._route.get(news.cmd_id) != _TO_ACTOR:
-                self._route[news.cmd_id] = news.status
         waiting = self._waiting.get(news.cmd_id)
         if not waiting:
             return
@@ -94,15 +80,6 @@ class CommandWaiters:
             self._waiting[news.cmd_id] = keep
         else:
             del self._waiting[news.cmd_id]
-
-    def replies_direct(self, cmd_id: str) -> bool:
-        """True when ``cmd_id``'s SENT is stored and none of its replies went to its actor (on the loop)."""
-        route = self._route.get(cmd_id)
-        return route is not None and route != _TO_ACTOR
-
-    def replies_to_actor(self, cmd_id: str) -> None:
-        """From now on ``cmd_id``'s replies go to its actor, until it is terminal (on the loop)."""
-        self._route[cmd_id] = _TO_ACTOR
 
     @contextlib.contextmanager
     def watching(self, cmd_id: str, wants: Callable[[StatusNews], bool]) -> Iterator[asyncio.Future[StatusNews]]:

@@ -7,7 +7,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from hydrovisor.commands import replies
+from hydrovisor.commands.replies import ReplyLanes, route_reply
 from hydrovisor.commands.spawn import start_command_actor
+from hydrovisor.protocol import CommandResponse, CommandStatus
 from hydrovisor.services import Services
 from hydrovisor.sim import Faults
 from hydrovisor.store.repos import commands
@@ -15,6 +18,8 @@ from hydrovisor.store.repos.commands import NewCommand
 from tests.app.conftest import Running
 from tests.app.test_commands_e2e import Node
 from tests.helpers import http, wait_until
+
+S = CommandStatus
 
 
 @pytest.fixture
@@ -99,3 +104,56 @@ def test_an_unbound_start_whose_send_failed_write_fails_retries_it(instance: Run
     assert http("GET", url).json()["data"]["error_code"] == "node_not_bound"
     actor = instance.base_url + "/api/v1/actors/commands/unbound-1"
     wait_until(lambda: http("GET", actor).status == 404, what="the actor gave its slot back")
+
+
+# the reply path (item 13): route_reply returns once the reply is stored ------------------------------
+
+
+def _reply_to(node: Node, response: CommandResponse) -> str:
+    services = _services(node.instance)
+
+    async def route_and_read() -> tuple[str, str | None]:
+        lanes = ReplyLanes(services.system, services.commands)
+        outcome = await route_reply(services.system, services.commands, lanes, response, node_uid=node.uid,
+                                    zone_uid="zn-1", channel="pump_main")
+        row = await commands.get(services.db.pool, response.cmd_id)  # at once: no waiting for the write
+        return outcome, row.status if row is not None else None
+
+    outcome, status = node.instance.loop.run(route_and_read())
+    assert status == response.status, outcome
+    return outcome
+
+
+def test_route_reply_returns_once_the_reply_is_stored(make_node: Callable[..., Node]) -> None:
+    node = make_node(faults=Faults(drop_reply=1.0))  # the test answers in the node's place
+    assert node.command(cmd_id="durable-1").status == 202
+    assert node.get("durable-1")["status"] == "SENT"
+    _reply_to(node, CommandResponse(cmd_id="durable-1", status=S.ACK))
+    _reply_to(node, CommandResponse(cmd_id="durable-1", status=S.DONE))
+    assert node.timeline("durable-1") == [("QUEUED", True), ("SENT", True), ("ACK", True), ("DONE", True)]
+    assert _reply_to(node, CommandResponse(cmd_id="ghost-2", status=S.ERROR)) == "stub"
+
+
+REFUSE_STUBS = """
+CREATE FUNCTION refuse_stubs() RETURNS trigger AS $$
+BEGIN
+  IF NEW.cmd = 'unknown' THEN RAISE EXCEPTION 'injected: stubs cannot be stored'; END IF;
+  RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER refuse_stubs BEFORE INSERT ON commands FOR EACH ROW EXECUTE FUNCTION refuse_stubs();
+"""
+
+
+def test_route_reply_raises_when_the_reply_is_not_stored(make_node: Callable[..., Node]) -> None:
+    node = make_node()
+    services = _services(node.instance)
+    node.instance.loop.run(_execute(services, REFUSE_STUBS))
+
+    async def route() -> str:
+        lanes = ReplyLanes(services.system, services.commands)
+        return await route_reply(services.system, services.commands, lanes,
+                                 CommandResponse(cmd_id="ghost-3", status=S.DONE), node_uid=node.uid,
+                                 zone_uid="zn-1", channel="pump_main")
+
+    with pytest.raises(replies.ReplyNotStored):
+        node.instance.loop.run(route())

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from hydrovisor.protocol import TERMINAL, CommandStatus, can_transition, rank
 from hydrovisor.store.migrations import apply_migrations
 from hydrovisor.store.repos import commands
-from hydrovisor.store.repos.commands import NewCommand
+from hydrovisor.store.repos.commands import NewCommand, Report
 
 S = CommandStatus
 
@@ -74,10 +74,14 @@ def test_timeout_is_persisted_with_failed_at_and_code(pg_dsn: str) -> None:
 
 def test_unknown_cmd_id_stub_then_terminal(pg_dsn: str) -> None:
     async def body(pool: asyncpg.Pool) -> None:
-        assert await commands.insert_device_stub(pool, "dev-9", "nd-1", "zn-1", "pump_main")
-        assert not await commands.insert_device_stub(pool, "dev-9", "nd-1", "zn-1", "pump_main")
-        row = await commands.transition(pool, "dev-9", S.SEND_FAILED, source="device")
+        where = {"node_uid": "nd-1", "zone_uid": "zn-1", "channel": "pump_main"}
+        assert await commands.apply_orphan_reply(pool, "dev-8", Report(S.ACK, "device"), **where) == (True, None)
+        created, row = await commands.apply_orphan_reply(pool, "dev-9", Report(S.SEND_FAILED, "device"), **where)
+        assert created
         assert row is not None and (row.cmd, row.source, row.status) == ("unknown", "device", "SEND_FAILED")
+        assert await commands.apply_orphan_reply(pool, "dev-9", Report(S.DONE, "device"), **where) == (False, None)
+        assert [(e.status, e.applied) for e in await commands.events(pool, "dev-9")] == [
+            ("ACK", True), ("SEND_FAILED", True), ("DONE", False)]
 
     run(pg_dsn, body)
 

@@ -208,10 +208,12 @@ async def _apply(conn: asyncpg.Connection, cmd_id: str, report: Report) -> Comma
     return _record(row) if row is not None else None
 
 
-async def insert_device_stub(pool: asyncpg.Pool, cmd_id: str, node_uid: str, zone_uid: str | None,
-                             channel: str) -> bool:
-    """A reply for a cmd_id we never stored: a stub row (source=device, cmd=unknown, ACK) so the
-    terminal that follows goes through the normal guarded path. False if the row exists."""
+async def apply_orphan_reply(pool: asyncpg.Pool, cmd_id: str, report: Report, *, node_uid: str,
+                             zone_uid: str | None, channel: str) -> tuple[bool, CommandRecord | None]:
+    """A device's reply for a command no actor tracks, in ONE transaction: first, for a cmd_id we never
+    stored, a stub row (source=device, cmd=unknown, ACK: DOMAIN §1), then ``report`` exactly as
+    :func:`apply_reports` would (the stub's own ACK aside). Returns whether a stub was created, and
+    the row as the report left it (``None``: not applied, or the stub's ACK)."""
     async with pool.acquire() as conn, conn.transaction():
         status = await conn.execute(
             "INSERT INTO commands (cmd_id, zone_uid, node_uid, channel, cmd, source, status, timeout_s, deadline_at, ack_at) "
@@ -221,7 +223,9 @@ async def insert_device_stub(pool: asyncpg.Pool, cmd_id: str, node_uid: str, zon
         if created:
             await conn.execute("INSERT INTO command_events (cmd_id, status, applied, source, details) "
                                "VALUES ($1, 'ACK', true, 'device', '{\"stub\": true}')", cmd_id)
-        return created
+            if report.target is CommandStatus.ACK:
+                return True, None
+        return created, await _apply(conn, cmd_id, report)
 
 
 async def events(pool: asyncpg.Pool, cmd_id: str) -> list[CommandEvent]:
