@@ -65,6 +65,12 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"status": "error", "code": code, "message": message, **extra}
 
 
+def _nul_in_url(request: web.Request) -> bool:
+    if not request.path.startswith("/api/"):
+        return False
+    return "\x00" in request.path or any("\x00" in key or "\x00" in value for key, value in request.query.items())
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn ApiError, aiohttp's HTTP exceptions and unexpected failures into JSON bodies."""
@@ -72,6 +78,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         if request.content_length is not None and request.content_length > limit:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+        if _nul_in_url(request):  # PostgreSQL text holds no NUL: refused here for every API route at once
+            raise ApiError(400, "nul_character", "the URL contains a NUL character (%00)")
         return await handler(request)
     except ApiError as exc:
         return json_response(error_body(exc.code, exc.message, **exc.extra), exc.status, exc.headers)

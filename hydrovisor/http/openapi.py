@@ -9,6 +9,7 @@ from aiohttp import web
 
 from hydrovisor.chaos.engine import ChaosRequest
 from hydrovisor.http.routes import commands, fleet, nodes, telemetry
+from hydrovisor.supervisors.snapshot import ActorInfo
 
 routes = web.RouteTableDef()
 
@@ -22,13 +23,22 @@ def _resp(description: str, schema: dict[str, Any] | None = None) -> dict[str, A
     return body
 
 
+def _ok(data: dict[str, Any]) -> dict[str, Any]:
+    """The success envelope ``{"status":"ok","data":...}`` around ``data``."""
+    return {"type": "object", "required": ["status", "data"],
+            "properties": {"status": {"const": "ok"}, "data": data}}
+
+
+# every API operation: a malformed parameter or body, or a NUL character anywhere in the URL
 _ERRORS = {
+    "400": _resp("invalid input; `code` says which (e.g. invalid_uid, invalid_parameter, nul_character)", _ERROR),
     "401": _resp("missing or invalid bearer token", _ERROR),
     "403": _resp("role too low, or no token configured and the client is not on loopback", _ERROR),
 }
 _PATH_PARAM = [{"name": "path", "in": "path", "required": True, "schema": {"type": "string"},
                 "description": "actor path without the leading slash, e.g. store/db_health"}]
 _DEPTH = {"name": "depth", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}}
+_TREE = _ok({"$ref": "#/components/schemas/ActorInfo"})
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -42,25 +52,6 @@ DOCUMENT: dict[str, Any] = {
                 "required": ["status", "code", "message"],
                 "properties": {"status": {"const": "error"}, "code": {"type": "string"},
                                "message": {"type": "string"}},
-            },
-            "ActorInfo": {
-                "type": "object",
-                "required": ["path", "id", "kind", "state", "restarts_in_window", "restarts_total",
-                             "mailbox_depth", "children"],
-                "properties": {
-                    "path": {"type": "string"}, "id": {"type": "string"}, "kind": {"type": "string"},
-                    "actor_class": {"type": "string"},
-                    "state": {"enum": ["starting", "running", "restarting", "stopping", "stopped"]},
-                    "restart": {"enum": ["permanent", "transient", "temporary"]},
-                    "restarts_in_window": {"type": "integer"}, "restarts_total": {"type": "integer"},
-                    "last_failure": {"type": ["object", "null"], "properties": {
-                        "reason": {"type": "string"}, "kind": {"type": "string"}, "at": {"type": "number"}}},
-                    "mailbox_depth": {"type": "integer"},
-                    "uptime_s": {"type": ["number", "null"]}, "busy_for_s": {"type": ["number", "null"]},
-                    "strategy": {"type": ["string", "null"]}, "max_restarts": {"type": ["integer", "null"]},
-                    "period_s": {"type": ["number", "null"]}, "max_children": {"type": ["integer", "null"]},
-                    "children": {"type": "array", "items": {"$ref": "#/components/schemas/ActorInfo"}},
-                },
             },
         },
     },
@@ -79,17 +70,17 @@ DOCUMENT: dict[str, Any] = {
                                   "responses": {"200": _resp("OpenAPI 3.1")}}},
         "/api/v1/actors": {"get": {
             "summary": "the whole supervision tree", "parameters": [_DEPTH],
-            "responses": {"200": _resp("tree", {"$ref": "#/components/schemas/ActorInfo"}), **_ERRORS},
+            "responses": {"200": _resp("tree", _TREE), **_ERRORS},
         }},
         "/api/v1/actors/{path}": {"get": {
             "summary": "one actor path and its subtree", "parameters": [*_PATH_PARAM, _DEPTH],
-            "responses": {"200": _resp("subtree", {"$ref": "#/components/schemas/ActorInfo"}),
+            "responses": {"200": _resp("subtree", _TREE),
                           "404": _resp("no actor at that path", _ERROR), **_ERRORS},
         }},
         "/api/v1/actors/{path}/restart": {"post": {
             "summary": "admin: fail the actor on purpose so its supervisor restarts it",
             "parameters": _PATH_PARAM,
-            "responses": {"202": _resp("restarted", {"$ref": "#/components/schemas/ActorInfo"}),
+            "responses": {"202": _resp("restarted", _TREE),
                           "404": _resp("no running actor at that path", _ERROR),
                           "409": _resp("the restart escalated (intensity exceeded)", _ERROR), **_ERRORS},
         }},
@@ -267,6 +258,7 @@ async def openapi(_: web.Request) -> web.Response:
     return web.json_response(DOCUMENT)
 
 
+_schema(ActorInfo)  # registers ActorInfo and Failure as components, exactly as the route encodes them
 DOCUMENT["paths"].update(_device_plane_paths())
 DOCUMENT["paths"].update(_dlq_paths())
 DOCUMENT["paths"].update(_system_paths())

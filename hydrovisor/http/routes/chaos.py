@@ -23,7 +23,7 @@ def _allowed(request: web.Request) -> None:
 async def inject(request: web.Request) -> web.Response:
     """Start one fault; 202 with its incident id. It ends by itself after ``duration`` seconds."""
     _allowed(request)
-    body = await read_body(request, ChaosRequest)
+    body = await read_body(request, ChaosRequest, storable=True)
     try:
         injection = await request.app[SERVICES].chaos.inject(body)
     except ChaosRefused as exc:

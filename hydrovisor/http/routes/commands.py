@@ -13,7 +13,7 @@ from hydrovisor.actors.command import Preload
 from hydrovisor.commands.plane import default_timeout
 from hydrovisor.commands.spawn import StartQueued, start_command_actor
 from hydrovisor.commands.waiters import StatusNews
-from hydrovisor.http.body import Uid, path_uid, query_int, query_time, query_uid
+from hydrovisor.http.body import Uid, check_storable, decode_json, path_uid, query_int, query_time, query_uid
 from hydrovisor.http.errors import ApiError, ok
 from hydrovisor.http.keys import SERVICES
 from hydrovisor.protocol import CommandInvalid, CommandStatus, sign_command
@@ -48,13 +48,10 @@ class CommandBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 async def _decode(request: web.Request, **forced: str) -> CommandBody:
-    raw = await request.read()
-    try:
-        data = msgspec.json.decode(raw) if raw else None
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+    data = decode_json(await request.read())
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_body", "the body must be a JSON object")
+    check_storable(data)  # stored as text and jsonb, signed recursively
     if "type" in data:
         raise ApiError(400, "legacy_field_type", "the field `type` is not supported: use `cmd`")
     for field in ("cmd", "node_uid", "channel"):

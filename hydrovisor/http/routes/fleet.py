@@ -34,7 +34,7 @@ class NewZone(msgspec.Struct, forbid_unknown_fields=True):
 @routes.post("/api/v1/greenhouses")
 async def create_greenhouse(request: web.Request) -> web.Response:
     """Create a greenhouse (201), 409 if the uid exists."""
-    body = await read_body(request, NewGreenhouse)
+    body = await read_body(request, NewGreenhouse, storable=True)
     created = await fleet.create_greenhouse(request.app[SERVICES].db.pool, body.uid, body.name)
     if created is None:
         raise ApiError(409, "greenhouse_exists", f"greenhouse {body.uid} already exists")
@@ -50,7 +50,7 @@ async def list_greenhouses(request: web.Request) -> web.Response:
 @routes.post("/api/v1/zones")
 async def create_zone(request: web.Request) -> web.Response:
     """Create a zone of an existing greenhouse (201); 404 unknown greenhouse, 409 uid exists."""
-    body = await read_body(request, NewZone)
+    body = await read_body(request, NewZone, storable=True)
     services = request.app[SERVICES]
     pool = services.db.pool
     if not await fleet.greenhouse_exists(pool, body.greenhouse_uid):

@@ -91,7 +91,7 @@ async def get_node(request: web.Request) -> web.Response:
 @routes.post("/api/v1/nodes")
 async def preregister(request: web.Request) -> web.Response:
     """Pre-register a configured node; with ``zone_uid`` it is bound and validated at once."""
-    body = await read_body(request, NewNode)
+    body = await read_body(request, NewNode, storable=True)
     services = request.app[SERVICES]
     pool = services.db.pool
     gh_uid = None
@@ -128,7 +128,7 @@ async def bind(request: web.Request) -> web.Response:
     ``config_report`` from the zone's namespace completes the bind (expires after 30 min)."""
     services = request.app[SERVICES]
     uid = path_uid(request)
-    body = await read_body(request, BindBody)
+    body = await read_body(request, BindBody, storable=True)
     await _node_or_404(services, uid)
     zone = await fleet.get_zone(services.db.pool, body.zone_uid)
     if zone is None:
