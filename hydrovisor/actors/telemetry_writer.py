@@ -98,6 +98,7 @@ class TelemetryWriter(SupervisedActor):
 
     def on_start(self) -> None:
         self._on_restart()
+        self._report_health()
         self._timer = self.tell_self_every(self._flush_interval, _Flush())
 
     def on_stop(self) -> None:

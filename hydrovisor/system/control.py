@@ -30,6 +30,7 @@ from hydrovisor.system.states import ACTUATION_BLOCKED, Snapshot, StateMachine, 
 log = logging.getLogger("hydrovisor.system")
 
 BROKER_PROBE_INTERVAL = 2.0
+TELEMETRY_REPORT_MAX_AGE = 5.0
 
 
 def is_system_error(path: str, reason: ExitReason) -> bool:
@@ -143,6 +144,8 @@ class SystemControl:
             "db": checks.component(self._health, "db", db_age),
             "broker": checks.component(self._health, "broker", 4 * BROKER_PROBE_INTERVAL),
             "tree": checks.tree(self._system),
+            # the writer reports every flush tick: stale means it is stuck, failing means writes make no progress
+            "telemetry": checks.component(self._health, "telemetry", TELEMETRY_REPORT_MAX_AGE),
             "loop": checks.CheckResult(True, "ok") if self.guard.healthy else checks.CheckResult(
                 False, f"no heartbeat for {loop_age:.1f}s"),
         }

@@ -18,7 +18,7 @@ def test_live_and_ready_report_every_component(instance: Running) -> None:
     reply = http("GET", instance.base_url + "/health/ready")
     assert reply.status == 200
     checks = reply.json()["checks"]
-    assert set(checks) == {"db", "broker", "tree", "loop", "system"}
+    assert set(checks) == {"db", "broker", "tree", "telemetry", "loop", "system"}
     assert checks["system"]["reason"] == reply.json()["system_state"] == "RUNNING"
     assert all(check["ok"] for check in checks.values()), checks
 
