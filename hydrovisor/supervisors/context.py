@@ -10,6 +10,7 @@ from hydrovisor.supervisors.exit import ExitReason
 
 if TYPE_CHECKING:
     from hydrovisor.supervisors.actor import SupervisedActor
+    from hydrovisor.supervisors.cell import Cell
     from hydrovisor.supervisors.mailbox import Mailbox
     from hydrovisor.supervisors.system import ActorSystem
 
@@ -40,6 +41,11 @@ class ActorContext:
         self.exited = threading.Event()
         self.start_error: ExitReason | None = None
         self.actor: SupervisedActor | None = None
+        # set once its supervisor gave up on this incarnation (hung, too slow to start or stop) or
+        # on the incarnation that started it: it may take no message and register no child
+        self.abandoned = threading.Event()
+        # what this (supervisor) incarnation started, by path: cut off with it, like OTP links
+        self.links: dict[str, tuple[Cell, ActorContext]] = {}
 
     @property
     def name(self) -> str:

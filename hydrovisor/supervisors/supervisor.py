@@ -61,11 +61,14 @@ class Supervisor(SupervisedActor):
         self._restart_token = 0
         self._pending_restarts: dict[str, int] = {}  # child id -> token of its backed-off restart
         self._ticker: Timer | None = None
+        # the path's cell, owned by our parent: resolved once, because an abandoned incarnation
+        # must keep acting on its own cell, never on a replacement registered under the same path
+        self._cell = ctx.system.cell(ctx.path)
 
     # lifecycle -------------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        self.ctx.system.cell(self.path).flags = self.flags
+        self._cell.flags = self.flags
         specs = self._initial() if callable(self._initial) else self._initial
         for spec in specs:
             try:
@@ -116,9 +119,9 @@ class Supervisor(SupervisedActor):
         path = self._child_path(spec.id)
         if spec.id in self._cells:
             raise DuplicateChild(path)
-        cell = self.ctx.system.register(path, spec)
+        cell = self.ctx.system.register(path, spec, owner=self.ctx)
         self._cells[spec.id] = cell
-        self._own_cell().add_child(path)
+        self._cell.add_child(path)
         try:
             self._spawn(cell)
             self.ctx.system.report("child_started", cell.path)
@@ -139,6 +142,7 @@ class Supervisor(SupervisedActor):
         """Start one incarnation and wait for its ``on_start``; raises StartFailed."""
         ctx = self.ctx.system.new_context(cell, self._report_exit_for(cell.spec.id))
         cell.state = CellState.STARTING
+        self.ctx.links[cell.path] = (cell, ctx)
         try:
             ref = cell.spec.start(ctx)
         except Exception as exc:  # a factory bug is a start failure, not a supervisor crash
@@ -147,6 +151,8 @@ class Supervisor(SupervisedActor):
         if not ctx.started.wait(cell.spec.start_timeout):
             self.ctx.system.abandon(cell, ctx)
             raise StartFailed(cell.path, f"on_start did not finish in {cell.spec.start_timeout}s")
+        if ctx.abandoned.is_set():  # we were given up on meanwhile, and this start with us
+            raise StartFailed(cell.path, f"its supervisor {self.path} was abandoned")
         if ctx.start_error is not None:
             raise StartFailed(cell.path, str(ctx.start_error))
         cell.ctx = ctx
@@ -296,7 +302,7 @@ class Supervisor(SupervisedActor):
         """
         ctx = cell.ctx
         cell.ctx = None
-        if ctx is None or ctx.exited.is_set():
+        if ctx is None or ctx.exited.is_set() or ctx.abandoned.is_set():
             return
         cell.state = CellState.STOPPING
         self.ctx.system.request_stop(cell, ctx, drain=drain)
@@ -319,8 +325,12 @@ class Supervisor(SupervisedActor):
 
     def _forget(self, cell: Cell) -> None:
         self._cells.pop(cell.spec.id, None)
-        self._own_cell().remove_child(cell.path)
-        self.ctx.system.unregister(cell.path)
+        self._unlink(cell)
+
+    def _unlink(self, cell: Cell) -> None:
+        self.ctx.links.pop(cell.path, None)
+        if self.ctx.system.unregister(cell.path, cell):
+            self._cell.remove_child(cell.path)
 
     def _terminate_for_good(self, child_id: str) -> None:
         cell = self._cells.get(child_id)
@@ -332,14 +342,9 @@ class Supervisor(SupervisedActor):
         self.ctx.system.report("child_terminated", cell.path)
 
     def _terminate_all(self) -> None:
-        own = self._own_cell()
         for child_id in reversed(list(self._cells)):
             cell = self._cells.pop(child_id)
             self._terminate(cell)
             cell.state = CellState.STOPPED
             self.ctx.system.close_mailbox(cell, f"parent {self.path} stopped")
-            self.ctx.system.unregister(cell.path)
-            own.remove_child(cell.path)
-
-    def _own_cell(self) -> Cell:
-        return self.ctx.system.cell(self.path)
+            self._unlink(cell)

@@ -138,17 +138,26 @@ class ActorSystem:
 
     # the registry ----------------------------------------------------------------------------
 
-    def register(self, path: str, spec: ChildSpec) -> Cell:
-        """Create the cell of a new path (used by supervisors)."""
+    def register(self, path: str, spec: ChildSpec, *, owner: ActorContext | None = None) -> Cell:
+        """Create the cell of a new path for the supervisor incarnation ``owner``.
+
+        An abandoned owner may register nothing: its replacement owns the paths now. (It is
+        abandoned before the replacement exists, so it can never overwrite the replacement's cells.)
+        """
         with self._lock:
+            if owner is not None and owner.abandoned.is_set():
+                raise StartFailed(path, f"its supervisor {owner.path} was abandoned")
             cell = Cell(path, spec)
             self._cells[path] = cell
             return cell
 
-    def unregister(self, path: str) -> None:
-        """Forget a path that stopped for good."""
+    def unregister(self, path: str, cell: Cell | None = None) -> bool:
+        """Forget a path that stopped for good; with ``cell``, only while ``path`` is still that cell
+        (an abandoned supervisor must not unregister its replacement's child). True if removed."""
         with self._lock:
-            self._cells.pop(path, None)
+            if cell is not None and self._cells.get(path) is not cell:
+                return False
+            return self._cells.pop(path, None) is not None
 
     def cell(self, path: str) -> Cell:
         """The cell at ``path``; raises :class:`NoSuchActor`."""
@@ -197,7 +206,9 @@ class ActorSystem:
                                                        "dropped": len(left), "reason": reason})
 
     def abandon(self, cell: Cell, ctx: ActorContext) -> None:
-        """Give up on a hung incarnation: it can take no more messages and will exit silently."""
+        """Give up on an incarnation (hung, or too slow to start or stop): it can take no more
+        messages and will exit silently; everything it started is cut off with it."""
+        ctx.abandoned.set()
         actor = ctx.actor
         if actor is not None:
             actor.actor_stopped.set()
@@ -210,6 +221,26 @@ class ActorSystem:
         if cell.mailbox.closed_reason is None:
             cell.mailbox.new_generation()
         self.abandoned_threads += 1
+        self._cut_off_links(ctx, cell)
+
+    def _cut_off_links(self, ctx: ActorContext, parent: Cell) -> None:
+        """Python cannot kill threads, so an abandoned supervisor would leave its subtree running
+        beside its replacement's. Like OTP links: its children (and theirs) take no more messages,
+        leave the registry and exit after their current handler, or as soon as their start ends."""
+        for cell, child in list(ctx.links.values()):
+            if child.exited.is_set():
+                continue
+            child.abandoned.set()
+            actor = child.actor
+            if actor is not None:
+                actor.actor_stopped.set()
+                ActorRegistry.unregister(actor.actor_ref)
+            child.started.set()  # wakes the abandoned supervisor if it was waiting for this start
+            if self.unregister(cell.path, cell):
+                parent.remove_child(cell.path)
+            cell.state = CellState.STOPPED
+            self.close_mailbox(cell, f"supervisor {parent.path} abandoned")
+            self._cut_off_links(child, cell)
 
     # messaging -------------------------------------------------------------------------------
 
