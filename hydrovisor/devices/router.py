@@ -20,6 +20,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter
@@ -56,6 +58,7 @@ log = logging.getLogger(__name__)
 
 WRITER_PATH = "/store/telemetry_writer"
 TIME_COALESCE_S = 0.1
+STOP_GRACE_S = 5.0
 
 
 class DeviceRouter:
@@ -107,6 +110,9 @@ class DeviceRouter:
             self._task = None
         while not self._queue.empty():
             self._queue.get_nowait()[1].fail("router_stopped")
+        if self._background:  # replies being stored: their commands' state should not be left behind
+            await asyncio.wait(self._background, timeout=STOP_GRACE_S)
+
 
     async def _run(self) -> None:
         while True:
@@ -148,7 +154,10 @@ class DeviceRouter:
         elif isinstance(body, NodeHello):
             await self._hello(body, message.received_at)
         elif isinstance(body, CommandResponse):
-            await self._command_reply(body, topic, message.received_at)
+            # stored concurrently, so one slow reply does not hold up the fleet's messages; the
+            # lanes keep each command's replies in arrival order, the AckWindow the PUBACKs
+            self._background_task(self._command_reply(body, topic, message.received_at, receipt))
+            return
         else:
             uid = self._resolve(topic.node, topic.is_temp)
             if uid is None:
@@ -161,16 +170,28 @@ class DeviceRouter:
                 await self._deliver(uid, FromDevice(body, topic, message.received_at), kind)
         receipt.settle()
 
-    async def _command_reply(self, body: CommandResponse, topic: ParsedTopic, received_at: float) -> None:
+    async def _command_reply(self, body: CommandResponse, topic: ParsedTopic, received_at: float,
+                             receipt: Receipt) -> None:
+        """Settle ``receipt`` once the reply is stored; fail it (no PUBACK: the node resends) if not."""
         uid = self._resolve(topic.node, topic.is_temp)
         if uid is None:
             self._messages.labels(type="command_response", outcome="unknown_node").inc()
+            receipt.settle()
             return
         self._plane.registry.touch(uid, received_at)
         view = self._plane.registry.get(uid)
-        outcome = await route_reply(self._system, self._commands, self._replies, body, node_uid=uid,
-                                    zone_uid=view.zone_uid if view else None, channel=topic.channel or "default")
+        try:
+            outcome = await route_reply(self._system, self._commands, self._replies, body, node_uid=uid,
+                                        zone_uid=view.zone_uid if view else None,
+                                        channel=topic.channel or "default")
+        except Exception as exc:
+            log.warning("command reply %s of %s not stored: %s", body.status, body.cmd_id, exc, extra={
+                "event": "command_reply_not_stored", "cmd_id": body.cmd_id, "node_uid": uid})
+            self._messages.labels(type="command_response", outcome="not_stored").inc()
+            receipt.fail("reply_not_stored")
+            return
         self._messages.labels(type="command_response", outcome=outcome).inc()
+        receipt.settle()
 
     async def _publish_time(self) -> None:
         try:
@@ -233,7 +254,10 @@ class DeviceRouter:
 
     def _broadcast_time(self) -> None:
         self._time_answer_pending = False
-        task = asyncio.get_running_loop().create_task(self._publish_time())
+        self._background_task(self._publish_time())
+
+    def _background_task(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

@@ -140,8 +140,10 @@ def test_node_offline_fails_fast_then_the_same_cmd_id_succeeds(node_factory: Cal
     assert (failed.status, failed.json()["code"], failed.json()["error_code"]) == (
         502, "command_send_failed", "node_not_connected")
     assert node.get("retry-1")["status"] == "SEND_FAILED"
-    alerts = http("GET", node.instance.base_url + "/api/v1/alerts?status=ACTIVE").json()["data"]
-    assert "infra_command_send_failed" in {a["code"] for a in alerts}
+    # the alert is written beside the SEND_FAILED status, not before the answer
+    wait_until(lambda: "infra_command_send_failed" in {
+        a["code"] for a in http("GET", node.instance.base_url + "/api/v1/alerts?status=ACTIVE").json()["data"]},
+        timeout=5, what="the send-failed alert")
     conflict = node.command(cmd_id="retry-1", params={"duration_ms": 1000})
     assert (conflict.status, conflict.json()["code"]) == (409, "cmd_id_conflict")
     node.start()
