@@ -8,6 +8,7 @@ import msgspec
 from aiohttp import web
 
 from hydrovisor.chaos.engine import ChaosRequest
+from hydrovisor.http.body import MAX_TIME, MIN_TIME, UID_PATTERN
 from hydrovisor.http.routes import commands, fleet, nodes, telemetry
 from hydrovisor.supervisors.snapshot import ActorInfo
 
@@ -108,11 +109,23 @@ def _op(summary: str, responses: dict[str, Any], *, body: type | None = None, pa
     return op
 
 
+_UID = {"type": "string", "pattern": UID_PATTERN}
+# what query_time accepts: unix seconds or ISO 8601 with a timezone, 1970..9999 (else 400 invalid_time)
+_TIME = {"anyOf": [{"type": "number", "minimum": MIN_TIME, "maximum": MAX_TIME},
+                   {"type": "string", "format": "date-time"}]}
+_TIME_PARAMS = frozenset({"from", "to", "since", "before"})
+
+
 def _q(name: str, description: str, *, required: bool = False, kind: str = "string") -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "schema": {"type": kind}, "description": description}
+    schema: dict[str, Any] = {"type": kind}
+    if kind == "string" and name.endswith("_uid"):
+        schema = _UID
+    elif kind == "string" and name in _TIME_PARAMS:
+        schema = _TIME
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
 
 
-_UID_PARAM = [{"name": "uid", "in": "path", "required": True, "schema": {"type": "string"}}]
+_UID_PARAM = [{"name": "uid", "in": "path", "required": True, "schema": _UID}]
 _OK = _resp("ok")
 _BAD = _resp("invalid input; `code` says which", _ERROR)
 _NOT_FOUND = _resp("not found", _ERROR)
