@@ -5,8 +5,11 @@ or the LWT of its current session — the router drops the will of a session alr
 the bind flow (pending bind -> config push with the node secret on the temp topic ->
 ``config_report`` from the new namespace completes it; expiry), unbind, config reports
 (stored without secrets, channels upserted), events (zone timeline) and error reports (stored;
-level ERROR raises an alert). State is rebuilt from PostgreSQL on (re)start. A failed database
-write never crashes the actor: it is kept and retried on the next liveness tick (bounded).
+level ERROR raises an alert). State is rebuilt from PostgreSQL on (re)start: the actor starts at
+once from the registry view (loaded for all nodes by one query at process start) and its row
+arrives as a message, so a fleet of thousands starts within its supervisor's start timeout whatever
+the database does. A failed database write never crashes the actor: it is kept and retried on the
+next liveness tick (bounded).
 """
 
 from __future__ import annotations
@@ -89,6 +92,10 @@ class _BindExpired(msgspec.Struct, frozen=True):
     zone_uid: str
 
 
+class _Loaded(msgspec.Struct, frozen=True):
+    outcome: Outcome
+
+
 class _Written(msgspec.Struct, frozen=True):
     what: str
     retry: DbWrite | None
@@ -109,6 +116,7 @@ class NodeActor(SupervisedActor):
         self._heartbeat: dict[str, Any] | None = None
         self._pending: collections.deque[tuple[str, DbWrite]] = collections.deque()
         self._timers: list[Timer] = []
+        self._loading = False
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -117,22 +125,30 @@ class NodeActor(SupervisedActor):
         self._load()
 
     def _load(self) -> None:
-        """Read the node's row. While PostgreSQL is unreachable the actor runs on the registry view
-        (routing, liveness) and retries every tick, so a database outage never turns node restarts
-        into an escalation."""
-        try:
-            node = self._db_now(lambda pool: nodes.get_node(pool, self.uid), timeout=3.0)
-        except Exception as exc:
-            log.warning("node %s: row not loaded yet (%s); retrying", self.uid, exc,
+        """Ask for the node's row without waiting for it. Until it arrives (and while PostgreSQL is
+        unreachable) the actor runs on the registry view (routing, liveness) and asks again every
+        tick, so neither a slow database nor a large fleet turns node (re)starts into an escalation."""
+        if self._loading:
+            return
+        self._loading = True
+        self.pipe_to_self(self._plane.db.run(lambda pool: nodes.get_node(pool, self.uid)), _Loaded)
+
+    def _loaded(self, outcome: Outcome) -> None:
+        self._loading = False
+        if not outcome.ok:
+            log.warning("node %s: row not loaded yet (%s); retrying", self.uid, outcome.error,
                         extra={"event": "node_load_deferred", "node_uid": self.uid})
             return
+        node: NodeRecord | None = outcome.value
         if node is None:
             raise LookupError(f"node {self.uid} is not in the registry")
         self._node = node
-        self._online = node.online
-        self._last_seen = node.last_seen_at
+        # traffic handled while the row was on its way is newer than the row
+        self._online = self._online or node.online
+        self._last_seen = max(node.last_seen_at or 0.0, self._last_seen or 0.0) or None
         self._persisted_seen = node.last_seen_at
-        self._heartbeat = node.heartbeat
+        if self._heartbeat is None:
+            self._heartbeat = node.heartbeat
         self._publish_view()
         if node.pending_zone_uid is not None and node.pending_since is not None:
             left = max(0.0, node.pending_since + self._plane.bind_expiry - time.time())
@@ -164,6 +180,8 @@ class NodeActor(SupervisedActor):
             self._bind_expired(message.zone_uid)
         elif isinstance(message, _Written):
             self._written(message)
+        elif isinstance(message, _Loaded):
+            self._loaded(message.outcome)
         else:
             return super().on_receive(message)
         return None
