@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from hydrovisor.actors.health_probe import Check, HealthProbe
 from hydrovisor.actors.rollups import RollupWorker
 from hydrovisor.actors.telemetry_writer import OnOutage, StoreSample, TelemetryWriter
+from hydrovisor.broker.receipts import RemoteReceipts
 from hydrovisor.chaos.worker import ChaosWorker
 from hydrovisor.commands.spawn import open_command_specs
 from hydrovisor.config import Settings
@@ -49,14 +50,12 @@ def build_tree(
     async def write(batch: Sequence[StoreSample]) -> int:
         return (await services.telemetry_store.write(batch)).stored
 
-    def forget_receipts() -> None:  # from the writer's thread: its predecessor's receipts are lost
-        services.bridge.loop.call_soon_threadsafe(services.receipts.fail_all, "telemetry_writer_restarted")
-
     async def advance(bucket: str) -> int:
         return await telemetry.advance_rollups(services.db.pool, bucket)
 
+    receipts = RemoteReceipts(services.receipts, services.bridge.loop)
     writer = ChildSpec("telemetry_writer", lambda ctx: TelemetryWriter.start(
-        ctx, write=write, metrics=services.writer_metrics, on_outage=on_outage, on_restart=forget_receipts,
+        ctx, write=write, metrics=services.writer_metrics, on_outage=on_outage, receipts=receipts,
         health=services.health), hang_timeout=sup.hang_timeout)
     rollups = ChildSpec("rollups", lambda ctx: RollupWorker.start(ctx, advance=advance),
                         hang_timeout=sup.hang_timeout)

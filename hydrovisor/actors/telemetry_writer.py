@@ -10,8 +10,9 @@ and retries with backoff, so while PostgreSQL is down samples wait here (bounded
 first) and are written after recovery in arrival order.
 
 A crash of this actor loses the in-memory buffer, but nothing acknowledged: the samples' receipts
-are still open. Every incarnation calls ``on_restart`` when it starts, which fails the receipts
-its predecessor left (devices reconnect and send those messages again; the write is idempotent).
+are still open. Every incarnation fails, when it starts, the receipts its predecessor left
+(devices reconnect and send those messages again; the write is idempotent); a sample refused
+because the buffer is full has its receipt failed at once.
 While there is work and no write has succeeded for ``stall_after`` seconds the writer reports
 itself failing on the health board (component ``telemetry``), which readiness and the system
 state machine read.
@@ -29,6 +30,7 @@ import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from hydrovisor.actors.health_probe import HealthBoard
+from hydrovisor.broker.receipts import RemoteReceipts
 from hydrovisor.runtime.bridge import Outcome
 from hydrovisor.runtime.timers import Timer
 from hydrovisor.store.repos.telemetry import Sample
@@ -76,14 +78,14 @@ class TelemetryWriter(SupervisedActor):
 
     def __init__(
         self, ctx: ActorContext, *, write: WriteBatch, metrics: WriterMetrics, on_outage: OnOutage,
-        on_restart: Callable[[], None], health: HealthBoard, batch_size: int = 2000, flush_interval: float = 0.02,
+        receipts: RemoteReceipts, health: HealthBoard, batch_size: int = 2000, flush_interval: float = 0.02,
         max_buffered: int = 500_000, stall_after: float = 30.0,
     ) -> None:
         super().__init__(ctx)
         self._write = write
         self._metrics = metrics
         self._on_outage = on_outage
-        self._on_restart = on_restart
+        self._receipts = receipts
         self._health = health
         self._batch_size = batch_size
         self._flush_interval = flush_interval
@@ -97,7 +99,7 @@ class TelemetryWriter(SupervisedActor):
         self._timer: Timer | None = None
 
     def on_start(self) -> None:
-        self._on_restart()
+        self._receipts.fail_all("telemetry_writer_restarted")
         self._report_health()
         self._timer = self.tell_self_every(self._flush_interval, _Flush())
 
@@ -137,6 +139,7 @@ class TelemetryWriter(SupervisedActor):
     def _accept(self, sample: StoreSample) -> None:
         if len(self._buffer) >= self._max_buffered:
             self._metrics.refused.inc()
+            self._receipts.fail((sample.token,), "buffer_full")
             return
         if not self._buffer:
             self._progress_at = time.monotonic()  # idle until now: the stall clock starts with the work

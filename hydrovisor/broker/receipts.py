@@ -95,6 +95,22 @@ class ReceiptBook:
         return len(victims)
 
 
+class RemoteReceipts:
+    """A :class:`ReceiptBook` for other threads (actors): each call is carried out on the loop."""
+
+    def __init__(self, book: ReceiptBook, loop: asyncio.AbstractEventLoop) -> None:
+        self._book = book
+        self._loop = loop
+
+    def fail(self, tokens: Iterable[int], reason: str) -> None:
+        """Fail the receipts of ``tokens`` (their messages were not kept)."""
+        self._loop.call_soon_threadsafe(self._book.fail, tuple(tokens), reason)
+
+    def fail_all(self, reason: str) -> None:
+        """Fail every open receipt (their holder lost them)."""
+        self._loop.call_soon_threadsafe(self._book.fail_all, reason)
+
+
 class ReceiptGroup:
     """Receipts one caller waits for together (an HTTP ingest request). Loop only."""
 

@@ -9,7 +9,7 @@ real store against PostgreSQL is tested in tests/app and tests/store.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry
 from sup_support import MakeSystem
@@ -21,6 +21,19 @@ from hydrovisor.supervisors import ChildSpec, SupervisorFlags
 from tests.helpers import wait_until
 
 PATH = "/writer"
+
+
+class Receipts:
+    """What the writer gives back, recorded (the real one forwards to the loop's ReceiptBook)."""
+
+    def __init__(self) -> None:
+        self.failed: list[tuple[tuple[int, ...] | None, str]] = []  # None: all
+
+    def fail(self, tokens: Iterable[int], reason: str) -> None:
+        self.failed.append((tuple(tokens), reason))
+
+    def fail_all(self, reason: str) -> None:
+        self.failed.append((None, reason))
 
 
 class Store:
@@ -44,10 +57,10 @@ def _sample(n: int) -> StoreSample:
 
 
 def test_a_store_that_makes_no_progress_fails_the_health_check_until_it_does(make_system: MakeSystem) -> None:
-    store, health, restarts = Store(), HealthBoard(CollectorRegistry()), []
+    store, health, receipts = Store(), HealthBoard(CollectorRegistry()), Receipts()
     spec = ChildSpec("writer", lambda ctx: TelemetryWriter.start(
         ctx, write=store.write, metrics=WriterMetrics(CollectorRegistry()), on_outage=lambda *_: None,
-        on_restart=lambda: restarts.append(1), health=health, stall_after=0.3))
+        receipts=receipts, health=health, stall_after=0.3))
     system = make_system(SupervisorFlags(), [spec])
     wait_until(lambda: (health.get("telemetry") or _never).ok, timeout=5, what="a healthy idle writer")
     store.down.set()
@@ -61,18 +74,26 @@ def test_a_store_that_makes_no_progress_fails_the_health_check_until_it_does(mak
     wait_until(lambda: store.written == [1, 2, 3, 4, 5], timeout=10, what="the retried batch, in order")
     wait_until(lambda: (health.get("telemetry") or _never).ok, timeout=5, what="health back")
     assert store.attempts > 1
-    assert restarts == [1]  # one incarnation
+    assert receipts.failed == [(None, "telemetry_writer_restarted")]  # one incarnation, nothing else failed
 
 
-def test_every_incarnation_gives_up_its_predecessors_receipts(make_system: MakeSystem) -> None:
-    store, restarts = Store(), []
+def test_every_incarnation_gives_up_its_predecessors_receipts_and_a_full_buffer_refuses(
+    make_system: MakeSystem,
+) -> None:
+    store, receipts = Store(), Receipts()
+    store.down.set()
     spec = ChildSpec("writer", lambda ctx: TelemetryWriter.start(
         ctx, write=store.write, metrics=WriterMetrics(CollectorRegistry()), on_outage=lambda *_: None,
-        on_restart=lambda: restarts.append(1), health=HealthBoard(CollectorRegistry())))
+        receipts=receipts, health=HealthBoard(CollectorRegistry()), max_buffered=3))
     system = make_system(SupervisorFlags(), [spec])
-    assert restarts == [1]
+    for n in range(1, 6):
+        system.tell(PATH, _sample(n))
+    restarted = (None, "telemetry_writer_restarted")
+    wait_until(lambda: receipts.failed == [restarted, ((4,), "buffer_full"), ((5,), "buffer_full")], timeout=5,
+               what="samples 4 and 5 refused")
     system.kill(PATH, "restart requested by the test")
-    wait_until(lambda: len(restarts) == 2, timeout=5, what="the restarted writer to call on_restart")
+    wait_until(lambda: receipts.failed[-1] == restarted and len(receipts.failed) == 4, timeout=5,
+               what="the new incarnation to give up samples 1-3")
 
 
 class _Never:
