@@ -10,21 +10,15 @@ there). It may
 - subscribe to its own ``config`` and ``+/command`` filters in either namespace (or a narrower
   filter such as one channel's ``command``) and to ``hydro/time/response``.
 
-Everything else is denied. The same rules are expected from the protocol package; these are
-kept local to the broker on purpose and will be reconciled with it.
+Everything else is denied. The rules are the protocol package's (``protocol.topics``,
+``device_publish_allowed`` / ``device_subscribe_allowed``): one ACL, applied here to the identity
+the broker admitted.
 """
 
 from __future__ import annotations
 
 from hydrovisor.broker.directory import DeviceIdentity
-
-ROOT = "hydro"
-TEMP_GH = "gh-temp"
-TEMP_ZONE = "zn-temp"
-GLOBAL_PUBLISH = frozenset({"hydro/node_hello", "hydro/time/request"})
-GLOBAL_SUBSCRIBE = frozenset({"hydro/time/response"})
-SERVER_ONLY_TYPES = frozenset({"config", "command"})
-NODE_LEVEL, CHANNEL_LEVEL = 5, 6
+from hydrovisor.protocol.topics import device_publish_allowed, device_subscribe_allowed
 
 
 def is_topic_name(topic: str) -> bool:
@@ -32,50 +26,17 @@ def is_topic_name(topic: str) -> bool:
     return bool(topic) and not any(c in topic for c in "+#\x00") and not topic.startswith("$")
 
 
-def namespaces(identity: DeviceIdentity) -> list[tuple[str, str, str]]:
-    """The device's ``(gh, zone, node)`` namespaces: bound (if any) and temp."""
-    candidates = [identity.bound_namespace, (TEMP_GH, TEMP_ZONE, identity.hardware_id)]
-    return [ns for ns in candidates if ns is not None and all(map(_is_plain_segment, ns))]
-
-
 def may_publish(identity: DeviceIdentity, topic: str) -> bool:
     """True when ``identity`` may publish to ``topic``."""
-    if topic in GLOBAL_PUBLISH:
-        return True
-    if not is_topic_name(topic):
-        return False
-    levels = topic.split("/")
-    if len(levels) not in (NODE_LEVEL, CHANNEL_LEVEL) or not all(levels):
-        return False
-    if levels[0] != ROOT or levels[-1] in SERVER_ONLY_TYPES:
-        return False
-    return (levels[1], levels[2], levels[3]) in namespaces(identity)
+    return device_publish_allowed(topic, **_namespace_of(identity))
 
 
 def may_subscribe(identity: DeviceIdentity, topic_filter: str) -> bool:
     """True when every topic ``topic_filter`` can match is one ``identity`` may receive."""
-    if topic_filter in GLOBAL_SUBSCRIBE:
-        return True
-    for gh, zone, node in namespaces(identity):
-        base = f"{ROOT}/{gh}/{zone}/{node}"
-        if _covered(topic_filter, f"{base}/config") or _covered(topic_filter, f"{base}/+/command"):
-            return True
-    return False
+    return device_subscribe_allowed(topic_filter, **_namespace_of(identity))
 
 
-def _covered(topic_filter: str, allowed: str) -> bool:
-    """True when ``topic_filter`` matches nothing that ``allowed`` does not match."""
-    filter_levels, allowed_levels = topic_filter.split("/"), allowed.split("/")
-    if len(filter_levels) != len(allowed_levels):
-        return False
-    for mine, theirs in zip(filter_levels, allowed_levels, strict=True):
-        if not mine or "#" in mine or ("+" in mine and mine != "+"):
-            return False
-        if theirs not in ("+", mine):
-            return False
-    return True
-
-
-def _is_plain_segment(segment: str) -> bool:
-    """A namespace segment usable in a topic: non-empty, no level separator, no wildcard."""
-    return bool(segment) and not any(c in segment for c in "/+#\x00")
+def _namespace_of(identity: DeviceIdentity) -> dict[str, str | None]:
+    bound = identity.bound_namespace
+    gh, zone, node = bound if bound is not None else (None, None, None)
+    return {"node_uid": node, "hardware_id": identity.hardware_id, "gh": gh, "zone": zone}
