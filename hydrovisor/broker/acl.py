@@ -28,15 +28,11 @@ def is_topic_name(topic: str) -> bool:
 
 def may_publish(identity: DeviceIdentity, topic: str) -> bool:
     """True when ``identity`` may publish to ``topic``."""
-    return device_publish_allowed(topic, **_namespace_of(identity))
+    gh, zone, node = identity.bound_namespace or (None, None, None)
+    return device_publish_allowed(topic, node_uid=node, hardware_id=identity.hardware_id, gh=gh, zone=zone)
 
 
 def may_subscribe(identity: DeviceIdentity, topic_filter: str) -> bool:
     """True when every topic ``topic_filter`` can match is one ``identity`` may receive."""
-    return device_subscribe_allowed(topic_filter, **_namespace_of(identity))
-
-
-def _namespace_of(identity: DeviceIdentity) -> dict[str, str | None]:
-    bound = identity.bound_namespace
-    gh, zone, node = bound if bound is not None else (None, None, None)
-    return {"node_uid": node, "hardware_id": identity.hardware_id, "gh": gh, "zone": zone}
+    gh, zone, node = identity.bound_namespace or (None, None, None)
+    return device_subscribe_allowed(topic_filter, node_uid=node, hardware_id=identity.hardware_id, gh=gh, zone=zone)
