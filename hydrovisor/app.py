@@ -91,7 +91,7 @@ class Hydrovisor:
         nodes_view = NodeRegistry()
         http_listener, mqtt_listener = self._listeners()
         broker = EmbeddedBroker(mqtt_listener.host, mqtt_listener.port, dev_mode=settings.dev_mode,
-                                directory=directory)
+                                directory=directory, limits=settings.mqtt.limits(), registry=registry)
         system = ActorSystem(bridge=bridge, timers=timers, registry=registry, on_root_exit=self._root_exited)
         registry.register(TreeCollector(system))
         plane = DevicePlane(db=db, registry=nodes_view, transport=broker,
