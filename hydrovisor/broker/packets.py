@@ -17,7 +17,6 @@ _SERVER_TO_CLIENT = {2, 9, 11, 13}  # CONNACK, SUBACK, UNSUBACK, PINGRESP
 _FLAGS_TWO = {PUBREL, SUBSCRIBE, UNSUBSCRIBE}  # §2.2.2: these carry the fixed flags 0b0010
 _ID_ONLY = {PUBACK, PUBREC, PUBREL, PUBCOMP}
 _EMPTY = {PINGREQ, DISCONNECT}
-_MAX_TEXT = 65535
 
 
 def remaining_length_bytes(length: int) -> bytes:
@@ -64,9 +63,9 @@ def _publish_problem(flags: int, body: bytes) -> str | None:
         return "publish_qos3"  # §3.3.1-4
     if qos == 0 and dup:
         return "publish_dup_qos0"  # §3.3.1-2
-    topic, at = _text(body, 0)
+    topic, at, problem = _text(body, 0)
     if topic is None:
-        return "bad_topic_length"
+        return f"topic_{problem}"
     if not topic:
         return "empty_topic"  # §4.7.3-1
     if "+" in topic or "#" in topic:
@@ -83,9 +82,11 @@ def _filters_problem(body: bytes, *, with_qos: bool) -> str | None:
         return "bad_packet_id"
     at, count = 2, 0
     while at < len(body):
-        topic_filter, at = _text(body, at)
+        topic_filter, at, problem = _text(body, at)
+        if topic_filter is None:
+            return f"topic_filter_{problem}"
         if not topic_filter:
-            return "bad_topic_filter"  # §4.7.3-1: at least one character
+            return "empty_topic_filter"  # §4.7.3-1: at least one character
         if with_qos:
             if at >= len(body) or body[at] > 2:
                 return "bad_requested_qos"  # §3.8.3-4
@@ -99,18 +100,18 @@ def _packet_id(data: bytes, at: int) -> int:
     return value
 
 
-def _text(data: bytes, at: int) -> tuple[str | None, int]:
-    """A §1.5.3 UTF-8 string at ``at``: (text, offset after it); text None when malformed."""
+def _text(data: bytes, at: int) -> tuple[str | None, int, str]:
+    """A §1.5.3 UTF-8 string at ``at``: (text, offset after it, ""), or (None, at, what is wrong)."""
     if len(data) < at + 2:
-        return None, at
+        return None, at, "length_missing"
     length = _packet_id(data, at)
     end = at + 2 + length
-    if end > len(data) or length > _MAX_TEXT:
-        return None, at
+    if end > len(data):
+        return None, at, "overruns_packet"
     try:
         text = data[at + 2:end].decode("utf-8")
     except UnicodeDecodeError:
-        return None, at
+        return None, at, "not_utf8"  # §1.5.3-1
     if "\x00" in text:
-        return None, at  # §1.5.3-2
-    return text, end
+        return None, at, "contains_nul"  # §1.5.3-2
+    return text, end, ""

@@ -110,8 +110,8 @@ PUBREL_WRONG_FLAGS = _packet(0x60, b"\x00\x01")  # §3.6.1: PUBREL carries the f
         (PUBLISH_QOS3, "publish_qos3"),
         (WILDCARD_PLUS, "wildcard_in_topic"),
         (WILDCARD_HASH, "wildcard_in_topic"),
-        (TOPIC_OVERRUN, "bad_topic_length"),
-        (INVALID_UTF8, "bad_topic_length"),
+        (TOPIC_OVERRUN, "topic_overruns_packet"),
+        (INVALID_UTF8, "topic_not_utf8"),
         (UNSUBSCRIBE_WITHOUT_FILTERS, "no_topic_filter"),
         (PUBREL_WRONG_FLAGS, "bad_fixed_header_flags"),
     ],
@@ -177,12 +177,12 @@ T = _text(b"hydro/a/b")
         (0x3A, T + PID, None),  # DUP on QoS 1
         (0x36, T + PID, "publish_qos3"),
         (0x38, T, "publish_dup_qos0"),
-        (0x32, b"", "bad_topic_length"),
-        (0x32, b"\x00", "bad_topic_length"),
-        (0x32, b"\x00\x10hydro", "bad_topic_length"),  # length overruns the packet
-        (0x30, _text(b"hydro/\xc3\x28"), "bad_topic_length"),  # invalid UTF-8
-        (0x30, _text(b"hydro/\xed\xa0\x80"), "bad_topic_length"),  # UTF-16 surrogate (§1.5.3-1)
-        (0x30, _text(b"hydro/a\x00b"), "bad_topic_length"),  # U+0000 (§1.5.3-2)
+        (0x32, b"", "topic_length_missing"),
+        (0x32, b"\x00", "topic_length_missing"),
+        (0x32, b"\x00\x10hydro", "topic_overruns_packet"),  # length overruns the packet
+        (0x30, _text(b"hydro/\xc3\x28"), "topic_not_utf8"),  # invalid UTF-8
+        (0x30, _text(b"hydro/\xed\xa0\x80"), "topic_not_utf8"),  # UTF-16 surrogate (§1.5.3-1)
+        (0x30, _text(b"hydro/a\x00b"), "topic_contains_nul"),  # U+0000 (§1.5.3-2)
         (0x30, _text(b""), "empty_topic"),
         (0x30, _text(b"hydro/+/b"), "wildcard_in_topic"),
         (0x30, _text(b"hydro/#"), "wildcard_in_topic"),
@@ -220,7 +220,7 @@ T = _text(b"hydro/a/b")
         (0x82, PID, "no_topic_filter"),
         (0x82, PID + T + b"\x03", "bad_requested_qos"),
         (0x82, PID + T, "bad_requested_qos"),
-        (0x82, PID + _text(b"") + b"\x00", "bad_topic_filter"),
+        (0x82, PID + _text(b"") + b"\x00", "empty_topic_filter"),
         (0x82, b"\x00\x00" + T + b"\x01", "bad_packet_id"),
         (0x82, b"\x00", "bad_packet_id"),
         # UNSUBSCRIBE
@@ -228,8 +228,8 @@ T = _text(b"hydro/a/b")
         (0xA2, PID + T + _text(b"hydro/#"), None),
         (0xA0, PID + T, "bad_fixed_header_flags"),
         (0xA2, PID, "no_topic_filter"),
-        (0xA2, PID + T + b"\x00", "bad_topic_filter"),  # a trailing byte that is no string
-        (0xA2, PID + _text(b""), "bad_topic_filter"),
+        (0xA2, PID + T + b"\x00", "topic_filter_length_missing"),  # a trailing byte that is no string
+        (0xA2, PID + _text(b""), "empty_topic_filter"),
         (0xA2, b"\x00\x00" + T, "bad_packet_id"),
     ],
 )
