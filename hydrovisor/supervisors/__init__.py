@@ -14,6 +14,7 @@ except a :class:`Rejection`, which is an expected refusal and leaves the actor r
 """
 
 from hydrovisor.supervisors.actor import SupervisedActor
+from hydrovisor.supervisors.actor_system import ActorSystem
 from hydrovisor.supervisors.context import ActorContext
 from hydrovisor.supervisors.errors import (
     ActorHung,
@@ -28,6 +29,7 @@ from hydrovisor.supervisors.errors import (
 )
 from hydrovisor.supervisors.exit import ExitKind, ExitReason
 from hydrovisor.supervisors.messages import StartChild, TerminateChild
+from hydrovisor.supervisors.path_registry import ROOT
 from hydrovisor.supervisors.spec import (
     Backoff,
     ChildSpec,
@@ -37,7 +39,6 @@ from hydrovisor.supervisors.spec import (
     supervisor_spec,
 )
 from hydrovisor.supervisors.supervisor import Supervisor
-from hydrovisor.supervisors.system import ROOT, ActorSystem
 
 __all__ = [
     "ROOT",

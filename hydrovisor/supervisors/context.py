@@ -10,9 +10,9 @@ from hydrovisor.supervisors.exit import ExitReason
 
 if TYPE_CHECKING:
     from hydrovisor.supervisors.actor import SupervisedActor
+    from hydrovisor.supervisors.actor_system import ActorSystem
     from hydrovisor.supervisors.cell import Cell
     from hydrovisor.supervisors.mailbox import Mailbox
-    from hydrovisor.supervisors.system import ActorSystem
 
 
 class ActorContext:

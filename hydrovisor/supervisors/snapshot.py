@@ -7,9 +7,10 @@ import time
 
 import msgspec
 
+from hydrovisor.supervisors.actor_system import ActorSystem
 from hydrovisor.supervisors.cell import Cell, Failure
 from hydrovisor.supervisors.errors import NoSuchActor
-from hydrovisor.supervisors.system import ROOT, ActorSystem
+from hydrovisor.supervisors.path_registry import ROOT
 
 
 class ActorInfo(msgspec.Struct, frozen=True):
