@@ -35,6 +35,8 @@ from hydrovisor.devices.registry import NodeRegistry
 from hydrovisor.devices.router import DeviceRouter
 from hydrovisor.devices.telemetry_store import TelemetryStore
 from hydrovisor.http.app import build_http_app
+from hydrovisor.process.control import SystemControl
+from hydrovisor.process.sd_notify import SdNotifier
 from hydrovisor.runtime.affinity import LoopAffinity
 from hydrovisor.runtime.bridge import Bridge
 from hydrovisor.runtime.loop_lag import LoopLagMonitor
@@ -47,8 +49,6 @@ from hydrovisor.store.migrations import apply_migrations
 from hydrovisor.store.repos import events
 from hydrovisor.supervisors import ActorSystem, ExitReason, SupervisionError
 from hydrovisor.supervisors.metrics import TreeCollector
-from hydrovisor.system.control import SystemControl
-from hydrovisor.system.sd_notify import SdNotifier
 from hydrovisor.tree import build_tree, root_flags
 
 log = logging.getLogger("hydrovisor.app")

@@ -18,12 +18,12 @@ from hydrovisor.devices.ingest import TelemetryCounters
 from hydrovisor.devices.plane import DevicePlane
 from hydrovisor.devices.registry import NodeView
 from hydrovisor.devices.telemetry_store import TelemetryStore
+from hydrovisor.process.control import SystemControl
 from hydrovisor.runtime.bridge import Bridge
 from hydrovisor.runtime.loop_lag import LoopLagMonitor
 from hydrovisor.store.database import Database
 from hydrovisor.store.repos.nodes import NodeRecord
 from hydrovisor.supervisors import ActorSystem
-from hydrovisor.system.control import SystemControl
 
 
 @dataclass

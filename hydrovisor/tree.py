@@ -14,9 +14,9 @@ from hydrovisor.commands.spawn import open_command_specs
 from hydrovisor.config import Settings
 from hydrovisor.devices.spawn import registered_nodes
 from hydrovisor.notifications.wiring import notifier_child
+from hydrovisor.process.state_actor import SystemStateActor
 from hydrovisor.store.repos import telemetry
 from hydrovisor.supervisors import ChildSpec, SupervisorFlags, supervisor_spec
-from hydrovisor.system.state_actor import SystemStateActor
 
 if TYPE_CHECKING:
     from hydrovisor.services import Services

@@ -5,7 +5,7 @@ A flaky chaos test shows up as one failed run out of five, which a single green 
 
     .venv/bin/python scripts/run_fault_suite.py                # 5 runs of -q -m fault_injection tests/faults
     .venv/bin/python scripts/run_fault_suite.py -n 20 --stop-on-fail
-    .venv/bin/python scripts/run_fault_suite.py -n 3 -- -q tests/system/test_sd_notify.py
+    .venv/bin/python scripts/run_fault_suite.py -n 3 -- -q tests/process/test_sd_notify.py
 
 Arguments after ``--`` replace the default pytest arguments; pytest runs from the repository root
 with the same interpreter as this script. The output of a failed run is printed in full. Exits 0

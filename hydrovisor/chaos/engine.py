@@ -32,10 +32,10 @@ import msgspec
 
 from hydrovisor.chaos.stalls import StallKind, schedule_stall
 from hydrovisor.chaos.worker import CHAOS_WORKER_PATH, RunInActor
+from hydrovisor.process.incidents import Incident, IncidentKind, IncidentStore
+from hydrovisor.process.states import new_incident_id
 from hydrovisor.supervisors import ActorSystem, NoSuchActor
 from hydrovisor.supervisors.faults import InjectedCrash, InjectedHang
-from hydrovisor.system.incidents import Incident, IncidentKind, IncidentStore
-from hydrovisor.system.states import new_incident_id
 
 log = logging.getLogger("hydrovisor.chaos")
 

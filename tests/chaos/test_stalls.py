@@ -13,8 +13,8 @@ import pytest
 
 from hydrovisor.chaos import stalls
 from hydrovisor.chaos.stalls import StallKind, schedule_stall
+from hydrovisor.process import task_dump
 from hydrovisor.runtime.loop_thread import LoopThread
-from hydrovisor.system import task_dump
 from tests.helpers import wait_until
 
 DURATION = 0.4

@@ -13,7 +13,7 @@ import pytest
 
 from tests.faults.conftest import Process, incident, incidents, inject, state, wait_chaos_over, wait_state
 from tests.helpers import http, wait_until
-from tests.system.fake_systemd import FakeSystemd
+from tests.process.fake_systemd import FakeSystemd
 
 pytestmark = pytest.mark.fault_injection
 

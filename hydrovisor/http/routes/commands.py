@@ -16,13 +16,13 @@ from hydrovisor.commands.waiters import StatusNews
 from hydrovisor.http.body import Uid, check_storable, decode_json, path_uid, query_int, query_time, query_uid
 from hydrovisor.http.errors import ApiError, ok
 from hydrovisor.http.keys import SERVICES
+from hydrovisor.process.safety import allowed_in_safe_mode
 from hydrovisor.protocol import CommandInvalid, CommandStatus, sign_command
 from hydrovisor.services import Services
 from hydrovisor.store.repos import commands, nodes
 from hydrovisor.store.repos.commands import CommandRecord, NewCommand
 from hydrovisor.store.repos.nodes import NodeRecord
 from hydrovisor.supervisors import CapacityExceeded
-from hydrovisor.system.safety import allowed_in_safe_mode
 
 routes = web.RouteTableDef()
 

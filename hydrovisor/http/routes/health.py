@@ -9,8 +9,8 @@ from aiohttp import web
 
 from hydrovisor.http.errors import error_body, json_response
 from hydrovisor.http.keys import SERVICES
-from hydrovisor.system.checks import CheckResult
-from hydrovisor.system.states import ACTUATION_BLOCKED
+from hydrovisor.process.checks import CheckResult
+from hydrovisor.process.states import ACTUATION_BLOCKED
 
 routes = web.RouteTableDef()
 _STARTED = time.monotonic()

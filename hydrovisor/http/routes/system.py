@@ -10,7 +10,7 @@ from aiohttp import web
 from hydrovisor.http.body import query_int
 from hydrovisor.http.errors import ApiError, ok
 from hydrovisor.http.keys import SERVICES
-from hydrovisor.system.incidents import IncidentKind, summarize
+from hydrovisor.process.incidents import IncidentKind, summarize
 
 routes = web.RouteTableDef()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hydrovisor.system.states import StateMachine, SystemState, Thresholds, Transition
+from hydrovisor.process.states import StateMachine, SystemState, Thresholds, Transition
 
 S = SystemState
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from hydrovisor.system.sd_notify import SdNotifier
+from hydrovisor.process.sd_notify import SdNotifier
 from tests.helpers import wait_until
-from tests.system.fake_systemd import FakeSystemd
+from tests.process.fake_systemd import FakeSystemd
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_receiver_going_away_does_not_raise(fake: FakeSystemd, caplog: pytest.Lo
     fake.wait_for("READY", "1")
     fake.close()  # the socket file is gone too
 
-    with caplog.at_level(logging.WARNING, logger="hydrovisor.system.sd_notify"):
+    with caplog.at_level(logging.WARNING, logger="hydrovisor.process.sd_notify"):
         notifier.watchdog()
         notifier.status("still here")
         assert notifier.notify(WATCHDOG="1") is False
@@ -119,7 +119,7 @@ def test_closed_receiver_then_a_new_one(tmp_path: Path, caplog: pytest.LogCaptur
     stale.bind(str(path))
     stale.close()  # the file stays, nobody listens: ECONNREFUSED
     notifier = SdNotifier(str(path), 15.0)
-    with caplog.at_level(logging.WARNING, logger="hydrovisor.system.sd_notify"):
+    with caplog.at_level(logging.WARNING, logger="hydrovisor.process.sd_notify"):
         assert notifier.notify(WATCHDOG="1") is False
         path.unlink()
         with FakeSystemd(tmp_path) as fake:

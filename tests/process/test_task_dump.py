@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import msgspec
 import pytest
 
+from hydrovisor.process import task_dump
+from hydrovisor.process.task_dump import TaskDump, TaskInfo, ThreadInfo
 from hydrovisor.runtime.loop_thread import LoopThread
-from hydrovisor.system import task_dump
-from hydrovisor.system.task_dump import TaskDump, TaskInfo, ThreadInfo
 from tests.helpers import wait_until
 
 

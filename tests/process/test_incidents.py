@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from hydrovisor.system import task_dump
-from hydrovisor.system.incidents import Incident, IncidentKind, IncidentStore, summarize
+from hydrovisor.process import task_dump
+from hydrovisor.process.incidents import Incident, IncidentKind, IncidentStore, summarize
 
 
 def incident(incident_id: str, kind: IncidentKind = IncidentKind.CHAOS, opened_at: float | None = None) -> Incident:

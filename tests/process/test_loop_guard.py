@@ -9,12 +9,12 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
+from hydrovisor.process.incidents import IncidentKind, IncidentStore
+from hydrovisor.process.loop_guard import LoopGuard
+from hydrovisor.process.sd_notify import SdNotifier
 from hydrovisor.runtime.loop_thread import LoopThread
-from hydrovisor.system.incidents import IncidentKind, IncidentStore
-from hydrovisor.system.loop_guard import LoopGuard
-from hydrovisor.system.sd_notify import SdNotifier
 from tests.helpers import wait_until
-from tests.system.fake_systemd import FakeSystemd
+from tests.process.fake_systemd import FakeSystemd
 
 
 class Recorder:

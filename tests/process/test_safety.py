@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hydrovisor.system.safety import allowed_in_safe_mode
+from hydrovisor.process.safety import allowed_in_safe_mode
 
 
 @pytest.mark.parametrize(("cmd", "params"), [

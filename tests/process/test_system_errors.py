@@ -16,6 +16,10 @@ from prometheus_client import CollectorRegistry
 
 from hydrovisor.actors.health_probe import HealthBoard
 from hydrovisor.config import Settings
+from hydrovisor.process.control import SystemControl
+from hydrovisor.process.sd_notify import SdNotifier
+from hydrovisor.process.state_actor import SystemStateActor
+from hydrovisor.process.states import SystemState
 from hydrovisor.runtime.loop_thread import LoopThread
 from hydrovisor.supervisors import (
     ActorContext,
@@ -25,10 +29,6 @@ from hydrovisor.supervisors import (
     SupervisorFlags,
     supervisor_spec,
 )
-from hydrovisor.system.control import SystemControl
-from hydrovisor.system.sd_notify import SdNotifier
-from hydrovisor.system.state_actor import SystemStateActor
-from hydrovisor.system.states import SystemState
 from tests.helpers import wait_until
 
 

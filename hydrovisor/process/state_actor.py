@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
+from hydrovisor.process.states import StateMachine, Transition
 from hydrovisor.supervisors import ActorContext, SupervisedActor
-from hydrovisor.system.states import StateMachine, Transition
 
 STATE_PATH = "/system/state"
 

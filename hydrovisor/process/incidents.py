@@ -19,8 +19,8 @@ from pathlib import Path
 
 import msgspec
 
-from hydrovisor.system.states import Transition
-from hydrovisor.system.task_dump import TaskDump
+from hydrovisor.process.states import Transition
+from hydrovisor.process.task_dump import TaskDump
 
 log = logging.getLogger(__name__)
 

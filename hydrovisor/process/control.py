@@ -19,15 +19,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from hydrovisor.actors.health_probe import HealthBoard
 from hydrovisor.config import Settings
+from hydrovisor.process import checks, task_dump
+from hydrovisor.process.incidents import Incident, IncidentKind, IncidentStore
+from hydrovisor.process.loop_guard import LoopGuard
+from hydrovisor.process.sd_notify import SdNotifier
+from hydrovisor.process.state_actor import STATE_PATH, Cycle, LoopStalled, ReportError, ReportFatal
+from hydrovisor.process.states import ACTUATION_BLOCKED, Snapshot, StateMachine, SystemState, Thresholds, Transition
 from hydrovisor.supervisors import ROOT, ActorStopped, ActorSystem, ExitKind, ExitReason, NoSuchActor
-from hydrovisor.system import checks, task_dump
-from hydrovisor.system.incidents import Incident, IncidentKind, IncidentStore
-from hydrovisor.system.loop_guard import LoopGuard
-from hydrovisor.system.sd_notify import SdNotifier
-from hydrovisor.system.state_actor import STATE_PATH, Cycle, LoopStalled, ReportError, ReportFatal
-from hydrovisor.system.states import ACTUATION_BLOCKED, Snapshot, StateMachine, SystemState, Thresholds, Transition
 
-log = logging.getLogger("hydrovisor.system")
+log = logging.getLogger("hydrovisor.process")
 
 BROKER_PROBE_INTERVAL = 2.0
 TELEMETRY_REPORT_MAX_AGE = 5.0

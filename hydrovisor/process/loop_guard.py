@@ -24,10 +24,10 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from hydrovisor import exitcodes
-from hydrovisor.system import task_dump
-from hydrovisor.system.incidents import Incident, IncidentKind, IncidentStore
-from hydrovisor.system.sd_notify import SdNotifier
-from hydrovisor.system.states import new_incident_id
+from hydrovisor.process import task_dump
+from hydrovisor.process.incidents import Incident, IncidentKind, IncidentStore
+from hydrovisor.process.sd_notify import SdNotifier
+from hydrovisor.process.states import new_incident_id
 
 log = logging.getLogger(__name__)
 

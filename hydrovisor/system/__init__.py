@@ -1,1 +1,0 @@
-"""Controlled failure: the system state machine, loop guard, incidents, task dumps and systemd notify."""
