@@ -59,9 +59,8 @@ def validate_sample(
         return DropReason.NODE_NOT_VALIDATED
     if zone_uid is not None and zone_uid != node.zone_uid:
         return DropReason.NODE_ZONE_MISMATCH
-    if isinstance(value, bool) or (isinstance(value, int | float) and math.isfinite(value)):
-        number = float(value)
-    else:
+    number = _finite(value)
+    if number is None:
         return DropReason.INVALID_VALUE
     if not _storable_name(channel) or not _storable_name(metric_type):
         return DropReason.INVALID_TEXT
@@ -70,6 +69,7 @@ def validate_sample(
     metric = normalize_metric(metric_type)
     current = time.time() if now is None else now
     sample_flags = dict(flags or {})
+    ts = None if isinstance(ts, bool) else _finite(ts)  # beyond float range (a JSON integer): replaced
     if ts is not None and ts >= 1e10:  # milliseconds (PROTOCOL §3)
         ts = ts / 1000.0
     if ts is None or ts < 1e9 or ts > current + FUTURE_SLACK_S:
@@ -86,6 +86,18 @@ def validate_sample(
         source=source,
         flags=sample_flags or None,
     )
+
+
+def _finite(value: object) -> float | None:
+    """``value`` as a finite float (bools are 0/1), or None: JSON integers beyond float range included,
+    which ``float()`` and ``math.isfinite`` refuse with OverflowError."""
+    if not isinstance(value, bool | int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _storable_name(name: str) -> bool:

@@ -177,6 +177,9 @@ def _device_plane_paths() -> dict[str, Any]:
             body=telemetry.IngestBody)},
         "/api/v1/telemetry/last": {"get": _op("latest value per node + channel + metric", {"200": _OK, "400": _BAD},
                                               params=[zone_q, _q("node_uid", "only this node")])},
+        "/api/v1/telemetry/quarantine": {"get": _op(
+            "samples PostgreSQL refused, newest first: `[{id, quarantined_at, error, sample}]`",
+            {"200": _OK, "400": _BAD}, params=[_q("limit", "max items (1-1000, default 100)", kind="integer")])},
         **_command_paths(),
         "/api/v1/telemetry": {"get": _op("samples or buckets of a zone", {"200": _OK, "400": _BAD}, params=[
             zone_q, _q("node_uid", "only this node"), _q("metric", "metric name"),

@@ -64,6 +64,8 @@ FUTURE_TOLERANCE_S = 300.0
 
 _MS_THRESHOLD = 1e10
 _WALL_CLOCK_MIN = 1e9
+# 9999-12-31T23:59:59Z: later times fit neither a Python datetime nor a PostgreSQL timestamptz
+_WALL_CLOCK_MAX = 253402300799.0
 _MAX_REDACT_DEPTH = 16
 
 
@@ -147,12 +149,13 @@ def _upper(value: object) -> str | None:
 
 def normalize_ts(value: object) -> float | None:
     """A device timestamp as float Unix seconds (``≥ 1e10`` means milliseconds); None when it is not a
-    finite number or not a plausible wall-clock time (< 1e9 s: device uptime)."""
+    finite number or not a plausible wall-clock time (< 1e9 s: device uptime; after the year 9999:
+    PostgreSQL could not store it)."""
     number = _num(value)
     if number is None:
         return None
     seconds = number / 1000.0 if number >= _MS_THRESHOLD else number
-    return seconds if seconds >= _WALL_CLOCK_MIN else None
+    return seconds if _WALL_CLOCK_MIN <= seconds <= _WALL_CLOCK_MAX else None
 
 
 _SECRET_KEYS = frozenset({"node_secret", "secret", "pass", "passwd", "password", "psk", "token", "api_key"})

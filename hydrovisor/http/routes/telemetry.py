@@ -1,4 +1,4 @@
-"""``POST /api/v1/ingest/telemetry`` and the telemetry queries."""
+"""``POST /api/v1/ingest/telemetry``, the telemetry queries and the quarantine."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from hydrovisor.supervisors import SupervisionError
 routes = web.RouteTableDef()
 
 MAX_SAMPLES = 1000
+MAX_QUARANTINE_LIMIT = 1000
 BUCKETS = ("1m", "1h", "1d")
 
 
@@ -135,3 +136,11 @@ async def series(request: web.Request) -> web.Response:
         metric=metric.strip().upper() if metric else None, start=start, end=end, bucket=bucket,
         limit=query_int(request, "limit", 5000, low=1, high=100_000))
     return ok(points)
+
+
+@routes.get("/api/v1/telemetry/quarantine")
+async def quarantine(request: web.Request) -> web.Response:
+    """Samples PostgreSQL refused (split out of their batch, the rest stored), newest first: each with
+    its id, when, the database's error and the sample as it was."""
+    limit = query_int(request, "limit", 100, low=1, high=MAX_QUARANTINE_LIMIT)
+    return ok(await telemetry.quarantined(request.app[SERVICES].db.pool, limit))

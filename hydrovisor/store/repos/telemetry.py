@@ -118,7 +118,26 @@ class Quarantined(msgspec.Struct, frozen=True):
 async def quarantine(pool: asyncpg.Pool, sample: Sample, error: str) -> None:
     """Keep a sample that cannot be stored; as bytes, so that nothing in it can fail this insert."""
     await pool.execute("INSERT INTO telemetry_quarantine (sample, error) VALUES ($1, $2)",
-                       msgspec.json.encode(sample), error.replace("\x00", "\\0")[:2000])
+                       _sample_json(sample), error.replace("\x00", "\\0")[:2000])
+
+
+def _sample_json(sample: Sample) -> bytes:
+    """The sample as JSON; a string that is not valid Unicode (a lone surrogate, which UTF-8 cannot
+    encode) is kept with its bad code points written as ``\\udXXX`` text, so that it can be encoded."""
+    try:
+        return msgspec.json.encode(sample)
+    except UnicodeEncodeError:
+        return msgspec.json.encode(_printable(msgspec.to_builtins(sample)))
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable(v) for v in value]
+    return value
 
 
 async def quarantined(pool: asyncpg.Pool, limit: int) -> list[Quarantined]:
