@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 # a database call, given the pool on the loop (actors never touch the pool themselves)
 DbWrite = Callable[[asyncpg.Pool], Coroutine[Any, Any, Any]]
 MAX_PENDING_WRITES = 200
+# content errors (bad value, constraint, oversized key), as opposed to an outage: retrying cannot help
+_REFUSED_FOR_GOOD = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError,
+                     UnicodeError, ValueError, OverflowError)
 
 
 class FromDevice(msgspec.Struct, frozen=True):
@@ -340,6 +343,11 @@ class NodeActor(SupervisedActor):
 
     def _written(self, msg: _Written) -> None:
         if msg.outcome.ok or msg.retry is None:
+            return
+        if isinstance(msg.outcome.error, _REFUSED_FOR_GOOD):
+            # what PostgreSQL refuses for its content fails again on every retry: dropped, loudly
+            log.error("node %s: %s refused by the database, not retried: %s", self.uid, msg.what, msg.outcome.error,
+                      extra={"event": "node_write_refused", "node_uid": self.uid})
             return
         log.warning("node %s: %s not stored yet (%s); will retry", self.uid, msg.what, msg.outcome.error,
                     extra={"event": "node_write_failed", "node_uid": self.uid})
