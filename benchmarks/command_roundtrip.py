@@ -669,7 +669,7 @@ class Spans:
         from hydrovisor.actors.command import CommandActor  # noqa: PLC0415
         from hydrovisor.http.routes import commands as routes  # noqa: PLC0415
         from hydrovisor.store.repos import commands as repo  # noqa: PLC0415
-        from hydrovisor.supervisors.supervisor import Supervisor  # noqa: PLC0415
+        from hydrovisor.supervisors import Supervisor  # noqa: PLC0415
 
         self._wrap_async(routes, "submit", "loop: POST handler (submit)")
         self._wrap_async(routes, "start_command_actor", "loop: ask /commands to start the actor")

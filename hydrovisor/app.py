@@ -47,8 +47,7 @@ from hydrovisor.store.embedded_pg import EmbeddedPostgres
 from hydrovisor.store.errors import StoreError
 from hydrovisor.store.migrations import apply_migrations
 from hydrovisor.store.repos import events
-from hydrovisor.supervisors import ActorSystem, ExitReason, SupervisionError
-from hydrovisor.supervisors.metrics import TreeCollector
+from hydrovisor.supervisors import ActorSystem, ExitReason, SupervisionError, TreeCollector
 from hydrovisor.tree import build_tree, root_flags
 
 log = logging.getLogger("hydrovisor.app")

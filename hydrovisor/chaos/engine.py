@@ -34,8 +34,7 @@ from hydrovisor.chaos.stalls import StallKind, schedule_stall
 from hydrovisor.chaos.worker import CHAOS_WORKER_PATH, RunInActor
 from hydrovisor.process.incidents import Incident, IncidentKind, IncidentStore
 from hydrovisor.process.states import new_incident_id
-from hydrovisor.supervisors import ActorSystem, NoSuchActor
-from hydrovisor.supervisors.faults import InjectedCrash, InjectedHang
+from hydrovisor.supervisors import ActorSystem, InjectedCrash, InjectedHang, NoSuchActor
 
 log = logging.getLogger("hydrovisor.chaos")
 

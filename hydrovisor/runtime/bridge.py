@@ -27,7 +27,7 @@ import msgspec
 from hydrovisor.runtime.affinity import LoopAffinity
 
 if TYPE_CHECKING:
-    from hydrovisor.supervisors.actor_system import ActorSystem
+    from hydrovisor.supervisors import ActorSystem
 
 T = TypeVar("T")
 

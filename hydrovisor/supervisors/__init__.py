@@ -8,13 +8,19 @@
 - :class:`SupervisedActor`: base class of every actor; every pykka failure path (tell, ask,
   ``on_start``, ``BaseException``, hang) reaches the supervisor.
 - :class:`ActorSystem`: the root, stable path addressing (``/zones/zn-7``) and the one factory.
+- :class:`ActorInfo` / :func:`describe`: the tree as ``which_children`` shows it; :class:`TreeCollector`
+  its Prometheus gauges; :class:`InjectedCrash` / :class:`InjectedHang`: faults injected on purpose.
 
 Ask policy: a handler exception reaches the asker *and* crashes the actor (it is restarted),
 except a :class:`Rejection`, which is an expected refusal and leaves the actor running.
+
+Like pykka, the modules are private and the names are public: import from ``hydrovisor.supervisors``,
+never from a submodule (the submodules may move; what is listed in ``__all__`` stays).
 """
 
 from hydrovisor.supervisors.actor import SupervisedActor
 from hydrovisor.supervisors.actor_system import ActorSystem
+from hydrovisor.supervisors.cell import Cell, CellState, Failure
 from hydrovisor.supervisors.context import ActorContext
 from hydrovisor.supervisors.errors import (
     ActorHung,
@@ -28,8 +34,12 @@ from hydrovisor.supervisors.errors import (
     SupervisionError,
 )
 from hydrovisor.supervisors.exit import ExitKind, ExitReason
-from hydrovisor.supervisors.messages import StartChild, TerminateChild
+from hydrovisor.supervisors.faults import InjectedCrash, InjectedFailure, InjectedHang
+from hydrovisor.supervisors.messages import KillChild, StartChild, TerminateChild
+from hydrovisor.supervisors.messaging import kill_request
+from hydrovisor.supervisors.metrics import TreeCollector
 from hydrovisor.supervisors.path_registry import ROOT
+from hydrovisor.supervisors.snapshot import ActorInfo, describe
 from hydrovisor.supervisors.spec import (
     Backoff,
     ChildSpec,
@@ -44,15 +54,23 @@ __all__ = [
     "ROOT",
     "ActorContext",
     "ActorHung",
+    "ActorInfo",
     "ActorStopped",
     "ActorSystem",
     "Backoff",
     "CapacityExceeded",
+    "Cell",
+    "CellState",
     "ChildSpec",
     "DuplicateChild",
     "Escalated",
     "ExitKind",
     "ExitReason",
+    "Failure",
+    "InjectedCrash",
+    "InjectedFailure",
+    "InjectedHang",
+    "KillChild",
     "NoSuchActor",
     "Rejection",
     "Restart",
@@ -64,5 +82,8 @@ __all__ = [
     "Supervisor",
     "SupervisorFlags",
     "TerminateChild",
+    "TreeCollector",
+    "describe",
+    "kill_request",
     "supervisor_spec",
 ]

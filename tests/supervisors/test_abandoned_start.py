@@ -14,8 +14,7 @@ from collections.abc import Sequence
 import pytest
 from sup_support import Journal, MakeSystem, worker
 
-from hydrovisor.supervisors import ChildSpec, StartChild, StartFailed, SupervisorFlags
-from hydrovisor.supervisors.supervisor import Supervisor
+from hydrovisor.supervisors import ChildSpec, StartChild, StartFailed, Supervisor, SupervisorFlags
 from tests.helpers import wait_until
 
 

@@ -32,6 +32,7 @@ from hydrovisor.supervisors import (
     ActorStopped,
     Backoff,
     CapacityExceeded,
+    CellState,
     DuplicateChild,
     ExitKind,
     ExitReason,
@@ -44,7 +45,6 @@ from hydrovisor.supervisors import (
     TerminateChild,
     supervisor_spec,
 )
-from hydrovisor.supervisors.cell import CellState
 from tests.helpers import wait_until
 
 # messages across restarts -------------------------------------------------------------------------

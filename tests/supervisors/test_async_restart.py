@@ -7,8 +7,7 @@ import time
 
 from sup_support import Journal, MakeSystem, worker
 
-from hydrovisor.supervisors import ActorContext, StartChild, SupervisorFlags, supervisor_spec
-from hydrovisor.supervisors.cell import CellState
+from hydrovisor.supervisors import ActorContext, CellState, StartChild, SupervisorFlags, supervisor_spec
 from tests.helpers import wait_until
 
 ATTEMPT_S = 0.3

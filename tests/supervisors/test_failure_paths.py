@@ -35,6 +35,7 @@ from hydrovisor.supervisors import (
     ActorContext,
     ActorHung,
     ActorSystem,
+    CellState,
     ChildSpec,
     ExitKind,
     ExitReason,
@@ -45,7 +46,6 @@ from hydrovisor.supervisors import (
     SupervisorFlags,
     supervisor_spec,
 )
-from hydrovisor.supervisors.cell import CellState
 from tests.helpers import wait_until
 
 

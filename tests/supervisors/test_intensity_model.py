@@ -18,6 +18,7 @@ from sup_support import Journal, MakeSystem, Worker, barrier, generation, restar
 from hydrovisor.runtime.loop_thread import LoopThread
 from hydrovisor.supervisors import (
     ActorSystem,
+    CellState,
     ChildSpec,
     ExitKind,
     ExitReason,
@@ -25,7 +26,6 @@ from hydrovisor.supervisors import (
     SupervisorFlags,
     supervisor_spec,
 )
-from hydrovisor.supervisors.cell import CellState
 from hydrovisor.supervisors.intensity import add_restart
 from tests.helpers import wait_until
 

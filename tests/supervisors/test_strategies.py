@@ -25,6 +25,7 @@ from sup_support import (
 
 from hydrovisor.supervisors import (
     ActorStopped,
+    CellState,
     ExitKind,
     ExitReason,
     NoSuchActor,
@@ -33,7 +34,6 @@ from hydrovisor.supervisors import (
     SupervisorFlags,
     supervisor_spec,
 )
-from hydrovisor.supervisors.cell import CellState
 from hydrovisor.supervisors.supervisor import should_restart
 from tests.helpers import wait_until
 

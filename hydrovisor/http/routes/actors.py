@@ -7,9 +7,7 @@ from aiohttp import web
 from hydrovisor.http.auth import Role, require_role
 from hydrovisor.http.errors import ApiError, ok
 from hydrovisor.http.keys import SERVICES
-from hydrovisor.supervisors import ROOT, NoSuchActor, SupervisionError
-from hydrovisor.supervisors.messaging import kill_request
-from hydrovisor.supervisors.snapshot import describe
+from hydrovisor.supervisors import ROOT, NoSuchActor, SupervisionError, describe, kill_request
 
 routes = web.RouteTableDef()
 
