@@ -58,6 +58,16 @@ class NodeRegistry:
         with self._lock:
             self._zone_gh[zone_uid] = greenhouse_uid
 
+    def forget_zone(self, zone_uid: str) -> None:
+        """The zone was deleted."""
+        with self._lock:
+            self._zone_gh.pop(zone_uid, None)
+
+    def zones(self) -> list[str]:
+        """Every zone uid, sorted."""
+        with self._lock:
+            return sorted(self._zone_gh)
+
     def greenhouse_of(self, zone_uid: str) -> str | None:
         """Greenhouse uid of a zone."""
         with self._lock:
