@@ -8,6 +8,7 @@ prints it and exits with code 77.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import tomllib
 import urllib.parse
@@ -35,6 +36,7 @@ ENV_KEYS: dict[str, str] = {
     "HYDROVISOR_LOG_LEVEL": "log_level",
     "HYDROVISOR_DEBUG_LOOP": "debug_loop",
     "HYDROVISOR_SHUTDOWN_TIMEOUT": "shutdown_timeout",
+    "HYDROVISOR_TIME_SCALE": "time_scale",
     "HYDROVISOR_HTTP_HOST": "http.host",
     "HYDROVISOR_HTTP_PORT": "http.port",
     "HYDROVISOR_HTTP_MAX_BODY_BYTES": "http.max_body_bytes",
@@ -141,6 +143,12 @@ def _check(settings: Settings) -> None:
         raise ConfigError("HYDROVISOR_ENV=production requires HYDROVISOR_API_TOKEN (the API bearer token)")
     if settings.env is Environment.PRODUCTION and settings.dev_mode:
         raise ConfigError("HYDROVISOR_DEV_MODE (anonymous devices) is refused with HYDROVISOR_ENV=production")
+    if not math.isfinite(settings.time_scale):
+        raise ConfigError(f"time_scale must be a finite number > 0, got {settings.time_scale!r}")
+    if settings.env is Environment.PRODUCTION and settings.time_scale != 1.0:
+        # a scaled clock shortens (or stretches) every safety timeout and staleness limit: tests only
+        raise ConfigError(f"HYDROVISOR_TIME_SCALE={settings.time_scale:g} is refused with HYDROVISOR_ENV=production "
+                          "(only 1 is allowed)")
     for name in ("api_token", "admin_token"):
         token = getattr(settings, name)
         if token is not None and len(token) < 16:

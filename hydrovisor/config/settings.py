@@ -108,6 +108,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     debug_loop: bool = False
     shutdown_timeout: PositiveFloat = 20.0
     loop_lag_interval: PositiveFloat = 0.25
+    # clock seconds per real second for every timer, the zone logic and the simulator (zones/clock.py):
+    # > 1 runs a simulated day in minutes (tests, development); production refuses anything but 1.0
+    time_scale: PositiveFloat = 1.0
     # notifications: command status changes are POSTed to every URL (empty: acknowledged, not sent)
     webhook_urls: list[str] = []
     http: HttpSettings = HttpSettings()

@@ -126,7 +126,13 @@ class Safety(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     # "fewer than 3 failures of that pump in 30 min": a longer window or a lower count is stricter
     failure_window_s: Annotated[int, msgspec.Meta(ge=1800, le=7 * 86400)] = 1800
     max_failures: Annotated[int, msgspec.Meta(ge=1, le=3)] = 3
+    # a running pump must show flow (or a level change) within this window; also the grace after a stop
+    # before flow or current counts as "stuck on"
     no_flow_window_s: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 60
+    # readings above these count as "flow present" (l/min) and "pump current present" (mA): a current
+    # sensor reads a few tens of mA of noise with the pump off, which must not look like a stuck pump
+    flow_present_min: Annotated[float, msgspec.Meta(gt=0.0)] = 0.5
+    current_present_min: Annotated[float, msgspec.Meta(gt=0.0)] = 300.0
 
 
 class ZoneSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -131,3 +131,37 @@ def test_explicit_loopback_and_credentialed_hosts_need_no_opt_in() -> None:
     settings = load_settings(environ={"HYDROVISOR_API_TOKEN": TOKEN, "HYDROVISOR_HTTP_HOST": "0.0.0.0",
                                       "HYDROVISOR_MQTT_HOST": "0.0.0.0"})
     assert not any(listener.exposed for listener in exposure.listeners(settings))
+
+
+@pytest.mark.parametrize(
+    ("environ", "fragment"),
+    [
+        ({"HYDROVISOR_TIME_SCALE": "0"}, "invalid HYDROVISOR_TIME_SCALE: Expected `float` > 0.0"),
+        ({"HYDROVISOR_TIME_SCALE": "-2"}, "invalid HYDROVISOR_TIME_SCALE"),
+        ({"HYDROVISOR_TIME_SCALE": "fast"}, "invalid HYDROVISOR_TIME_SCALE: Expected `float`"),
+        ({"HYDROVISOR_TIME_SCALE": "nan"}, "invalid HYDROVISOR_TIME_SCALE"),
+        ({"HYDROVISOR_TIME_SCALE": "inf"}, "time_scale must be a finite number > 0"),
+        ({"HYDROVISOR_ENV": "production", "HYDROVISOR_API_TOKEN": TOKEN, "HYDROVISOR_TIME_SCALE": "60"},
+         "HYDROVISOR_TIME_SCALE=60 is refused with HYDROVISOR_ENV=production"),
+        # slower is refused too: it stretches every staleness limit and safety timeout
+        ({"HYDROVISOR_ENV": "production", "HYDROVISOR_API_TOKEN": TOKEN, "HYDROVISOR_TIME_SCALE": "0.5"},
+         "HYDROVISOR_TIME_SCALE=0.5 is refused with HYDROVISOR_ENV=production"),
+    ],
+)
+def test_time_scale_is_positive_and_real_time_in_production(environ: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(environ=environ)
+    assert fragment in str(error.value)
+
+
+def test_time_scale_defaults_to_real_time_and_scales_outside_production(tmp_path: Path) -> None:
+    assert load_settings(environ={}).time_scale == 1.0
+    assert load_settings(environ={"HYDROVISOR_TIME_SCALE": "60"}).time_scale == 60.0
+    assert load_settings(environ={"HYDROVISOR_ENV": "production", "HYDROVISOR_API_TOKEN": TOKEN,
+                                  "HYDROVISOR_TIME_SCALE": "1"}).time_scale == 1.0
+    path = tmp_path / "h.toml"
+    path.write_text("time_scale = 0.25\n")
+    assert load_settings(path, environ={}).time_scale == 0.25
+    path.write_text('env = "production"\napi_token = "a-long-enough-token-123"\ntime_scale = 2\n')
+    with pytest.raises(ConfigError, match="refused with HYDROVISOR_ENV=production"):
+        load_settings(path, environ={})
