@@ -9,7 +9,20 @@ from hydrovisor.http.auth import make_auth_middleware
 from hydrovisor.http.errors import error_middleware
 from hydrovisor.http.keys import MAX_BODY_BYTES, RATE_LIMIT, SERVICES
 from hydrovisor.http.ratelimit import RateLimiter
-from hydrovisor.http.routes import actors, chaos, commands, dlq, fleet, health, metrics, nodes, system, telemetry
+from hydrovisor.http.routes import (
+    actors,
+    alerts,
+    chaos,
+    commands,
+    dlq,
+    fleet,
+    health,
+    metrics,
+    nodes,
+    system,
+    telemetry,
+    zones,
+)
 from hydrovisor.services import Services
 
 
@@ -23,7 +36,8 @@ def build_http_app(services: Services) -> web.Application:
     app[SERVICES] = services
     app[MAX_BODY_BYTES] = max_body
     app[RATE_LIMIT] = RateLimiter(rate=20.0, burst=40)
-    for table in (health.routes, metrics.routes, actors.routes, fleet.routes, nodes.routes, telemetry.routes,
-                  commands.routes, dlq.routes, system.routes, chaos.routes, openapi.routes):
+    for table in (health.routes, metrics.routes, actors.routes, fleet.routes, zones.routes, nodes.routes,
+                  alerts.routes, telemetry.routes, commands.routes, dlq.routes, system.routes, chaos.routes,
+                  openapi.routes):
         app.add_routes(table)
     return app

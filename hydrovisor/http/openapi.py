@@ -9,8 +9,12 @@ from aiohttp import web
 
 from hydrovisor.chaos.engine import ChaosRequest
 from hydrovisor.http.body import MAX_TIME, MIN_TIME, UID_PATTERN
-from hydrovisor.http.routes import commands, fleet, nodes, telemetry
+from hydrovisor.http.routes import commands, fleet, nodes, telemetry, zones
+from hydrovisor.store.repos.events import ALERT_SOURCES, ALERT_STATUSES, Alert, ZoneEvent
+from hydrovisor.store.repos.fleet import Zone
+from hydrovisor.store.repos.zones import SafetyReset, SettingsVersion
 from hydrovisor.supervisors.snapshot import ActorInfo
+from hydrovisor.zones.settings import ZoneSettings
 
 routes = web.RouteTableDef()
 
@@ -140,14 +144,6 @@ def _device_plane_paths() -> dict[str, Any]:
             "post": _op("create a greenhouse", {"201": _resp("created"), "400": _BAD, "409": _CONFLICT},
                         body=fleet.NewGreenhouse),
         },
-        "/api/v1/zones": {
-            "get": _op("list zones", {"200": _OK}, params=[_q("greenhouse_uid", "only this greenhouse")]),
-            "post": _op("create a zone", {"201": _resp("created"), "400": _BAD, "404": _NOT_FOUND,
-                                          "409": _CONFLICT}, body=fleet.NewZone),
-        },
-        "/api/v1/zones/{uid}/events": {"get": _op(
-            "the zone timeline", {"200": _OK, "404": _NOT_FOUND},
-            params=[*_UID_PARAM, _q("limit", "newest N entries", kind="integer")])},
         "/api/v1/nodes": {
             "get": _op("list nodes", {"200": _OK}, params=[_q("zone_uid", "only this zone")]),
             "post": _op("pre-register a node configured in the field", {
@@ -168,8 +164,6 @@ def _device_plane_paths() -> dict[str, Any]:
         "/api/v1/nodes/{uid}/events": {"get": _op(
             "the node's timeline entries", {"200": _OK, "404": _NOT_FOUND},
             params=[*_UID_PARAM, _q("limit", "newest N entries", kind="integer")])},
-        "/api/v1/alerts": {"get": _op("alerts, newest first", {"200": _OK, "400": _BAD}, params=[
-            _q("status", "ACTIVE or RESOLVED"), _q("zone_uid", "only this zone")])},
         "/api/v1/ingest/telemetry": {"post": _op(
             "ingest telemetry samples (<= 1000); invalid ones are dropped with a counted reason",
             {"200": _resp("empty list"), "202": _resp("accepted: count, dropped, total, dropped_reasons"),
@@ -243,6 +237,104 @@ def _dlq_paths() -> dict[str, Any]:
 # --- end of the DLQ paths ------------------------------------------------------------------------
 
 
+# --- zones, their settings and timeline, alerts (hydrovisor/http/routes/zones.py, alerts.py) -----
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _settings_body(kind: type) -> type:
+    """``kind``'s body schema, its ``settings`` documented as the full ZoneSettings document."""
+    _schema(kind)
+    DOCUMENT["components"]["schemas"][kind.__name__]["properties"]["settings"] = _ref("ZoneSettings")
+    return kind
+
+
+def _zone_paths() -> dict[str, Any]:
+    for kind in (ZoneSettings, Zone, SettingsVersion, ZoneEvent, Alert, SafetyReset):
+        _schema(kind)  # registers each as a component, exactly as the routes encode them
+    field_error = {"type": "object", "required": ["path", "message"],
+                   "properties": {"path": {"type": "string", "description": "JSON path, e.g. $.targets.ph.min"},
+                                  "message": {"type": "string"}}}
+    DOCUMENT["components"]["schemas"]["FieldError"] = field_error
+    DOCUMENT["components"]["schemas"]["SettingsView"] = {
+        "type": "object",
+        "required": ["zone_uid", "version", "created_at", "created_by", "settings", "devices", "errors"],
+        "properties": {
+            "zone_uid": {"type": "string"}, "version": {"type": "integer"}, "created_at": {"type": "number"},
+            "created_by": {"type": "string"},
+            "settings": {"type": "object", "description": "the stored ZoneSettings document"},
+            "devices": {"type": "object", "description": "role -> the node channel it is bound to",
+                        "additionalProperties": {
+                            "type": "object", "required": ["node_uid", "channel", "source"],
+                            "properties": {"node_uid": {"type": "string"}, "channel": {"type": "string"},
+                                           "source": {"enum": ["settings", "auto"]}}}},
+            "errors": {"type": "array", "items": _ref("FieldError"),
+                       "description": "why the stored document is not in force as shown (empty: it is)"},
+        },
+    }
+    invalid = _resp("invalid_settings: `errors` lists `{path, message}` for each bad value (or ambiguous role)",
+                    {"allOf": [_ERROR, {"type": "object", "required": ["errors"],
+                                        "properties": {"errors": {"type": "array", "items": _ref("FieldError")}}}]})
+    view = _resp("the settings in force", _ok(_ref("SettingsView")))
+
+    def int_q(name: str, description: str) -> dict[str, Any]:
+        return _q(name, description, kind="integer")
+
+    def enum_q(name: str, values: tuple[str, ...]) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "schema": {"enum": list(values)}}
+
+    alert_param = [{"name": "id", "in": "path", "required": True,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": zones.MAX_ID}}]
+    return {
+        "/api/v1/zones": {
+            "get": _op("list zones", {"200": _resp("zones", _ok({"type": "array", "items": _ref("Zone")}))},
+                       params=[_q("greenhouse_uid", "only this greenhouse")]),
+            "post": _op("create a zone; `settings` (default: all defaults) becomes version 1",
+                        {"201": _resp("created", _ok(_ref("Zone"))), "404": _NOT_FOUND, "409": _CONFLICT,
+                         "422": invalid}, body=_settings_body(zones.NewZone)),
+        },
+        "/api/v1/zones/{uid}": {"delete": _op(
+            "delete a zone (its timeline and alerts are kept)",
+            {"200": _resp("deleted"), "404": _NOT_FOUND,
+             "409": _resp("zone_has_nodes: nodes are bound or binding to it", _ERROR)}, params=_UID_PARAM)},
+        "/api/v1/zones/{uid}/settings": {
+            "get": _op("the settings in force, each role's node channel and its source", {"200": view,
+                                                                                        "404": _NOT_FOUND},
+                       params=_UID_PARAM),
+            "put": _op("store a new version of the whole document, edited from `version`",
+                       {"200": view, "404": _NOT_FOUND, "409": _resp(
+                           "settings_version_conflict (`current_version`), or a running workflow refuses it",
+                           _ERROR), "422": invalid},
+                       body=_settings_body(zones.SettingsEdit), params=_UID_PARAM),
+        },
+        "/api/v1/zones/{uid}/settings/history": {"get": _op(
+            "every stored version, newest first",
+            {"200": _resp("versions", _ok({"type": "array", "items": _ref("SettingsVersion")})), "404": _NOT_FOUND},
+            params=[*_UID_PARAM, int_q("limit", "max versions (1-1000, default 100)"),
+                    int_q("before", "only versions older than this one")])},
+        "/api/v1/zones/{uid}/events": {"get": _op(
+            "the zone timeline in (created_at, id) order: the newest `limit` entries, or the first `limit` "
+            "after `after_id` (0: from the beginning)",
+            {"200": _resp("events", _ok({"type": "array", "items": _ref("ZoneEvent")})), "404": _NOT_FOUND},
+            params=[*_UID_PARAM, int_q("limit", "max entries (1-5000, default 200)"),
+                    int_q("after_id", "the id of the last event seen")])},
+        "/api/v1/zones/{uid}/safety/reset": {"post": _op(
+            "reset safety lock: resolve the zone's active safety-lock alerts (audited with who and why)",
+            {"200": _resp("the reset and the alerts it resolved", _ok(_ref("SafetyReset"))), "404": _NOT_FOUND},
+            body=zones.ReasonBody, params=_UID_PARAM)},
+        "/api/v1/alerts": {"get": _op(
+            "alerts, newest first", {"200": _resp("alerts", _ok({"type": "array", "items": _ref("Alert")}))},
+            params=[enum_q("status", ALERT_STATUSES), enum_q("source", ALERT_SOURCES),
+                    _q("zone_uid", "only this zone"), int_q("limit", "max alerts (1-5000, default 500)")])},
+        "/api/v1/alerts/{id}/resolve": {"post": _op(
+            "resolve one active alert with a reason (kept with who resolved it)",
+            {"200": _resp("resolved", _ok(_ref("Alert"))), "404": _NOT_FOUND,
+             "409": _resp("alert_not_active: already resolved", _ERROR)},
+            body=zones.ReasonBody, params=alert_param)},
+    }
+# --- end of the zone paths -----------------------------------------------------------------------
+
+
 # --- controlled failure (hydrovisor/http/routes/system.py, chaos.py) -----------------------------
 def _system_paths() -> dict[str, Any]:
     incident_param = [{"name": "incident_id", "in": "path", "required": True, "schema": {"type": "string"},
@@ -277,4 +369,5 @@ async def openapi(_: web.Request) -> web.Response:
 _schema(ActorInfo)  # registers ActorInfo and Failure as components, exactly as the route encodes them
 DOCUMENT["paths"].update(_device_plane_paths())
 DOCUMENT["paths"].update(_dlq_paths())
+DOCUMENT["paths"].update(_zone_paths())
 DOCUMENT["paths"].update(_system_paths())

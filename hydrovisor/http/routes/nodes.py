@@ -168,23 +168,3 @@ async def node_events(request: web.Request) -> web.Response:
     await _node_or_404(services, uid)
     limit = query_int(request, "limit", 200, low=1, high=5000)
     return ok(await events.list_zone_events(services.db.pool, None, limit, node_uid=uid))
-
-
-@routes.get("/api/v1/zones/{uid}/events")
-async def zone_events(request: web.Request) -> web.Response:
-    """A zone's timeline, oldest first (the newest ``limit`` entries)."""
-    services = request.app[SERVICES]
-    zone = path_uid(request)
-    if await fleet.get_zone(services.db.pool, zone) is None:
-        raise ApiError(404, "zone_not_found", f"zone {zone} does not exist")
-    limit = query_int(request, "limit", 200, low=1, high=5000)
-    return ok(await events.list_zone_events(services.db.pool, zone, limit))
-
-
-@routes.get("/api/v1/alerts")
-async def alerts(request: web.Request) -> web.Response:
-    """Alerts (``?status=ACTIVE|RESOLVED``, ``?zone_uid=``), newest first."""
-    status = request.query.get("status")
-    if status not in (None, "ACTIVE", "RESOLVED"):
-        raise ApiError(400, "invalid_parameter", "status must be ACTIVE or RESOLVED")
-    return ok(await events.list_alerts(request.app[SERVICES].db.pool, status, query_uid(request, "zone_uid")))

@@ -47,7 +47,10 @@ async def greenhouse_exists(pool: asyncpg.Pool, uid: str) -> bool:
     return bool(await pool.fetchval("SELECT EXISTS (SELECT 1 FROM greenhouses WHERE uid = $1)", uid))
 
 
-_ZONE_COLUMNS = "uid, greenhouse_uid, name, settings, date_part('epoch', created_at) AS created_at"
+# a zone's settings are the newest version of its settings document (zone_settings_versions)
+_ZONE_COLUMNS = ("z.uid, z.greenhouse_uid, z.name, coalesce((SELECT v.document FROM zone_settings_versions v "
+                 "WHERE v.zone_uid = z.uid ORDER BY v.version DESC LIMIT 1), '{}') AS settings, "
+                 "date_part('epoch', z.created_at) AS created_at")
 
 
 def _zone(row: asyncpg.Record) -> Zone:
@@ -57,25 +60,30 @@ def _zone(row: asyncpg.Record) -> Zone:
 
 
 async def create_zone(
-    pool: asyncpg.Pool, uid: str, greenhouse_uid: str, name: str, settings: dict[str, Any]
+    pool: asyncpg.Pool, uid: str, greenhouse_uid: str, name: str, settings: dict[str, Any], *,
+    created_by: str = "system",
 ) -> Zone | None:
-    """Insert; ``None`` when the uid exists already."""
+    """Insert the zone with ``settings`` as version 1 of its settings (one statement); ``None`` when
+    the uid exists already."""
     row = await pool.fetchrow(
-        "INSERT INTO zones (uid, greenhouse_uid, name, settings) VALUES ($1, $2, $3, $4::jsonb) "
-        f"ON CONFLICT (uid) DO NOTHING RETURNING {_ZONE_COLUMNS}",
-        uid, greenhouse_uid, name, json.dumps(settings))
+        "WITH z AS (INSERT INTO zones (uid, greenhouse_uid, name) VALUES ($1, $2, $3) ON CONFLICT (uid) DO NOTHING "
+        "RETURNING uid, greenhouse_uid, name, created_at), "
+        "v AS (INSERT INTO zone_settings_versions (zone_uid, version, document, created_at, created_by) "
+        "SELECT uid, 1, $4::jsonb, created_at, $5 FROM z) "
+        "SELECT z.uid, z.greenhouse_uid, z.name, $4::jsonb AS settings, date_part('epoch', z.created_at) AS created_at "
+        "FROM z", uid, greenhouse_uid, name, json.dumps(settings), created_by)
     return _zone(row) if row else None
 
 
 async def list_zones(pool: asyncpg.Pool, greenhouse_uid: str | None = None) -> list[Zone]:
     """Zones, optionally of one greenhouse, by uid."""
     rows = await pool.fetch(
-        f"SELECT {_ZONE_COLUMNS} FROM zones WHERE $1::text IS NULL OR greenhouse_uid = $1 ORDER BY uid",
+        f"SELECT {_ZONE_COLUMNS} FROM zones z WHERE $1::text IS NULL OR z.greenhouse_uid = $1 ORDER BY z.uid",
         greenhouse_uid)
     return [_zone(r) for r in rows]
 
 
 async def get_zone(pool: asyncpg.Pool, uid: str) -> Zone | None:
     """One zone or ``None``."""
-    row = await pool.fetchrow(f"SELECT {_ZONE_COLUMNS} FROM zones WHERE uid = $1", uid)
+    row = await pool.fetchrow(f"SELECT {_ZONE_COLUMNS} FROM zones z WHERE z.uid = $1", uid)
     return _zone(row) if row else None
