@@ -31,7 +31,7 @@ from hydrovisor.devices.credentials import sync_binding
 from hydrovisor.devices.ingest import TelemetryCounters
 from hydrovisor.devices.loading import load_registry
 from hydrovisor.devices.plane import DevicePlane
-from hydrovisor.devices.registry import NodeRegistry
+from hydrovisor.devices.registry import NodeRegistry, NodeView
 from hydrovisor.devices.router import DeviceRouter
 from hydrovisor.devices.telemetry_store import TelemetryStore
 from hydrovisor.http.app import build_http_app
@@ -49,6 +49,9 @@ from hydrovisor.store.migrations import apply_migrations
 from hydrovisor.store.repos import events
 from hydrovisor.supervisors import ActorSystem, ExitReason, SupervisionError, TreeCollector
 from hydrovisor.tree import build_tree, root_flags
+from hydrovisor.zoneplane.plane import ZonePlane
+from hydrovisor.zoneplane.runtime import ZoneRuntime
+from hydrovisor.zones.clock import clock_for_scale
 
 log = logging.getLogger("hydrovisor.app")
 
@@ -93,8 +96,17 @@ class Hydrovisor:
                                 directory=directory, limits=settings.mqtt.limits(), registry=registry)
         system = ActorSystem(bridge=bridge, timers=timers, registry=registry, on_root_exit=self._root_exited)
         registry.register(TreeCollector(system))
-        plane = DevicePlane(db=db, registry=nodes_view, transport=broker,
-                            on_binding_changed=lambda view: sync_binding(directory, nodes_view, view))
+        zone_plane = ZonePlane(db=db, registry=nodes_view, clock=clock_for_scale(settings.time_scale),
+                               liveness_interval=settings.supervision.liveness_interval,
+                               hang_timeout=settings.supervision.hang_timeout)
+        zones = ZoneRuntime(system, zone_plane, registry)
+
+        def binding_changed(view: NodeView) -> None:
+            sync_binding(directory, nodes_view, view)
+            zones.reload_all()  # a node joined or left a zone: its channels' roles move with it
+
+        plane = DevicePlane(db=db, registry=nodes_view, transport=broker, on_binding_changed=binding_changed,
+                            on_liveness=zones.node_liveness, on_channels_changed=zones.reload)
         health = HealthBoard(registry)
         control = SystemControl(settings, loop=loop, registry=registry, system=system, health=health,
                                 notifier=SdNotifier.from_env(), on_fatal=self._fatal,
@@ -103,9 +115,10 @@ class Hydrovisor:
         telemetry_counters = TelemetryCounters(registry)
         commands_plane = CommandPlane(db=db, registry=nodes_view, transport=broker, waiters=CommandWaiters(loop),
                                       publishes=publish_counter(registry))
+        commands_plane.on_stored(zones.command_stored)
         receipts = ReceiptBook()
         router = DeviceRouter(plane, system, registry, telemetry=telemetry_counters, commands=commands_plane,
-                              receipts=receipts)
+                              receipts=receipts, zones=zones)
         chaos = ChaosEngine(ChaosTargets(
             system=system, kick_broker=broker.kick, end_kick=broker.end_kick, silence_node=router.silence,
             node_exists=lambda uid: nodes_view.get(uid) is not None,
@@ -115,7 +128,7 @@ class Hydrovisor:
             directory=directory, health=health,
             loop_lag=LoopLagMonitor(loop, settings.loop_lag_interval, registry), devices=plane,
             telemetry=telemetry_counters, writer_metrics=WriterMetrics(registry), commands=commands_plane,
-            control=control, chaos=chaos, receipts=receipts,
+            control=control, chaos=chaos, receipts=receipts, zone_plane=zone_plane, zones=zones,
             telemetry_store=TelemetryStore(lambda: db.pool, receipts, telemetry_counters))
         self.services = services
         self._router = router

@@ -24,6 +24,8 @@ from hydrovisor.runtime.loop_lag import LoopLagMonitor
 from hydrovisor.store.database import Database
 from hydrovisor.store.repos.nodes import NodeRecord
 from hydrovisor.supervisors import ActorSystem
+from hydrovisor.zoneplane.plane import ZonePlane
+from hydrovisor.zoneplane.runtime import ZoneRuntime
 
 
 @dataclass
@@ -47,6 +49,8 @@ class Services:
     chaos: ChaosEngine
     receipts: ReceiptBook  # receipts of samples handed to the telemetry writer
     telemetry_store: TelemetryStore
+    zone_plane: ZonePlane
+    zones: ZoneRuntime
 
     def credentials_changed(self, node: NodeRecord, password_hash: str) -> None:
         """A node got new MQTT credentials: the broker accepts them from now on."""

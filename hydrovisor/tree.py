@@ -17,6 +17,7 @@ from hydrovisor.notifications.wiring import notifier_child
 from hydrovisor.process.state_actor import SystemStateActor
 from hydrovisor.store.repos import telemetry
 from hydrovisor.supervisors import ChildSpec, SupervisorFlags, supervisor_spec
+from hydrovisor.zoneplane.spawn import registered_zones
 
 if TYPE_CHECKING:
     from hydrovisor.services import Services
@@ -71,7 +72,7 @@ def build_tree(
             notifier_child(settings, services, hang_timeout=sup.hang_timeout))),  # pending/DLQ -> webhooks
         supervisor_spec("broker", static, (probe("broker", broker_check, 2.0),)),
         supervisor_spec("nodes", dynamic(sup.max_nodes), lambda: registered_nodes(services.devices)),
-        supervisor_spec("zones", dynamic(sup.max_zones)),
+        supervisor_spec("zones", dynamic(sup.max_zones), lambda: registered_zones(services.zone_plane)),
         supervisor_spec("commands", dynamic(sup.max_commands),
                         lambda: open_command_specs(services.system, services.commands)),
     ]

@@ -243,6 +243,8 @@ class NodeActor(SupervisedActor):
         log.info("node %s is %s (%s)", self.uid, "online" if online else "offline", reason,
                  extra={"event": kind.lower(), "node_uid": self.uid, "zone_id": zone})
         self._event(kind, {"reason": reason})
+        if zone is not None:
+            self._plane.on_liveness(zone, self.uid, online, time.time())
         if online:
             self._write("resolve_offline_alert", lambda pool: events.resolve_alert(
                 pool, zone_uid=zone, code="infra_node_offline", dedupe_key=self.uid))
@@ -342,6 +344,8 @@ class NodeActor(SupervisedActor):
         self.ctx.system.bridge.submit(self._plane.publish(topic, payload)).result(timeout=10)
 
     def _written(self, msg: _Written) -> None:
+        if msg.outcome.ok and msg.what == "config_report" and (zone := self._zone()) is not None:
+            self._plane.on_channels_changed(zone)  # the zone's roles are resolved from its nodes' channels
         if msg.outcome.ok or msg.retry is None:
             return
         if isinstance(msg.outcome.error, _REFUSED_FOR_GOOD):

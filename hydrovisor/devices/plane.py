@@ -18,6 +18,10 @@ class DevicePlane:
     registry: NodeRegistry
     transport: Transport
     on_binding_changed: Callable[[NodeView], None]
+    # (zone uid, node uid, online, unix time): a node of a zone went online or offline; any thread
+    on_liveness: Callable[[str, str, bool, float], None] = lambda *_: None
+    # (zone uid): the channels a node of that zone reported were stored; any thread
+    on_channels_changed: Callable[[str], None] = lambda _: None
     offline_after: float = 120.0
     bind_expiry: float = 1800.0
     liveness_interval: float = 10.0

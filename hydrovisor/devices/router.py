@@ -40,6 +40,8 @@ from hydrovisor.protocol import (
     TIME_RESPONSE,
     CommandResponse,
     DecodeError,
+    ErrorReport,
+    Event,
     Lwt,
     NodeHello,
     ParsedTopic,
@@ -53,6 +55,7 @@ from hydrovisor.protocol import (
 )
 from hydrovisor.store.repos import nodes
 from hydrovisor.supervisors import ActorSystem, NoSuchActor, SupervisionError
+from hydrovisor.zoneplane.runtime import ZoneRuntime
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +68,10 @@ class DeviceRouter:
     """Queue + dispatcher of device messages; ``on_message`` is the broker hook."""
 
     def __init__(self, plane: DevicePlane, system: ActorSystem, registry: CollectorRegistry, *,
-                 telemetry: TelemetryCounters, commands: CommandPlane, receipts: ReceiptBook) -> None:
+                 telemetry: TelemetryCounters, commands: CommandPlane, receipts: ReceiptBook,
+                 zones: ZoneRuntime) -> None:
         self._plane = plane
+        self._zones = zones
         self._commands = commands
         self._replies = ReplyLanes(system, commands)
         self._system = system
@@ -168,6 +173,9 @@ class DeviceRouter:
             else:
                 self._plane.registry.touch(uid, message.received_at)
                 await self._deliver(uid, FromDevice(body, topic, message.received_at), kind)
+                view = self._plane.registry.get(uid)
+                if isinstance(body, Event | ErrorReport) and view is not None and view.zone_uid is not None:
+                    self._zones.device_report(view.zone_uid, uid, topic.channel, body, message.received_at)
         receipt.settle()
 
     async def _command_reply(self, body: CommandResponse, topic: ParsedTopic, received_at: float,
@@ -242,6 +250,8 @@ class DeviceRouter:
             self._messages.labels(type="telemetry", outcome=exc.code).inc()
             return
         self._telemetry.accepted.labels(source="mqtt").inc()
+        self._zones.reading(result.zone_uid, node_uid=result.node_uid, channel=result.channel, value=result.value,
+                            ts=result.ts, flags=result.flags, received_at=received_at)
 
     async def _answer_time(self) -> None:
         # the answer is a broadcast to every node: requests arriving together (a reconnect storm)

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from hydrovisor.actors.zone import ZoneStateReply
 from hydrovisor.chaos.engine import ChaosRequest
 from hydrovisor.http.body import MAX_TIME, MIN_TIME, UID_PATTERN
 from hydrovisor.http.routes import commands, fleet, nodes, telemetry, zones
@@ -190,7 +191,8 @@ def _command_paths() -> dict[str, Any]:
                  "429": _resp("too many commands in flight (Retry-After)", _ERROR),
                  "500": _resp("command_state_sync_failed: published but SENT not stored", _ERROR),
                  "502": _resp("command_send_failed: node not connected / broker refused (retry the cmd_id)", _ERROR),
-                 "503": _resp("safe_mode_active: SAFE_MODE/FATAL refuses actuation except fail-safe OFF", _ERROR)}
+                 "503": _resp("safe_mode_active: SAFE_MODE/FATAL refuses actuation except commands driving an "
+                              "actuator to its fail-safe state", _ERROR)}
     cmd_param = [{"name": "cmd_id", "in": "path", "required": True, "schema": {"type": "string"}}]
     return {
         "/api/v1/commands": {
@@ -318,6 +320,11 @@ def _zone_paths() -> dict[str, Any]:
             {"200": _resp("events", _ok({"type": "array", "items": _ref("ZoneEvent")})), "404": _NOT_FOUND},
             params=[*_UID_PARAM, int_q("limit", "max entries (1-5000, default 200)"),
                     int_q("after_id", "the id of the last event seen")])},
+        "/api/v1/zones/{uid}/state": {"get": _op(
+            "the zone's live state: readings with ages, actuators desired/confirmed, levels, alerts, locks",
+            {"200": _resp("state", _ok(_schema(ZoneStateReply))), "404": _NOT_FOUND,
+             "503": _resp("zone_not_running / zone_not_ready / zone_not_answering (Retry-After)", _ERROR)},
+            params=_UID_PARAM)},
         "/api/v1/zones/{uid}/safety/reset": {"post": _op(
             "reset safety lock: resolve the zone's active safety-lock alerts (audited with who and why)",
             {"200": _resp("the reset and the alerts it resolved", _ok(_ref("SafetyReset"))), "404": _NOT_FOUND},

@@ -8,9 +8,8 @@ from hydrovisor.http.body import query_int, query_uid, read_body
 from hydrovisor.http.errors import ApiError, ok
 from hydrovisor.http.keys import SERVICES
 from hydrovisor.http.routes.zones import MAX_ID, ReasonBody, who
-from hydrovisor.services import Services
 from hydrovisor.store.repos import events
-from hydrovisor.store.repos.events import ALERT_SOURCES, ALERT_STATUSES, Alert
+from hydrovisor.store.repos.events import ALERT_SOURCES, ALERT_STATUSES
 
 routes = web.RouteTableDef()
 
@@ -54,11 +53,6 @@ async def resolve(request: web.Request) -> web.Response:
             raise ApiError(404, "alert_not_found", f"alert {alert_id} does not exist")
         raise ApiError(409, "alert_not_active", f"alert {alert_id} is already {existing.status}",
                        alert=existing)
-    await _alert_resolved(services, resolved)
+    if resolved.zone_uid is not None:  # the zone lets go of the lock this alert held, if it was one
+        services.zones.alert_resolved(resolved.zone_uid, resolved.code, resolved.dedupe_key)
     return ok(resolved)
-
-
-# --- the running zone (hydrovisor/zones/runtime.py, ``services.zones``) --------------------------
-
-async def _alert_resolved(services: Services, alert: Alert) -> None:
-    """The alert's zone actor (``alert.zone_uid``, if any) drops the lock this alert held, if one."""

@@ -16,13 +16,13 @@ from hydrovisor.commands.waiters import StatusNews
 from hydrovisor.http.body import Uid, check_storable, decode_json, path_uid, query_int, query_time, query_uid
 from hydrovisor.http.errors import ApiError, ok
 from hydrovisor.http.keys import SERVICES
-from hydrovisor.process.safety import allowed_in_safe_mode
 from hydrovisor.protocol import CommandInvalid, CommandStatus, sign_command
 from hydrovisor.services import Services
 from hydrovisor.store.repos import commands, nodes
 from hydrovisor.store.repos.commands import CommandRecord, NewCommand
 from hydrovisor.store.repos.nodes import NodeRecord
 from hydrovisor.supervisors import CapacityExceeded
+from hydrovisor.zones.safety import fail_safe_allowed, starts_actuator
 
 routes = web.RouteTableDef()
 
@@ -92,6 +92,19 @@ async def _check_target(services: Services, body: CommandBody) -> NodeRecord:
     return node
 
 
+async def _check_safety(services: Services, body: CommandBody, node: NodeRecord) -> None:
+    """The one pump-safety gate (DOMAIN §4), for operators as for automation: a start the zone refuses is
+    a 409 with the zone's reason code (recorded by the zone as an event); nothing is stored or sent."""
+    if node.zone_uid is None or not starts_actuator(body.cmd, body.params):
+        return
+    refusal = await services.zones.check_start(node.zone_uid, node_uid=node.uid, channel=body.channel, cmd=body.cmd,
+                                               params=body.params, source=body.source)
+    if refusal is not None:
+        raise ApiError(409, "pump_safety_blocked",
+                       f"{body.cmd} on {node.uid}/{body.channel} refused: {refusal.message}",
+                       reason_code=refusal.reason_code)
+
+
 async def submit(request: web.Request, **forced: str) -> web.Response:
     """Store QUEUED, start the tracker, answer once SENT is stored (202) or the send failed."""
     services = request.app[SERVICES]
@@ -101,11 +114,14 @@ async def submit(request: web.Request, **forced: str) -> web.Response:
         sign_command(body.cmd, cmd_id, body.params, int(time.time()), "transport-sanity-check")
     except CommandInvalid as exc:
         raise ApiError(400, exc.code, exc.message) from None
-    if services.control.actuation_blocked and not allowed_in_safe_mode(body.cmd, body.params):
-        state = services.control.state.value
-        raise ApiError(503, "safe_mode_active", f"the system is in {state}: only fail-safe OFF commands are accepted",
-                       system_state=state, headers={"Retry-After": "30"})
+    if services.control.actuation_blocked:
+        relay_type = await nodes.channel_relay_type(services.db.pool, body.node_uid, body.channel)
+        if not fail_safe_allowed(body.cmd, body.params, relay_type):
+            state = services.control.state.value
+            raise ApiError(503, "safe_mode_active", f"the system is in {state}: only commands that drive an actuator "
+                           "to its fail-safe state are accepted", system_state=state, headers={"Retry-After": "30"})
     node = await _check_target(services, body)
+    await _check_safety(services, body, node)
     new = NewCommand(cmd_id=cmd_id, zone_uid=node.zone_uid, node_uid=body.node_uid, channel=body.channel, cmd=body.cmd,
                      params=body.params, source=body.source, trace_id=body.trace_id,
                      timeout_s=body.timeout_s or default_timeout(body.params))

@@ -109,6 +109,8 @@ async def preregister(request: web.Request) -> web.Response:
     services.devices.registry.put(NodeView(uid=node.uid, hardware_id=node.hardware_id, zone_uid=node.zone_uid,
                                            gh_uid=gh_uid, validated=node.validated))
     await ensure_node_actor(services.system, services.devices, node.uid)
+    if node.zone_uid is not None:
+        services.zones.reload(node.zone_uid)  # its channels may fill the zone's roles
     return ok(public_node(node, await nodes.list_channels(pool, node.uid)), status=201)
 
 

@@ -64,6 +64,8 @@ def _one(services: Any, raw: IngestSample, now: float, receipt: Receipt) -> Drop
     except SupervisionError:
         services.receipts.fail((token,), "writer_unavailable")
         return DropReason.BUFFER_FULL
+    services.zones.reading(result.zone_uid, node_uid=result.node_uid, channel=result.channel, value=result.value,
+                           ts=result.ts, flags=result.flags, received_at=now)
     return None
 
 

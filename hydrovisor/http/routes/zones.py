@@ -15,7 +15,9 @@ from hydrovisor.services import Services
 from hydrovisor.store.repos import events, fleet
 from hydrovisor.store.repos import zones as repo
 from hydrovisor.store.repos.fleet import Zone
-from hydrovisor.store.repos.zones import Deleted, SafetyReset, SettingsVersion
+from hydrovisor.store.repos.zones import Deleted, SettingsVersion
+from hydrovisor.zoneplane.runtime import ZoneUnavailable
+from hydrovisor.zones.safety import LOCK_CODES
 from hydrovisor.zones.settings import FieldError, ZoneSettings, parse_settings, resolve_devices
 
 routes = web.RouteTableDef()
@@ -24,7 +26,6 @@ MAX_ID = 2**63 - 1
 MAX_VERSION = 2**31 - 2  # zone_settings_versions.version is an int4 and the next one is version + 1
 
 # The alerts a "reset safety lock" resolves (DOMAIN §4: the ones that lock a zone's pumps).
-SAFETY_LOCK_CODES = ("biz_overcurrent", "biz_no_flow", "biz_dry_run", "biz_pump_stuck_on")
 
 Version = Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION, description="the settings version this edit is based on")]
 Reason = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
@@ -120,7 +121,7 @@ async def create_zone(request: web.Request) -> web.Response:
     if created is None:
         raise ApiError(409, "zone_exists", f"zone {body.uid} already exists")
     services.devices.registry.put_zone(created.uid, created.greenhouse_uid)
-    await _zone_created(services, created, settings)
+    await services.zones.start(created.uid)
     return ok(created, status=201)
 
 
@@ -142,7 +143,7 @@ async def delete_zone(request: web.Request) -> web.Response:
     if outcome is Deleted.HAS_NODES:
         raise ApiError(409, "zone_has_nodes", f"zone {uid} has nodes bound or binding to it; unbind them first")
     services.devices.registry.forget_zone(uid)
-    await _zone_deleted(services, uid)
+    await services.zones.stop(uid)
     return ok({"uid": uid, "deleted": True})
 
 
@@ -168,7 +169,6 @@ async def put_settings(request: web.Request) -> web.Response:
     body = await read_body(request, SettingsEdit, storable=True)
     await zone_or_404(services, uid)
     settings = await _validated(services, uid, body.settings)
-    await _check_settings_change(services, uid, settings)
     stored = await repo.put_settings(services.db.pool, uid, body.version, msgspec.to_builtins(settings),
                                      who(request))
     if stored is None:
@@ -178,7 +178,7 @@ async def put_settings(request: web.Request) -> web.Response:
         raise ApiError(409, "settings_version_conflict",
                        f"version {body.version} is not the newest (version {current.version} is); "
                        "reload the settings and edit those", current_version=current.version)
-    await _settings_changed(services, uid, stored, settings)
+    services.zones.reload(uid)  # the running zone takes the new version at once
     return ok(await settings_view(services, stored))
 
 
@@ -220,31 +220,21 @@ async def safety_reset(request: web.Request) -> web.Response:
     uid = path_uid(request)
     body = await read_body(request, ReasonBody, storable=True)
     await zone_or_404(services, uid)
-    reset = await repo.reset_safety(services.db.pool, uid, SAFETY_LOCK_CODES, by=who(request), reason=body.reason)
-    await _safety_was_reset(services, uid, reset)
+    reset = await repo.reset_safety(services.db.pool, uid, LOCK_CODES, by=who(request), reason=body.reason)
+    await services.zones.reset_safety(uid)
     return ok(reset)
 
 
-# --- the running zone (hydrovisor/zones/runtime.py, ``services.zones``) --------------------------
-# Each handler above that changes what a running zone must know ends with one of these; each gets
-# one call on the zone runtime.
-
-async def _zone_created(services: Services, zone: Zone, settings: ZoneSettings) -> None:
-    """Start the zone's subtree ``/zones/<uid>`` with its settings (version 1)."""
-
-
-async def _zone_deleted(services: Services, uid: str) -> None:
-    """Stop the zone's subtree gracefully (its row is gone: no node is bound to it)."""
-
-
-async def _check_settings_change(services: Services, uid: str, settings: ZoneSettings) -> None:
-    """Before storing: raise ``ApiError(409, ...)`` naming the workflow if the change would make a
-    running workflow unsafe."""
-
-
-async def _settings_changed(services: Services, uid: str, stored: SettingsVersion, settings: ZoneSettings) -> None:
-    """The zone actor takes the new version at once."""
-
-
-async def _safety_was_reset(services: Services, uid: str, reset: SafetyReset) -> None:
-    """The zone actor drops its safety locks (the alerts in ``reset.resolved`` are resolved)."""
+@routes.get("/api/v1/zones/{uid}/state")
+async def zone_state(request: web.Request) -> web.Response:
+    """The zone's live state: readings with their age, actuators (desired/confirmed/since), level switches,
+    nodes online, active alerts, safety locks, the settings version it runs on. 503 while the zone is not
+    running or still loading (``Retry-After``)."""
+    services = request.app[SERVICES]
+    uid = path_uid(request)
+    if services.devices.registry.greenhouse_of(uid) is None:
+        raise ApiError(404, "zone_not_found", f"zone {uid} does not exist")
+    try:
+        return ok(await services.zones.state(uid))
+    except ZoneUnavailable as exc:
+        raise ApiError(503, exc.code, str(exc), headers={"Retry-After": "1"}) from None

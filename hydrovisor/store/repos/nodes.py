@@ -81,6 +81,13 @@ async def get_command_target(pool: asyncpg.Pool, uid: str, channel: str) -> tupl
     return NodeRecord(**data), channel_type
 
 
+async def channel_relay_type(pool: asyncpg.Pool, uid: str, channel: str) -> str | None:
+    """The relay type (``NO``/``NC``) the node reported for ``channel``, if any."""
+    value: str | None = await pool.fetchval(
+        "SELECT relay_type FROM node_channels WHERE node_uid = $1 AND name = $2", uid, channel)
+    return value
+
+
 async def list_nodes(pool: asyncpg.Pool, zone_uid: str | None = None) -> list[NodeRecord]:
     """All nodes (optionally of one zone), by uid."""
     rows = await pool.fetch(

@@ -1,0 +1,28 @@
+"""What zone actors need from the rest of the process: storage, the node view, the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from hydrovisor.devices.registry import NodeRegistry
+from hydrovisor.store.database import Database
+from hydrovisor.zones.clock import Clock
+
+# a database call, given the pool on the loop (actors never touch the pool themselves)
+DbCall = Callable[[asyncpg.Pool], Coroutine[Any, Any, Any]]
+
+
+@dataclass(frozen=True)
+class ZonePlane:
+    """Dependencies of zone actors, built once by the app."""
+
+    db: Database
+    registry: NodeRegistry
+    clock: Clock
+    liveness_interval: float = 1.0
+    hang_timeout: float | None = 30.0
+    tick_interval: float = 5.0  # how often a zone re-evaluates time-based detections (no_flow, staleness)
