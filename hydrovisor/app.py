@@ -46,7 +46,6 @@ from hydrovisor.store.database import Database
 from hydrovisor.store.embedded_pg import EmbeddedPostgres
 from hydrovisor.store.errors import StoreError
 from hydrovisor.store.migrations import apply_migrations
-from hydrovisor.store.repos import events
 from hydrovisor.supervisors import ActorSystem, ExitReason, SupervisionError, TreeCollector
 from hydrovisor.tree import build_tree, root_flags
 from hydrovisor.zoneplane.plane import ZonePlane
@@ -200,8 +199,7 @@ class Hydrovisor:
             if not services.broker.is_running:
                 raise BrokerUnavailable("broker is not running")
 
-        children = build_tree(self.settings, services, db_check=db_check, broker_check=broker_check,
-                              on_outage=self._telemetry_outage)
+        children = build_tree(self.settings, services, db_check=db_check, broker_check=broker_check)
         try:
             # start() blocks until every child's on_start ran; those may need the loop
             await asyncio.to_thread(services.system.start, root_flags(self.settings), children)
@@ -242,13 +240,6 @@ class Hydrovisor:
         if self._embedded is not None:
             embedded, self._embedded = self._embedded, None
             await asyncio.to_thread(embedded.stop)
-
-    def _telemetry_outage(self, down: bool, reason: str) -> None:
-        """From the telemetry writer's thread: once writes work again, record the outage."""
-        services = self.services
-        if down or services is None:
-            return
-        services.bridge.submit(_record_outage(services, reason))
 
     def _root_exited(self, reason: ExitReason) -> None:
         """Called from the root supervisor's thread when the whole tree gave up."""
@@ -315,12 +306,3 @@ class Hydrovisor:
             return max(self._exit_code, exitcodes.RECOVERABLE)
         log.info("stopped", extra={"event": "stopped", "exit_code": self._exit_code})
         return self._exit_code
-
-
-async def _record_outage(services: Services, reason: str) -> None:
-    """An infra alert for a database outage the telemetry writer rode out (already resolved)."""
-    code, key = "infra_db_unreachable", "telemetry_writer"
-    await events.raise_alert(services.db.pool, zone_uid=None, node_uid=None, source="infra", code=code,
-                             alert_type="Database unreachable", dedupe_key=key,
-                             details={"detail": reason, "component": "telemetry_writer"})
-    await events.resolve_alert(services.db.pool, zone_uid=None, code=code, dedupe_key=key)

@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from hydrovisor.actors.health_probe import Check, HealthProbe
+import asyncpg
+
+from hydrovisor.actors.health_probe import Check, HealthProbe, OnChange
 from hydrovisor.actors.rollups import RollupWorker
-from hydrovisor.actors.telemetry_writer import OnOutage, StoreSample, TelemetryWriter
+from hydrovisor.actors.telemetry_writer import StoreSample, TelemetryWriter
 from hydrovisor.broker.receipts import RemoteReceipts
 from hydrovisor.chaos.worker import ChaosWorker
 from hydrovisor.commands.spawn import open_command_specs
 from hydrovisor.config import Settings
 from hydrovisor.devices.spawn import registered_nodes
 from hydrovisor.notifications.wiring import notifier_child
+from hydrovisor.process.infra_alerts import broker_alerts, database_alerts
 from hydrovisor.process.state_actor import SystemStateActor
 from hydrovisor.store.repos import telemetry
 from hydrovisor.supervisors import ChildSpec, SupervisorFlags, supervisor_spec
@@ -31,18 +34,21 @@ def root_flags(settings: Settings) -> SupervisorFlags:
 
 
 def build_tree(
-    settings: Settings, services: Services, *, db_check: Check, broker_check: Check, on_outage: OnOutage
+    settings: Settings, services: Services, *, db_check: Check, broker_check: Check
 ) -> list[ChildSpec]:
     """Children of the root, in start order (stopped in reverse)."""
     sup = settings.supervision
     static = SupervisorFlags(max_restarts=3, period=10.0, liveness_interval=sup.liveness_interval)
 
-    def probe(component: str, check: Check, interval: float) -> ChildSpec:
+    def probe(component: str, check: Check, interval: float, on_change: OnChange) -> ChildSpec:
         return ChildSpec(
             f"{component}_health",
-            lambda ctx: HealthProbe.start(ctx, component, check, interval, services.health),
+            lambda ctx: HealthProbe.start(ctx, component, check, interval, services.health, on_change=on_change),
             hang_timeout=sup.hang_timeout,
         )
+
+    def pool() -> asyncpg.Pool:
+        return services.db.pool
 
     def dynamic(cap: int) -> SupervisorFlags:
         return SupervisorFlags(dynamic=True, max_children=cap, max_restarts=10, period=10.0,
@@ -56,7 +62,7 @@ def build_tree(
 
     receipts = RemoteReceipts(services.receipts, services.bridge.loop)
     writer = ChildSpec("telemetry_writer", lambda ctx: TelemetryWriter.start(
-        ctx, write=write, metrics=services.writer_metrics, on_outage=on_outage, receipts=receipts,
+        ctx, write=write, metrics=services.writer_metrics, receipts=receipts,
         health=services.health), hang_timeout=sup.hang_timeout)
     rollups = ChildSpec("rollups", lambda ctx: RollupWorker.start(ctx, advance=advance),
                         hang_timeout=sup.hang_timeout)
@@ -68,9 +74,9 @@ def build_tree(
     return [
         supervisor_spec("system", static, (state, chaos)),  # first up, last down: it watches the rest
         supervisor_spec("store", static, (
-            probe("db", db_check, settings.database.health_interval), writer, rollups,
+            probe("db", db_check, settings.database.health_interval, database_alerts(pool)), writer, rollups,
             notifier_child(settings, services, hang_timeout=sup.hang_timeout))),  # pending/DLQ -> webhooks
-        supervisor_spec("broker", static, (probe("broker", broker_check, 2.0),)),
+        supervisor_spec("broker", static, (probe("broker", broker_check, 2.0, broker_alerts(pool)),)),
         supervisor_spec("nodes", dynamic(sup.max_nodes), lambda: registered_nodes(services.devices)),
         supervisor_spec("zones", dynamic(sup.max_zones), lambda: registered_zones(services.zone_plane)),
         supervisor_spec("commands", dynamic(sup.max_commands),

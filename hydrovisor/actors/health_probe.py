@@ -23,6 +23,8 @@ from hydrovisor.supervisors import ActorContext, SupervisedActor
 log = logging.getLogger(__name__)
 
 Check = Callable[[], Coroutine[Any, Any, None]]
+# (up, reason, seconds in the previous state) -> what to store about the change (an infra alert)
+OnChange = Callable[[bool, str, float], Coroutine[Any, Any, None]]
 
 
 class ComponentHealth(msgspec.Struct, frozen=True):
@@ -64,13 +66,19 @@ class _ProbeDone(msgspec.Struct, frozen=True):
     outcome: Outcome
 
 
+class _ChangeStored(msgspec.Struct, frozen=True):
+    outcome: Outcome
+
+
 class HealthProbe(SupervisedActor):
     """Runs ``check`` every ``interval`` seconds; a raising check means the component is down."""
 
     def __init__(self, ctx: ActorContext, component: str, check: Check, interval: float,
-                 board: HealthBoard) -> None:
+                 board: HealthBoard, *, on_change: OnChange | None = None) -> None:
         super().__init__(ctx)
         self._component = component
+        self._on_change = on_change
+        self._since = time.monotonic()
         self._check = check
         self._interval = interval
         self._board = board
@@ -93,6 +101,8 @@ class HealthProbe(SupervisedActor):
             self._probe()
         elif isinstance(message, _ProbeDone):
             self._record(message.outcome)
+        elif isinstance(message, _ChangeStored):
+            self._change_stored(message.outcome)
 
     def _probe(self) -> None:
         if self._in_flight:  # a slow check is still running: do not pile up more
@@ -109,3 +119,12 @@ class HealthProbe(SupervisedActor):
             log.log(level, "component %s is %s: %s", self._component, "up" if outcome.ok else "down",
                     reason, extra={"event": "component_health", "component": self._component,
                                    "ok": outcome.ok})
+            now = time.monotonic()
+            if self._on_change is not None and previous is not None:
+                self.pipe_to_self(self._on_change(outcome.ok, reason, now - self._since), _ChangeStored)
+            self._since = now
+
+    def _change_stored(self, outcome: Outcome) -> None:
+        if not outcome.ok:  # the alert is a record, the health board is the truth: log, do not retry
+            log.warning("component %s: its alert was not stored: %s", self._component, outcome.error,
+                        extra={"event": "component_alert_failed", "component": self._component})

@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 # stores a batch, settles its receipts, returns how many samples were appended (duplicates are not)
 WriteBatch = Callable[[Sequence["StoreSample"]], Coroutine[Any, Any, int]]
-OnOutage = Callable[[bool, str], None]
 
 
 class StoreSample(msgspec.Struct, frozen=True):
@@ -77,14 +76,13 @@ class TelemetryWriter(SupervisedActor):
     """Buffers and writes samples; see the module docstring for the failure design."""
 
     def __init__(
-        self, ctx: ActorContext, *, write: WriteBatch, metrics: WriterMetrics, on_outage: OnOutage,
+        self, ctx: ActorContext, *, write: WriteBatch, metrics: WriterMetrics,
         receipts: RemoteReceipts, health: HealthBoard, batch_size: int = 2000, flush_interval: float = 0.02,
         max_buffered: int = 500_000, stall_after: float = 30.0,
     ) -> None:
         super().__init__(ctx)
         self._write = write
         self._metrics = metrics
-        self._on_outage = on_outage
         self._receipts = receipts
         self._health = health
         self._batch_size = batch_size
@@ -177,7 +175,6 @@ class TelemetryWriter(SupervisedActor):
                 log.info("telemetry writes recovered after %d failures; %d samples buffered",
                          self._failures, len(self._buffer),
                          extra={"event": "telemetry_write_recovered", "buffered": len(self._buffer)})
-                self._on_outage(False, f"recovered after {self._failures} failed writes")
             self._failures = 0
             self._retry_at = 0.0
             self._flush(force=False)
@@ -189,4 +186,3 @@ class TelemetryWriter(SupervisedActor):
         if self._failures == 1:
             log.error("telemetry write failed; buffering (%d samples): %s", len(self._buffer), reason,
                       extra={"event": "telemetry_write_failed", "buffered": len(self._buffer)})
-            self._on_outage(True, reason)

@@ -59,7 +59,7 @@ def _sample(n: int) -> StoreSample:
 def test_a_store_that_makes_no_progress_fails_the_health_check_until_it_does(make_system: MakeSystem) -> None:
     store, health, receipts = Store(), HealthBoard(CollectorRegistry()), Receipts()
     spec = ChildSpec("writer", lambda ctx: TelemetryWriter.start(
-        ctx, write=store.write, metrics=WriterMetrics(CollectorRegistry()), on_outage=lambda *_: None,
+        ctx, write=store.write, metrics=WriterMetrics(CollectorRegistry()),
         receipts=receipts, health=health, stall_after=0.3))
     system = make_system(SupervisorFlags(), [spec])
     wait_until(lambda: (health.get("telemetry") or _never).ok, timeout=5, what="a healthy idle writer")
@@ -83,7 +83,7 @@ def test_every_incarnation_gives_up_its_predecessors_receipts_and_a_full_buffer_
     store, receipts = Store(), Receipts()
     store.down.set()
     spec = ChildSpec("writer", lambda ctx: TelemetryWriter.start(
-        ctx, write=store.write, metrics=WriterMetrics(CollectorRegistry()), on_outage=lambda *_: None,
+        ctx, write=store.write, metrics=WriterMetrics(CollectorRegistry()),
         receipts=receipts, health=HealthBoard(CollectorRegistry()), max_buffered=3))
     system = make_system(SupervisorFlags(), [spec])
     for n in range(1, 6):
