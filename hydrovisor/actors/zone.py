@@ -31,6 +31,7 @@ from hydrovisor.supervisors import ActorContext, SupervisedActor
 from hydrovisor.zoneplane.loading import ZoneSnapshot, load_zone
 from hydrovisor.zoneplane.plane import DbCall, ZonePlane
 from hydrovisor.zones import safety
+from hydrovisor.zones.clock import real_seconds
 from hydrovisor.zones.roles import Role
 from hydrovisor.zones.settings import FieldError, ResolvedDevice, ZoneSettings, resolve_devices
 from hydrovisor.zones.state import ZoneState, ZoneStateView
@@ -38,6 +39,7 @@ from hydrovisor.zones.state import ZoneState, ZoneStateView
 log = logging.getLogger(__name__)
 
 MAX_PENDING_WRITES = 500
+MIN_TICK_S = 0.05
 _GATED_TYPES = frozenset({"PUMP", "PERISTALTIC_PUMP", "VALVE"})
 ZONE_NOT_READY = "zone_not_ready"
 _TERMINAL = frozenset({"DONE", "NO_EFFECT", "ERROR", "INVALID", "BUSY", "TIMEOUT", "SEND_FAILED"})
@@ -190,7 +192,8 @@ class ZoneActor(SupervisedActor):
 
     def on_start(self) -> None:
         self._load()
-        self.tell_self_every(self._plane.tick_interval, _Tick())
+        # zone time: a scaled clock (tests, development) ticks as often in zone seconds as a real one
+        self.tell_self_every(max(MIN_TICK_S, real_seconds(self._plane.clock, self._plane.tick_interval)), _Tick())
 
     def on_receive(self, message: Any) -> Any:
         now = self._plane.clock.now()
