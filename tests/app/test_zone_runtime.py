@@ -7,6 +7,7 @@ MQTT telemetry after validation), its error reports over MQTT.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -179,3 +180,61 @@ def test_an_overcurrent_report_raises_one_alert_that_counts_repeats_and_locks_th
     assert _start_pump(instance).json()["reason_code"] == "safety_lock_biz_overcurrent"
     assert _post(instance, "/api/v1/zones/zn-1/safety/reset", {"reason": "motor replaced"}).status == 200
     assert _alerts(instance, "biz_overcurrent") == []
+
+
+def test_inconsistent_switches_and_a_pump_with_no_role_are_refused(instance: Running) -> None:
+    _zone(instance)
+    _levels(instance, level_clean_min=0, level_clean_max=1, level_solution_min=1, level_solution_max=0)
+    wait_until(lambda: len(_state(instance)["state"]["levels"]) == 4)
+    assert _start_pump(instance).json()["reason_code"] == "sensor_state_inconsistent"
+    reply = _post(instance, "/api/v1/nodes", {
+        "uid": "nd-dose-1", "hardware_id": "esp32-00000000dd01", "type": "ec", "zone_uid": "zn-1",
+        "node_secret": "s" * 32, "channels": [{"name": "pump_nutrient_x", "type": "ACTUATOR",
+                                               "actuator_type": "PERISTALTIC_PUMP"}]})
+    assert reply.status == 201, reply.raw
+    dose = _post(instance, "/api/v1/commands", {"node_uid": "nd-dose-1", "channel": "pump_nutrient_x",
+                                                "cmd": "dose", "params": {"ml": 1.0}})
+    assert (dose.status, dose.json()["reason_code"]) == (409, "role_not_configured")
+    assert {e["reason_code"] for e in _events(instance, "PUMP_START_REFUSED")} == {
+        "sensor_state_inconsistent", "role_not_configured"}
+
+
+def test_three_failed_starts_lock_the_pump_and_its_desired_state_follows_the_commands(instance: Running) -> None:
+    """A node (a raw MQTT client here) answers every start with ERROR: after three failures within the
+    window the fourth start is refused without reaching it."""
+    _zone(instance)
+    answered: list[str] = []
+
+    async def node(starts: int) -> None:
+        client = MQTTClient(client_id="esp32-0000000irr-1", config={"auto_reconnect": False})
+        await client.connect(f"mqtt://127.0.0.1:{instance.mqtt_port}")
+        await client.subscribe([(f"hydro/gh-1/zn-1/{NODE}/+/command", 1)])
+        base = f"hydro/gh-1/zn-1/{NODE}"
+        now = time.time()
+        for name in ("level_clean_min", "level_solution_min"):  # wet, fresh: the gate lets starts through
+            await client.publish(f"{base}/{name}/telemetry", json.dumps(
+                {"metric_type": "WATER_LEVEL_SWITCH", "value": 1, "ts": now}).encode(), qos=1)
+        for _ in range(starts):
+            message = await client.deliver_message(timeout_duration=20)
+            command = json.loads(bytes(message.publish_packet.payload.data))
+            answered.append(command["cmd_id"])
+            await client.publish(f"{base}/pump_main/command_response", json.dumps(
+                {"cmd_id": command["cmd_id"], "status": "ERROR", "error_code": "current_unavailable",
+                 "ts": int(time.time() * 1000)}).encode(), qos=1)
+        await client.disconnect()
+
+    task = asyncio.run_coroutine_threadsafe(node(3), instance.loop.loop)
+    wait_until(lambda: len(_state(instance)["state"]["levels"]) == 2, what="the node's levels")
+    for n in range(3):
+        reply = _start_pump(instance)
+        assert reply.status == 202, reply.raw
+        cmd_id = reply.json()["data"]["cmd_id"]
+        assert _state(instance)["state"]["actuators"]["pump_main"]["desired"] is True
+        done = http("GET", instance.base_url + f"/api/v1/commands/{cmd_id}?wait=10").json()["data"]
+        assert done["status"] == "ERROR", (n, done)
+    task.result(timeout=20)
+    wait_until(lambda: {lock["reason_code"] for lock in _state(instance)["state"]["safety_locks"]} == {
+        "pump_failure_limit"}, what="the failure limit in the state")
+    refused = _start_pump(instance)
+    assert (refused.status, refused.json()["reason_code"]) == (409, "pump_failure_limit")
+    assert len(answered) == 3
