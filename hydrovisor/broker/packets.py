@@ -19,16 +19,6 @@ _ID_ONLY = {PUBACK, PUBREC, PUBREL, PUBCOMP}
 _EMPTY = {PINGREQ, DISCONNECT}
 
 
-def remaining_length_bytes(length: int) -> bytes:
-    """The §2.2.3 variable-length encoding of ``length``."""
-    out = bytearray()
-    while True:
-        byte, length = length % 128, length // 128
-        out.append(byte | (0x80 if length else 0))
-        if not length:
-            return bytes(out)
-
-
 def publish_qos(first: int) -> int:
     """QoS bits of a PUBLISH fixed-header byte."""
     return (first >> 1) & 0x03

@@ -51,6 +51,7 @@ __all__ = [
     "connect_packet",
     "disconnect_packet",
     "publish_packet",
+    "remaining_length",
     "subscribe_packet",
 ]
 
@@ -81,7 +82,7 @@ class ConnectionClosed(Exception):
 # encoding --------------------------------------------------------------------------------------
 
 
-def _remaining_length(n: int) -> bytes:
+def remaining_length(n: int) -> bytes:
     """MQTT's variable-length encoding of the remaining length (§2.2.3)."""
     if not 0 <= n <= MAX_REMAINING_LENGTH:
         raise ValueError(f"remaining length {n} out of range")
@@ -102,7 +103,7 @@ def _string(value: str | bytes) -> bytes:
 
 
 def _packet(first_byte: int, body: bytes) -> bytes:
-    return bytes([first_byte]) + _remaining_length(len(body)) + body
+    return bytes([first_byte]) + remaining_length(len(body)) + body
 
 
 def connect_packet(client_id: str, *, keep_alive: int = 60, clean_session: bool = True,

@@ -17,6 +17,7 @@ from hydrovisor.broker.directory import DeviceDirectory, DeviceIdentity, hash_pa
 from hydrovisor.broker.embedded import EmbeddedBroker
 from hydrovisor.broker.messages import DeviceMessage
 from hydrovisor.broker.receipts import Receipt
+from hydrovisor.sim.pipeline_client import remaining_length
 
 # amqtt's client logs its URI - password included - at DEBUG: keep it quieter everywhere.
 logging.getLogger("amqtt.client").setLevel(logging.INFO)
@@ -113,15 +114,6 @@ def _text(value: str | bytes) -> bytes:
     return struct.pack("!H", len(data)) + data
 
 
-def _remaining_length(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def connect_packet(
     client_id: str, *, username: str | None = None, password: str | bytes | None = None,
     keep_alive: int = 0, clean: bool = True, will: tuple[str, bytes] | None = None,
@@ -137,19 +129,19 @@ def connect_packet(
         body += _text(username)
     if password is not None:
         body += _text(password)
-    return bytes([0x10]) + _remaining_length(len(body)) + body
+    return bytes([0x10]) + remaining_length(len(body)) + body
 
 
 def subscribe_packet(packet_id: int, topic_filter: str, qos: int = 1) -> bytes:
     body = struct.pack("!H", packet_id) + _text(topic_filter) + bytes([qos])
-    return bytes([0x82]) + _remaining_length(len(body)) + body
+    return bytes([0x82]) + remaining_length(len(body)) + body
 
 
 def publish_packet(topic: str | bytes, payload: bytes, *, qos: int = 1, packet_id: int = 1, flags: int = -1) -> bytes:
     """Encode a PUBLISH; ``flags`` (0-15) replaces the fixed-header flags to break it."""
     body = _text(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
     first = 0x30 | (qos << 1 if flags < 0 else flags)
-    return bytes([first]) + _remaining_length(len(body)) + body
+    return bytes([first]) + remaining_length(len(body)) + body
 
 
 class RawClient:

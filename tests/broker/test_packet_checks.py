@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from hydrovisor.broker import packets
 from hydrovisor.broker.limits import BrokerLimits
+from hydrovisor.sim.pipeline_client import remaining_length
 from tests.broker.support import (
     Inbox,
     RawClient,
@@ -41,7 +42,7 @@ def _text(value: bytes) -> bytes:
 
 
 def _packet(first: int, body: bytes) -> bytes:
-    return bytes([first]) + packets.remaining_length_bytes(len(body)) + body
+    return bytes([first]) + remaining_length(len(body)) + body
 
 
 async def _device(port: int, client_id: str = "esp32-0123456789ab",
@@ -82,7 +83,7 @@ def test_publish_over_the_size_limit_closes_the_connection_is_counted_and_never_
             # refused on its fixed header: a 64 MB PUBLISH is not read (nor held) before the answer
             huge = await _device(broker.port, "esp32-0123456789ac")
             body_start = _text(TOPIC.encode()) + b"\x00\x09" + b"z" * 1000
-            await huge.send(bytes([0x32]) + packets.remaining_length_bytes(64 * 1024 * 1024) + body_start)
+            await huge.send(bytes([0x32]) + remaining_length(64 * 1024 * 1024) + body_start)
             assert await huge.closed(within=1.0)
             assert refused(registry, "packet_too_large") == 2
             await no_message(watcher)
@@ -238,8 +239,8 @@ def test_problem_with(first: int, body: bytes, problem: str | None) -> None:
 
 
 @pytest.mark.parametrize("length", [0, 1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, 268_435_455])
-def test_remaining_length_bytes_round_trip(length: int) -> None:
-    encoded = packets.remaining_length_bytes(length)
+def test_remaining_length_round_trip(length: int) -> None:
+    encoded = remaining_length(length)
     decoded, shift = 0, 0
     for byte in encoded:
         decoded |= (byte & 0x7F) << shift
