@@ -135,7 +135,7 @@ class Hydrovisor:
         try:
             services.loop_lag.start()
             await self._start_store(db)
-            await load_registry(db, nodes_view, directory)
+            await load_registry(db, nodes_view, directory, plane.boot_rows)
             await self._start_broker(broker)
             self._router.start()
             await self._start_tree(services)

@@ -125,7 +125,11 @@ class NodeActor(SupervisedActor):
 
     def on_start(self) -> None:
         self._timers.append(self.tell_self_every(self._plane.liveness_interval, _Tick()))
-        self._load()
+        row = self._plane.boot_rows.take(self.uid)
+        if row is not None:  # the first incarnation after start: its row came with the whole fleet's
+            self._loaded(Outcome(value=row))
+        else:
+            self._load()
 
     def _load(self) -> None:
         """Ask for the node's row without waiting for it. Until it arrives (and while PostgreSQL is

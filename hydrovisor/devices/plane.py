@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hydrovisor.broker.transport import Transport
-from hydrovisor.devices.registry import NodeRegistry, NodeView
+from hydrovisor.devices.registry import BootRows, NodeRegistry, NodeView
 from hydrovisor.store.database import Database
 
 
@@ -22,6 +22,7 @@ class DevicePlane:
     on_liveness: Callable[[str, str, bool, float], None] = lambda *_: None
     # (zone uid): the channels a node of that zone reported were stored; any thread
     on_channels_changed: Callable[[str], None] = lambda _: None
+    boot_rows: BootRows = field(default_factory=BootRows)
     offline_after: float = 120.0
     bind_expiry: float = 1800.0
     liveness_interval: float = 10.0

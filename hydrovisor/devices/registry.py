@@ -8,8 +8,11 @@ are thread-safe (the loop reads, actors write).
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 
 import msgspec
+
+from hydrovisor.store.repos.nodes import NodeRecord
 
 
 class NodeView(msgspec.Struct, frozen=True):
@@ -89,3 +92,27 @@ class NodeRegistry:
     def __len__(self) -> int:
         with self._lock:
             return len(self._by_uid)
+
+
+class BootRows:
+    """The node rows read at start (one query for the whole fleet), each handed to the first incarnation
+    of its node actor, so a fleet of thousands starts without a query per node. Later incarnations load
+    their own row: by then it may have changed. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: dict[str, NodeRecord] = {}
+
+    def fill(self, rows: Iterable[NodeRecord]) -> None:
+        """The rows just loaded."""
+        with self._lock:
+            self._rows = {row.uid: row for row in rows}
+
+    def take(self, uid: str) -> NodeRecord | None:
+        """``uid``'s row, once."""
+        with self._lock:
+            return self._rows.pop(uid, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._rows)
