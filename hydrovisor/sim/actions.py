@@ -3,7 +3,13 @@
 ``Actions.plan(channel, command)`` decides synchronously: it returns either an immediate ``Outcome`` (a
 rejection such as ``ERROR node_not_activated`` or ``INVALID invalid_params``, sent without ``ACK``) or a
 coroutine function to run after the node has sent ``ACK``. Long actions (``run_pump``, ``dose``) sleep their
-simulated duration times ``time_scale``.
+simulated duration on the node's ``Clock`` (``hydrovisor.zones.clock``; a scaled clock makes them shorter).
+
+The two-tank node's firmware rules (DOMAIN §4 "Hydraulics"): ``pump_main`` on (``set_relay`` on,
+``run_pump``) is refused with ``ERROR pump_interlock_blocked`` unless a pump path is open (valves first);
+after an emergency stop every start is ``ERROR estop_active`` until it is released. ``dose`` needs sensor
+mode (``ERROR node_not_activated``). A timed ``set_relay{state, timeout_ms, stage}`` that times out reports
+``{stage}_timeout`` on ``storage_state`` (``solution_fill_timeout``, ``prepare_recirculation_timeout``).
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,8 +26,9 @@ from hydrovisor.protocol import ChannelConfig, Command
 from hydrovisor.sim.clock import DeviceClock
 from hydrovisor.sim.faults import Faults
 from hydrovisor.sim.options import NodeOptions
-from hydrovisor.sim.physics import OVERCURRENT_THRESHOLD_MA, WaterPhysics
+from hydrovisor.sim.physics import OVERCURRENT_THRESHOLD_MA, PUMP_MAIN, STORAGE_STATE, WaterPhysics
 from hydrovisor.sim.profiles import Profile
+from hydrovisor.zones.clock import Clock, real_seconds
 
 __all__ = ["KNOWN_COMMANDS", "Actions", "Outcome", "Run"]
 
@@ -37,6 +43,11 @@ _DIMMABLE = frozenset({"PWM", "LED", "FAN"})
 _MAX_DURATION_MS = 300_000
 _MAX_ML = 500.0
 _TRIP_AFTER_S = 0.2  # simulated seconds before an overcurrent trips
+_STAGE_TIMEOUTS = frozenset({"solution_fill", "prepare_recirculation"})
+_WATER = frozenset({"PUMP", "PERISTALTIC_PUMP", "VALVE"})
+
+ErrorReport = Callable[[str, str, str, dict[str, Any]], None]
+"""``(component, error_code, message, details)``: publish an ``error`` report of the node."""
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,46 +94,88 @@ class Actions:
     """The actuator side of one node: relay states, sensor mode, busy channels (see the module docstring)."""
 
     def __init__(self, profile: Profile, physics: WaterPhysics, clock: DeviceClock, *, faults: Faults,
-                 options: NodeOptions, rng: random.Random, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 options: NodeOptions, rng: random.Random, time: Clock | None = None,
+                 report_error: ErrorReport | None = None) -> None:
         self._profile = profile
         self._physics = physics
         self._clock = clock
         self._faults = faults
         self._options = options
         self._rng = rng
-        self._monotonic = monotonic
+        self._time: Clock = time if time is not None else physics.clock
+        self._report_error = report_error
         self.relays: dict[str, bool] = {}
         self.pwm: dict[str, float] = {}
         self.busy: set[str] = set()
         self.sensor_mode_since: float | None = None
+        self.estop = False
         self._background: set[asyncio.Task[None]] = set()
+        self._channels = {channel.name for channel in profile.channels}
+
+    @property
+    def faults(self) -> Faults:
+        """The failure modes in force."""
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self._faults = faults
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` of the node's clock."""
+        await asyncio.sleep(real_seconds(self._time, seconds))
+
+    def is_on(self, name: str) -> bool:
+        """What the node believes channel ``name`` is doing (on/open)."""
+        config = self._profile.channel(name)
+        if config is not None and config.actuator_type in _WATER:
+            return name in self._physics.commanded
+        return self.relays.get(name, False)
+
+    def emergency_stop(self, reason: str = "button") -> list[str]:
+        """The node's emergency stop: every pump stops, every valve closes, ``emergency_stop_activated`` is
+        reported and every start is refused (``estop_active``) until :meth:`release_emergency_stop`."""
+        self.estop = True
+        for task in self._background:
+            task.cancel()
+        for name in list(self.relays):
+            self.relays[name] = False
+        return self._physics.emergency_stop(self._channels, reason)
+
+    def release_emergency_stop(self) -> None:
+        """The emergency stop button is released: starts are accepted again (nothing restarts by itself)."""
+        self.estop = False
 
     # -- sensor mode ---------------------------------------------------------------------------
 
     def sensor_flags(self) -> dict[str, bool]:
-        """``stable`` / ``flow_active`` / ``corrections_allowed`` for a pH/EC reading right now.
+        """``stable`` / ``flow_active`` / ``corrections_allowed`` for a pH/EC reading right now (none while
+        sensor mode is off).
 
         ``stable`` is omitted when stable and ``omit_stable_when_true`` is set, as the firmware does.
         """
         since = self.sensor_mode_since
-        active = since is not None
-        stable = since is not None and (
-            (self._monotonic() - since) / self._options.time_scale >= self._options.sensor_stabilize_s)
-        flags = {"flow_active": active, "corrections_allowed": active and stable}
+        if since is None:
+            return {}  # the firmware sends the flags only while sensor mode is active
+        stable = self._time.monotonic() - since >= self._options.sensor_stabilize_s
+        flags = {"flow_active": True, "corrections_allowed": stable}
         if not (stable and self._options.omit_stable_when_true):
             flags["stable"] = stable
         return flags
 
     def reset(self) -> None:
-        """Reboot: everything off, sensor mode off, background actions cancelled."""
+        """Reboot: everything of this node off (a shared plant's other nodes keep theirs), sensor mode off,
+        background actions cancelled. The emergency stop is a latch in hardware: it survives a reboot."""
         for task in self._background:
             task.cancel()
         self._background.clear()
-        for name in list(self._physics.pumps):
-            self._physics.stop_pump(name)
-        for name in list(self._physics.valves):
-            self._physics.set_valve(name, False)
-        self._physics.set_light(0)
+        for config in self._profile.channels:
+            if config.actuator_type in _PUMPS and config.name in self._physics.commanded:
+                self._physics.stop_pump(config.name)
+            elif config.actuator_type == "VALVE" and config.name in self._physics.commanded:
+                self._physics.set_valve(config.name, False)
+            elif config.actuator_type == "LED":
+                self._physics.set_light(0)
         self.relays.clear()
         self.pwm.clear()
         self.busy.clear()
@@ -169,8 +222,11 @@ class Actions:
         duration_ms = _number(params, "duration_ms")
         if duration_ms is None or not 0 < duration_ms <= _MAX_DURATION_MS:
             return _invalid(f"run_pump needs params.duration_ms in (0, {_MAX_DURATION_MS}]")
-        if config.name in self.busy:
+        if config.name in self.busy or self.is_on(config.name):
             return Outcome(status="BUSY", message=f"{config.name} is already running")
+        refused = self._start_refused(config)
+        if refused is not None:
+            return refused
         main = config.actuator_type == "PUMP"
         ml = duration_ms / 1000.0 * (config.ml_per_second or 0.0)
         return self._pump_run(config.name, duration_ms / 1000.0, main=main,
@@ -186,9 +242,32 @@ class Actions:
             return _error("node_not_activated", "sensor mode is not active; send activate_sensor_mode first")
         if config.name in self.busy:
             return Outcome(status="BUSY", message=f"{config.name} is already running")
+        refused = self._start_refused(config)
+        if refused is not None:
+            return refused
         seconds = ml / (config.ml_per_second or 1.0)
         return self._pump_run(config.name, seconds, main=False, dose_ml=ml,
                               details={"ml": ml, "duration_ms": int(seconds * 1000)})
+
+    def _start_refused(self, config: ChannelConfig) -> Outcome | None:
+        """The firmware's refusal of a start on ``config`` (emergency stop, pump interlock), or None."""
+        if self.estop and config.actuator_type in _SWITCHABLE:
+            return _error("estop_active", "the emergency stop is active; release it first")
+        if (config.name == PUMP_MAIN and self._options.plant.interlock
+                and self._physics.pump_path() is None):
+            return _error("pump_interlock_blocked", "no pump path is open: open the valves of a path first",
+                          channel=config.name, open_valves=sorted(v for v in self._physics.commanded
+                                                                  if v.startswith("valve_")))
+        return None
+
+    def _trip(self, name: str) -> Outcome:
+        """An overcurrent trip of pump ``name``: the answer, and the node's ``error`` report."""
+        current = round(self._physics.pump_current_ma_true())
+        details: dict[str, Any] = {"channel": name, "current_ma": current, "threshold_ma": OVERCURRENT_THRESHOLD_MA}
+        message = f"{name} tripped at {current} mA"
+        if self._report_error is not None:
+            self._report_error(name, "overcurrent", message, details)
+        return _error("overcurrent", message, **details)
 
     def _pump_run(self, name: str, seconds: float, *, main: bool, dose_ml: float, details: dict[str, Any]) -> Run:
         self.busy.add(name)  # reserved now: a second command planned before this one runs gets BUSY
@@ -200,16 +279,14 @@ class Actions:
                 self._physics.start_pump(name, main=main, flowing=flowing, overcurrent=trip)
                 try:
                     if trip:
-                        await asyncio.sleep(min(seconds, _TRIP_AFTER_S) * self._options.time_scale)
-                        current = round(self._physics.pump_current_ma_true())
-                        return _error("overcurrent", f"{name} tripped at {current} mA", channel=name,
-                                      current_ma=current, threshold_ma=OVERCURRENT_THRESHOLD_MA)
-                    await asyncio.sleep(seconds * self._options.time_scale)
+                        await self._sleep(min(seconds, _TRIP_AFTER_S))
+                        return self._trip(name)
+                    kind = self._profile.dose_kinds.get(name)
+                    if kind is not None and dose_ml > 0:
+                        self._physics.dose(kind, dose_ml)  # mixes in while it runs and after
+                    await self._sleep(seconds)
                 finally:
                     self._physics.stop_pump(name)
-                kind = self._profile.dose_kinds.get(name)
-                if kind is not None and dose_ml > 0:
-                    self._physics.dose(kind, dose_ml)
                 return Outcome(status="DONE", details=details)
             finally:
                 self.busy.discard(name)
@@ -228,20 +305,25 @@ class Actions:
             return _invalid(f"duration_ms/timeout_ms must be in (0, {_MAX_DURATION_MS}]")
         if config.name in self.busy:
             return Outcome(status="BUSY", message=f"{config.name} is running a timed command")
-        if self.relays.get(config.name, False) == state and duration is None:
+        if self.is_on(config.name) == state and duration is None:
             return Outcome(status="NO_EFFECT", message=f"{config.name} already {'on' if state else 'off'}")
+        if state:
+            refused = self._start_refused(config)
+            if refused is not None:
+                return refused
+        stage = params.get("stage") if "timeout_ms" in params else None
 
         async def switch() -> Outcome:
             if state and config.actuator_type in _PUMPS and self._rng.random() < self._faults.overcurrent:
                 self._physics.start_pump(config.name, main=config.actuator_type == "PUMP", overcurrent=True)
-                await asyncio.sleep(_TRIP_AFTER_S * self._options.time_scale)
-                current = round(self._physics.pump_current_ma_true())
+                await self._sleep(_TRIP_AFTER_S)
+                outcome = self._trip(config.name)
                 self._physics.stop_pump(config.name)
-                return _error("overcurrent", f"{config.name} tripped at {current} mA", channel=config.name,
-                              current_ma=current, threshold_ma=OVERCURRENT_THRESHOLD_MA)
+                return outcome
             self._apply_switch(config, state)
             if duration is not None:
-                self._spawn(self._revert_after(config, not state, duration / 1000.0))
+                self._spawn(self._revert_after(config, not state, duration / 1000.0,
+                                               stage if isinstance(stage, str) else None))
             return Outcome(status="DONE", details={"state": state})
         return switch
 
@@ -258,11 +340,13 @@ class Actions:
         elif config.actuator_type == "LED":
             self._physics.set_light(100.0 if state else 0.0)
 
-    async def _revert_after(self, config: ChannelConfig, state: bool, seconds: float) -> None:
+    async def _revert_after(self, config: ChannelConfig, state: bool, seconds: float, stage: str | None) -> None:
         self.busy.add(config.name)
         try:
-            await asyncio.sleep(seconds * self._options.time_scale)
+            await self._sleep(seconds)
             self._apply_switch(config, state)
+            if stage in _STAGE_TIMEOUTS and self._profile.channel(STORAGE_STATE) is not None:
+                self._physics.emit(STORAGE_STATE, f"{stage}_timeout", stage=stage, channel=config.name)
         finally:
             self.busy.discard(config.name)
 
@@ -308,7 +392,7 @@ class Actions:
 
         async def activate() -> Outcome:
             if self.sensor_mode_since is None:
-                self.sensor_mode_since = self._monotonic()
+                self.sensor_mode_since = self._time.monotonic()
             return Outcome(status="DONE", details={"sensor_mode": True})
         return activate
 

@@ -24,9 +24,15 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
     - ``contradictory_terminal``: a ``DONE`` is followed by a second ``ACK`` and a ``BUSY`` (field simulators
       do this; the first terminal is final).
     - ``overcurrent``: a pump start (``run_pump``, ``dose``, ``set_relay`` on) trips: the node answers
-      ``ERROR`` with ``error_code=overcurrent`` and ``details{current_ma, threshold_ma}``.
+      ``ERROR`` with ``error_code=overcurrent`` and ``details{current_ma, threshold_ma}``, and publishes the
+      same as an ``error`` report (``level ERROR, component=<channel>``).
     - ``no_flow``: a pump run moves no water: the command still ends ``DONE`` (the node cannot tell) but
       ``FLOW_RATE`` reads 0 and the tank level does not change — the server must notice.
+    - ``stuck_relays``: channels whose relay is welded: once on, the load stays on whatever the node is told
+      (``set_relay`` off and the end of a ``run_pump`` still answer ``DONE``; current and flow go on).
+    - ``frozen_sensors``: sensor channels whose telemetry repeats the first value they published.
+    - ``inconsistent_levels``: tanks (``clean``, ``solution``) whose switches read ``max=1, min=0`` (telemetry,
+      events and snapshots alike).
     - ``offline_every_s``: mean time between offline windows (exponentially distributed; None = never).
       In a window the node drops its TCP connection without DISCONNECT (the broker fires the LWT), stays
       away ``offline_duration_s`` and reconnects.
@@ -48,6 +54,9 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
     bad_json: float = 0.0
     uptime_timestamps: bool = False
     errors_in_details: bool = False
+    stuck_relays: tuple[str, ...] = ()
+    frozen_sensors: tuple[str, ...] = ()
+    inconsistent_levels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in _PROBABILITIES:
@@ -60,3 +69,6 @@ class Faults(msgspec.Struct, frozen=True, kw_only=True):
                 raise ValueError(f"Faults.{name} must be a finite number >= 0, not {value!r}")
         if self.offline_every_s is not None and not (math.isfinite(self.offline_every_s) and self.offline_every_s > 0):
             raise ValueError("Faults.offline_every_s must be a positive number or None")
+        unknown = sorted(set(self.inconsistent_levels) - {"clean", "solution"})
+        if unknown:
+            raise ValueError(f"Faults.inconsistent_levels names tanks clean/solution, not {unknown}")

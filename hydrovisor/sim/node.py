@@ -7,15 +7,23 @@ Lifecycle, as the firmware does it (PROTOCOL §4, §7):
    temp namespace, and to ``hydro/time/response``;
 2. publish ``hydro/time/request`` (repeated until answered), the retained ``status`` ONLINE (then every
    ``status_interval_s``), ``node_hello`` when unbound and ``config_report``; heartbeats every
-   ``heartbeat_interval_s``; telemetry — one message per sensor channel every ``telemetry_interval_s`` — only
-   once the clock is synced, as real firmware does;
+   ``heartbeat_interval_s``; telemetry — one message per sensor channel every ``telemetry_interval_s``, the
+   first round at once — only once the clock is synced, as real firmware does; a node with a two-tank plant
+   (``storage_state``) also publishes its plant's events (level switches, fill stages, tank alarms) as they
+   happen;
 3. a valid config push with a new namespace makes the node disconnect cleanly and reconnect there (the LWT
    moves) and report its config from there; a push into ``gh-temp/zn-temp`` unbinds;
 4. commands are admitted by ``commands.check_command``, de-duplicated by the firmware's ``cmd_id`` cache and
    executed by ``actions.Actions``: ``ACK`` then one terminal on ``{channel}/command_response`` of the
    *current* namespace, ``ts`` in milliseconds.
 
-A lost connection is retried after ``reconnect_delay_s`` until ``stop()``. ``Faults`` make the node misbehave.
+A lost connection is retried after ``reconnect_delay_s`` until ``stop()``. ``Faults`` make the node misbehave
+(``set_faults`` changes them at run time).
+
+Time: the node's plant, actuator runs and sensor settling run on one ``hydrovisor.zones.clock.Clock``: the
+shared one given as ``clock`` (then the device's wall clock advances with it too, so a process whose zone
+logic runs on the same clock sees consistent timestamps), else ``clock_for_scale(1 / options.time_scale)``
+with the device's wall clock on real time (a server running in real time with a faster plant, as tests do).
 """
 
 from __future__ import annotations
@@ -52,11 +60,12 @@ from hydrovisor.sim.clock import DeviceClock
 from hydrovisor.sim.faults import Faults
 from hydrovisor.sim.nodeconfig import StoredConfig, config_report, initial_config, parse_config_push
 from hydrovisor.sim.options import FieldConfig, NodeOptions
-from hydrovisor.sim.physics import WaterPhysics
+from hydrovisor.sim.physics import STORAGE_STATE, WaterPhysics
 from hydrovisor.sim.profiles import Profile, Sensor, profile_for
 from hydrovisor.sim.responder import Responder
 from hydrovisor.sim.stats import NodeStats
 from hydrovisor.sim.transport import abort, broker_uri, close, discard, new_client, redact_uri
+from hydrovisor.zones.clock import Clock, clock_for_scale
 
 __all__ = ["SimNode"]
 
@@ -95,6 +104,8 @@ class SimNode:
     ``field_config`` makes a node that was already configured in the field (bound, with its secret).
     ``seed`` makes physics and faults reproducible (default: derived from the hardware id).
     ``connect_gate`` bounds how many nodes connect at once (shared by a fleet).
+    ``clock``: a shared clock (see the module docstring; ``options.time_scale`` must then stay 1).
+    ``physics``: a plant shared with the zone's other nodes (default: one of its own, ``options.plant``).
     All methods must be called on the event loop that runs the node.
     """
 
@@ -111,6 +122,8 @@ class SimNode:
         faults: Faults | None = None,
         seed: int | None = None,
         connect_gate: asyncio.Semaphore | None = None,
+        clock: Clock | None = None,
+        physics: WaterPhysics | None = None,
     ) -> None:
         problem = validate_segment(hardware_id, "hardware_id", strict=True)
         if problem is not None:
@@ -122,10 +135,23 @@ class SimNode:
         self._faults = faults or Faults()
         self._rng = random.Random(seed if seed is not None else hardware_id)
         self._gate = connect_gate
-        self._clock = DeviceClock()
-        self._physics = WaterPhysics(self._rng.randrange(2**32), time_scale=self._options.time_scale)
+        if clock is not None and self._options.time_scale != 1.0:
+            raise ValueError("give a SimNode either a shared clock or NodeOptions.time_scale, not both")
+        self._shared_clock = clock
+        self._time: Clock = clock if clock is not None else (
+            physics.clock if physics is not None else clock_for_scale(1.0 / self._options.time_scale))
+        self._clock = DeviceClock(clock.monotonic) if clock is not None else DeviceClock()
+        seed_physics = self._rng.randrange(2**32)
+        self._physics = physics if physics is not None else WaterPhysics(
+            seed_physics, clock=self._time, plant=self._options.plant)
         self._actions = Actions(self._profile, self._physics, self._clock, faults=self._faults, options=self._options,
-                                rng=self._rng)
+                                rng=self._rng, time=self._time, report_error=self._report_error)
+        self._has_plant = self._profile.channel(STORAGE_STATE) is not None
+        self._plant_wake = asyncio.Event()
+        if self._has_plant:
+            self._physics.listeners.append(self._plant_wake.set)
+        self._frozen: dict[str, float] = {}
+        self._apply_plant_faults()
         self._config = initial_config(hardware_id, field_config)
         self._ip = f"10.{self._rng.randrange(256)}.{self._rng.randrange(256)}.{self._rng.randrange(1, 255)}"
         self.stats = NodeStats()
@@ -146,7 +172,10 @@ class SimNode:
         self._synced = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         if self._options.trust_local_clock:
-            self._sync_clock(time.time())
+            self._sync_clock(self._wall_time())
+
+    def _wall_time(self) -> float:
+        return self._shared_clock.now() if self._shared_clock is not None else time.time()
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -219,6 +248,36 @@ class SimNode:
         """Configured failure modes."""
         return self._faults
 
+    @property
+    def clock(self) -> Clock:
+        """The clock the node's plant and actuator runs follow."""
+        return self._time
+
+    def set_faults(self, faults: Faults) -> None:
+        """Change the failure modes now (a stuck relay, frozen sensors, inconsistent switches take effect at
+        once; probabilities from the next occasion)."""
+        self._faults = faults
+        self._actions.faults = faults
+        self._responder.faults = faults
+        self._frozen = {channel: value for channel, value in self._frozen.items()
+                        if channel in faults.frozen_sensors}
+        self._apply_plant_faults()
+
+    def _apply_plant_faults(self) -> None:
+        if not self._has_plant:
+            return
+        self._physics.stuck = frozenset(self._faults.stuck_relays)
+        self._physics.inconsistent = frozenset(self._faults.inconsistent_levels)
+        self._physics.refresh()
+
+    def emergency_stop(self, reason: str = "button") -> list[str]:
+        """Press the node's emergency stop (see ``Actions.emergency_stop``); returns the pumps it stopped."""
+        return self._actions.emergency_stop(reason)
+
+    def release_emergency_stop(self) -> None:
+        """Release the emergency stop."""
+        self._actions.release_emergency_stop()
+
     def topic(self, type_: str, channel: str | None = None) -> str:
         """A topic of this node in its current namespace."""
         gh, zone, node = self.namespace
@@ -281,7 +340,7 @@ class SimNode:
         await self._down.wait()
         return True
 
-    async def publish_event(self, channel: str, event_code: str, **fields: Any) -> bool:
+    async def publish_event(self, channel: str, event_code: str, /, **fields: Any) -> bool:
         """Publish ``{event_code, ts, **fields}`` on ``{channel}/event``; False when not connected."""
         body = {"event_code": event_code, "ts": int(self._clock.now()), **fields}
         return await self._publish(self.topic(TopicType.EVENT, channel), wire.encode(body))
@@ -315,7 +374,7 @@ class SimNode:
         self._actions.reset()
         self._responder.reboot()
         if self._options.trust_local_clock:
-            self._sync_clock(time.time())
+            self._sync_clock(self._wall_time())
 
     async def _session(self) -> _End:
         end: asyncio.Future[_End] = asyncio.get_running_loop().create_future()
@@ -348,6 +407,8 @@ class SimNode:
             self._up.set()
             workers += [asyncio.create_task(worker) for worker in (
                 self._announce(), self._heartbeats(), self._statuses(), self._telemetry(), self._offline_windows())]
+            if self._has_plant:
+                workers.append(asyncio.create_task(self._plant_events()))
             reason = await end
         except asyncio.CancelledError:
             reason = _End.STOP
@@ -425,7 +486,10 @@ class SimNode:
         await self._publish(TIME_REQUEST, wire.encode(wire.time_request(int(self._clock.uptime()))))
 
     async def _publish_telemetry(self, sensor: Sensor) -> None:
-        value = self._physics.read(sensor.source)
+        if sensor.channel in self._faults.frozen_sensors:
+            value = self._frozen.setdefault(sensor.channel, self._physics.read(sensor.source))
+        else:
+            value = self._physics.read(sensor.source)
         shown: float = round(value, sensor.decimals) if sensor.decimals else round(value)
         ts = int(self._clock.uptime()) if self._faults.uptime_timestamps else self._device_ts()
         raw = round(value * sensor.raw_scale) if sensor.raw_scale else None
@@ -472,11 +536,35 @@ class SimNode:
     async def _telemetry(self) -> None:
         interval = self._options.telemetry_interval_s
         await self._synced.wait()
+        for sensor in self._profile.sensors:  # at once: the server's freshness checks need a first reading
+            await self._publish_telemetry(sensor)
         await asyncio.sleep(self._rng.uniform(0, interval))
         while True:
             for sensor in self._profile.sensors:
                 await self._publish_telemetry(sensor)
             await asyncio.sleep(interval)
+
+    async def _plant_events(self) -> None:
+        """Step the plant while water moves and publish what it reports (level switches, stages, alarms)."""
+        self._physics.take_events()  # what happened while away is not news: the telemetry tells the state
+        await self._synced.wait()
+        while True:
+            self._plant_wake.clear()
+            for event in self._physics.take_events():
+                await self.publish_event(event.channel, event.code, **event.fields)
+            if self._physics.moving() or self._actions.busy:
+                await asyncio.sleep(self._options.plant_tick_s)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._plant_wake.wait(), 1.0)
+
+    def _report_error(self, component: str, error_code: str, message: str, details: dict[str, Any]) -> None:
+        body = {"level": "ERROR", "component": component, "error_code": error_code, "message": message,
+                "ts": int(self._clock.now() * 1000), "details": details}
+        self._spawn(self._publish_quietly(self.topic(TopicType.ERROR), wire.encode(body)))
+
+    async def _publish_quietly(self, topic: str, payload: bytes) -> None:
+        await self._publish(topic, payload)
 
     async def _offline_windows(self) -> None:
         every = self._faults.offline_every_s

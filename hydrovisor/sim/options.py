@@ -8,7 +8,60 @@ import msgspec
 
 from hydrovisor.protocol import validate_segment
 
-__all__ = ["FieldConfig", "NodeOptions"]
+__all__ = ["PATHS", "PUMP_PATHS", "FieldConfig", "NodeOptions", "PlantOptions"]
+
+PATHS: dict[str, frozenset[str]] = {
+    "clean_fill": frozenset({"valve_clean_fill"}),
+    "solution_fill": frozenset({"valve_clean_supply", "valve_solution_fill"}),
+    "recirculation": frozenset({"valve_solution_supply", "valve_solution_fill"}),
+    "irrigation": frozenset({"valve_solution_supply", "valve_irrigation"}),
+}
+"""The water paths of the two-tank irrigation node (DOMAIN §4 "Hydraulics"): the valves each one opens."""
+
+PUMP_PATHS: tuple[str, ...] = ("solution_fill", "recirculation", "irrigation")
+"""The paths ``pump_main`` may run on (the interlock); when several are open the first one is the one in use."""
+
+
+class PlantOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """The two-tank plant behind a simulated irrigation node (volumes in litres, times in simulated seconds).
+
+    - ``clean_start_pct`` / ``solution_start_pct``: how full each tank is at boot (default full, so a fresh
+      plant can pump; 0 starts it empty).
+    - ``mains_fill_lpm``: mains water into the clean tank while ``valve_clean_fill`` is open;
+      ``pump_flow_lpm``: what ``pump_main`` moves on an open path.
+    - ``min_switch_pct`` / ``max_switch_pct``: where ``level_*_min`` ("holds water") and ``level_*_max`` trip.
+    - ``interlock``: the firmware refuses ``pump_main`` on unless a pump path is open (False: a bare relay
+      board, for load tests that toggle relays in any order; its pump circulates the solution tank whatever
+      the valves).
+    - ``open_path``: one of ``PATHS`` whose valves are open at boot (a plant found mid-recirculation);
+      a reboot closes every valve, as the real NO valves do.
+    """
+
+    clean_capacity_l: float = 200.0
+    solution_capacity_l: float = 200.0
+    clean_start_pct: float = 100.0
+    solution_start_pct: float = 100.0
+    mains_fill_lpm: float = 20.0
+    pump_flow_lpm: float = 12.0
+    min_switch_pct: float = 5.0
+    max_switch_pct: float = 90.0
+    interlock: bool = True
+    open_path: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("clean_capacity_l", "solution_capacity_l", "mains_fill_lpm", "pump_flow_lpm"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"PlantOptions.{name} must be a positive number, not {value!r}")
+        for name in ("clean_start_pct", "solution_start_pct", "min_switch_pct", "max_switch_pct"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value <= 100):
+                raise ValueError(f"PlantOptions.{name} must be a percentage in [0, 100], not {value!r}")
+        if not 0 < self.min_switch_pct < self.max_switch_pct:
+            raise ValueError("PlantOptions.min_switch_pct must be > 0 and below max_switch_pct")
+        if self.open_path is not None and self.open_path not in PATHS:
+            raise ValueError(f"PlantOptions.open_path must be one of {sorted(PATHS)} or None, "
+                             f"not {self.open_path!r}")
 
 
 class NodeOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -21,7 +74,11 @@ class NodeOptions(msgspec.Struct, frozen=True, kw_only=True):
     - ``reconnect_delay_s``: wait before reconnecting after a lost connection or a refused CONNECT.
     - ``restart_delay_s``: how long a ``restart{}`` keeps the node away.
     - ``time_scale``: real seconds per simulated second for actuator runs and physics
-      (``run_pump{duration_ms:2500}`` takes 2.5 s times ``time_scale``; 0.01 makes it 25 ms).
+      (``run_pump{duration_ms:2500}`` takes 2.5 s times ``time_scale``; 0.01 makes it 25 ms). The node then
+      runs on ``hydrovisor.zones.clock.clock_for_scale(1 / time_scale)``; a node given a shared ``Clock``
+      (``SimNode(clock=...)``) runs on that one instead and ``time_scale`` must stay 1.
+    - ``plant``: the two-tank plant of an irrigation node (``PlantOptions``).
+    - ``plant_tick_s``: how often (real seconds) a plant with water moving is stepped to fire its events.
     - ``sensor_stabilize_s``: simulated seconds after ``activate_sensor_mode`` until pH/EC readings are stable.
     - ``trust_local_clock``: consider the clock synced at boot (real firmware never does; for load tests
       against a bare broker with nobody answering time requests).
@@ -44,6 +101,8 @@ class NodeOptions(msgspec.Struct, frozen=True, kw_only=True):
     echo_secret: bool = True
     fw_version: str = "sim-2.0.0"
     hardware_revision: str = "sim-rev-a"
+    plant: PlantOptions = msgspec.field(default_factory=PlantOptions)
+    plant_tick_s: float = 0.05
 
     def __post_init__(self) -> None:
         if isinstance(self.keep_alive_s, bool) or not isinstance(self.keep_alive_s, int) or not (
@@ -51,7 +110,7 @@ class NodeOptions(msgspec.Struct, frozen=True, kw_only=True):
         ):
             raise ValueError("NodeOptions.keep_alive_s must be an integer in [0, 65535]")
         for name in ("heartbeat_interval_s", "status_interval_s", "telemetry_interval_s", "time_request_retry_s",
-                     "connect_timeout_s", "time_scale"):
+                     "connect_timeout_s", "time_scale", "plant_tick_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"NodeOptions.{name} must be a positive number, not {value!r}")

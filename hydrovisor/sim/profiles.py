@@ -10,7 +10,7 @@ import msgspec
 
 from hydrovisor.protocol import ChannelConfig, SafeLimits
 
-__all__ = ["SIM_NODE_TYPES", "Profile", "Sensor", "profile_for"]
+__all__ = ["LEVEL_SWITCH_CHANNELS", "SIM_NODE_TYPES", "Profile", "Sensor", "profile_for"]
 
 SIM_NODE_TYPES: tuple[str, ...] = ("ph", "ec", "irrig", "climate", "light", "water_sensor")
 """Node types the simulator can play."""
@@ -20,7 +20,8 @@ class Sensor(msgspec.Struct, frozen=True, kw_only=True):
     """One sensor channel: which physics quantity it reads and how it reports it.
 
     ``raw_scale``: when set, telemetry carries ``raw = round(value * raw_scale)`` (ADC-style);
-    ``gated``: pH/EC readings that carry ``stable``/``flow_active``/``corrections_allowed``.
+    ``gated``: pH/EC readings that carry ``stable``/``flow_active``/``corrections_allowed`` (only while the
+    node's sensor mode is active).
     """
 
     channel: str
@@ -57,7 +58,9 @@ def _sensor_channel(sensor: Sensor, poll_interval_ms: int = 5000) -> ChannelConf
 
 def _actuator(name: str, actuator_type: str, *, relay_type: str | None = None, ml_per_second: float | None = None,
               max_duration_ms: int | None = None) -> ChannelConfig:
-    limits = SafeLimits(max_duration_ms=max_duration_ms, min_off_ms=1000, fail_safe_mode="OFF") \
+    # a normally-closed relay runs its load when the controller is gone: its fail-safe state is ON
+    fail_safe = "ON" if relay_type == "NC" else "OFF"
+    limits = SafeLimits(max_duration_ms=max_duration_ms, min_off_ms=1000, fail_safe_mode=fail_safe) \
         if max_duration_ms is not None else None
     return ChannelConfig(name=name, type="ACTUATOR", actuator_type=actuator_type, relay_type=relay_type,
                          ml_per_second=ml_per_second, safe_limits=limits)
@@ -75,6 +78,8 @@ def _profile(node_type: str, sensors: list[Sensor], actuators: list[ChannelConfi
 
 _PH = Sensor(channel="ph_sensor", metric="PH", unit="pH", source="ph", decimals=3, raw_scale=1000, gated=True)
 _EC = Sensor(channel="ec_sensor", metric="EC", unit="mS/cm", source="ec", decimals=3, raw_scale=1000, gated=True)
+_EC_PUMPS = ("pump_a", "pump_b", "pump_c", "pump_d")
+LEVEL_SWITCH_CHANNELS = ("level_clean_min", "level_clean_max", "level_solution_min", "level_solution_max")
 _VALVES = ("valve_clean_fill", "valve_clean_supply", "valve_solution_fill", "valve_solution_supply",
            "valve_irrigation")
 
@@ -86,16 +91,14 @@ PROFILES: dict[str, Profile] = {
         ["ph", "dosing", "sensor_mode"], {"pump_acid": "acid", "pump_base": "base"}),
     "ec": _profile(
         "ec", [_EC, Sensor(channel="solution_temp", metric="TEMPERATURE", unit="°C", source="water_temp")],
-        [_actuator("pump_nutrient_a", "PERISTALTIC_PUMP", ml_per_second=2.0, max_duration_ms=60_000),
-         _actuator("pump_nutrient_b", "PERISTALTIC_PUMP", ml_per_second=2.0, max_duration_ms=60_000)],
-        ["ec", "dosing", "sensor_mode"], {"pump_nutrient_a": "nutrient", "pump_nutrient_b": "nutrient"}),
+        [_actuator(pump, "PERISTALTIC_PUMP", ml_per_second=2.0, max_duration_ms=60_000) for pump in _EC_PUMPS],
+        ["ec", "dosing", "sensor_mode"], dict.fromkeys(_EC_PUMPS, "nutrient")),
     "irrig": _profile(
         "irrig",
-        [Sensor(channel="flow_rate", metric="FLOW_RATE", unit="l/min", source="flow_lpm"),
+        [Sensor(channel="flow", metric="FLOW_RATE", unit="l/min", source="flow_lpm"),
          Sensor(channel="pump_current", metric="PUMP_CURRENT", unit="mA", source="pump_current_ma", decimals=0),
-         Sensor(channel="water_level", metric="WATER_LEVEL", unit="%", source="solution_level_pct", decimals=1),
-         Sensor(channel="level_solution_min", metric="WATER_LEVEL_SWITCH", unit="bool",
-                source="solution_level_min", decimals=0)],
+         *(Sensor(channel=switch, metric="WATER_LEVEL_SWITCH", unit="bool", source=switch, decimals=0)
+           for switch in LEVEL_SWITCH_CHANNELS)],
         [_actuator("pump_main", "PUMP", relay_type="NC", max_duration_ms=300_000),
          *(_actuator(valve, "VALVE", relay_type="NO") for valve in _VALVES),
          _actuator("storage_state", "SYSTEM")],
@@ -114,7 +117,9 @@ PROFILES: dict[str, Profile] = {
         "water_sensor",
         [Sensor(channel="water_level", metric="WATER_LEVEL", unit="%", source="clean_level_pct", decimals=1),
          Sensor(channel="water_temp", metric="TEMPERATURE", unit="°C", source="water_temp"),
-         Sensor(channel="level_clean_min", metric="WATER_LEVEL_SWITCH", unit="bool", source="clean_level_min",
+         # not named level_clean_min: that is the irrigation node's switch, and a zone's roles are filled
+         # from channel names (two channels of one name in a zone are an ambiguity)
+         Sensor(channel="level_switch", metric="WATER_LEVEL_SWITCH", unit="bool", source="clean_level_min",
                 decimals=0)],
         [], ["water_level"]),
 }

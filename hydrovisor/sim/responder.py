@@ -57,6 +57,15 @@ class Responder:
         self._restart = restart
         self.cache = CommandCache()
 
+    @property
+    def faults(self) -> Faults:
+        """The reply faults in force."""
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self._faults = faults
+
     def reboot(self) -> None:
         """The cache lives in RAM: a reboot forgets every ``cmd_id``."""
         self.cache = CommandCache()

@@ -18,6 +18,7 @@ from hydrovisor.store.repos.commands import NewCommand
 from tests.app.conftest import Running
 from tests.app.test_commands_e2e import Node
 from tests.helpers import http, wait_until
+from tests.plant import STATE_PROBE
 
 S = CommandStatus
 
@@ -44,13 +45,14 @@ def _services(instance: Running) -> Services:
 
 
 def test_an_accepted_resend_of_a_send_failed_command_gets_a_fresh_deadline(make_node: Callable[..., Node]) -> None:
+    # a state probe: a pump start to a node never heard from is refused by the zone's gate before any send
     node = make_node(start=False, faults=Faults(delay_reply_s=0.5))
-    failed = node.command(cmd_id="resend-1", timeout_s=3.0)
+    failed = node.command(cmd_id="resend-1", timeout_s=3.0, **STATE_PROBE)
     assert (failed.status, failed.json()["error_code"]) == (502, "node_not_connected"), failed.raw
     time.sleep(max(0.0, node.get("resend-1")["deadline_at"] - time.time()) + 0.2)  # its deadline has passed
     node.start()
     resent_at = time.time()
-    assert node.command(cmd_id="resend-1", timeout_s=3.0).status == 200
+    assert node.command(cmd_id="resend-1", timeout_s=3.0, **STATE_PROBE).status == 200
     done = node.get("resend-1", wait=10)
     assert done["status"] == "DONE", done  # not TIMEOUT at once while the node carries it out
     assert done["deadline_at"] >= resent_at + 2.5

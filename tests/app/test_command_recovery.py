@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from amqtt.client import MQTTClient
 
 from tests.app.conftest import Process
 from tests.helpers import http, wait_until
+from tests.plant import IRRIG_CHANNELS, LEVEL_SWITCHES, wait_levels_fresh
 
 COUNT = 100
 TIMEOUT_S = 8.0
@@ -25,16 +27,20 @@ def _seed(base: str) -> None:
                        ("/api/v1/zones", {"greenhouse_uid": "gh-1", "uid": "zn-1", "name": "Lettuce"}),
                        ("/api/v1/nodes", {"uid": "nd-irr-1", "hardware_id": "esp32-0000000000a1", "type": "irrig",
                                           "zone_uid": "zn-1", "node_secret": "s" * 32,
-                                          "channels": [{"name": "pump_main", "type": "ACTUATOR"}]})):
+                                          "channels": IRRIG_CHANNELS})):
         reply = http("POST", base + path, body=body)
         assert reply.status == 201, reply.raw
 
 
 async def _silent_node(port: int, received: list[str], ready: asyncio.Event, stop: asyncio.Event) -> None:
-    """A node that takes commands and never answers (so they stay in flight)."""
+    """A node that takes commands and never answers (so they stay in flight). It reports full tanks on
+    connect, which the zone's pump-safety gate needs before it lets ``pump_main`` start."""
     client = MQTTClient(client_id="esp32-0000000000a1", config={"auto_reconnect": False})
     await client.connect(f"mqtt://127.0.0.1:{port}/")
     await client.subscribe([("hydro/gh-1/zn-1/nd-irr-1/+/command", 1)])
+    for switch in LEVEL_SWITCHES:
+        sample = {"metric_type": "WATER_LEVEL_SWITCH", "value": 1, "ts": int(time.time()), "unit": "bool"}
+        await client.publish(f"hydro/gh-1/zn-1/nd-irr-1/{switch}/telemetry", json.dumps(sample).encode(), qos=1)
     ready.set()
     while not stop.is_set():
         try:
@@ -71,6 +77,7 @@ def test_sigkill_with_100_commands_in_flight(tmp_path: Path, pg_dsn: str, proces
                                                                                  stop)))
     node.start()
     wait_until(ready.is_set, timeout=10)
+    wait_levels_fresh(first.base_url, "nd-irr-1")
     try:
         for i in range(COUNT):
             reply = http("POST", first.base_url + "/api/v1/commands", body={

@@ -14,10 +14,12 @@ from hydrovisor.config.settings import SupervisionSettings
 from hydrovisor.sim import Faults, FieldConfig, NodeOptions, SimNode
 from tests.app.conftest import Running
 from tests.helpers import http, wait_until
+from tests.plant import IRRIG_CHANNELS, PRIMED, STATE_PROBE, wait_levels_fresh
 
 SECRET = "irrigation-secret-0123456789"
+# recirculating at boot: pump_main passes the node's interlock; full tanks pass the zone's gate
 OPTIONS = NodeOptions(time_scale=0.01, heartbeat_interval_s=1.0, telemetry_interval_s=5.0,
-                      trust_local_clock=True, reconnect_delay_s=0.1)
+                      trust_local_clock=True, reconnect_delay_s=0.1, plant=PRIMED)
 TOPIC = "hydro/gh-1/zn-1/{uid}/pump_main/command"
 
 
@@ -27,9 +29,7 @@ def _seed(instance: Running, uid: str) -> None:
         http("POST", instance.base_url + path, body=body)
     reply = http("POST", instance.base_url + "/api/v1/nodes", body={
         "uid": uid, "hardware_id": "esp32-" + uid[-12:].rjust(12, "0"), "type": "irrig", "zone_uid": "zn-1",
-        "node_secret": SECRET, "channels": [{"name": "pump_main", "type": "ACTUATOR", "actuator_type": "PUMP",
-                                              "relay_type": "NC"},
-                                             {"name": "flow_rate", "type": "SENSOR", "metric": "FLOW_RATE"}]})
+        "node_secret": SECRET, "channels": IRRIG_CHANNELS})
     assert reply.status == 201, reply.raw
 
 
@@ -54,6 +54,7 @@ class Node:
         assert services is not None
         topic = TOPIC.format(uid=self.uid)
         wait_until(lambda: self.instance.loop.run(_subscribers(services, topic)) > 0, what="node subscribed")
+        wait_levels_fresh(self.instance.base_url, self.uid)  # the pump-safety gate lets pump_main start
 
     def stop(self) -> None:
         self.instance.loop.run(self.sim.stop())
@@ -123,7 +124,7 @@ def test_bad_requests_get_their_codes_and_store_nothing(node_factory: Callable[.
         ({"cmd": "run_pump", "node_uid": node.uid, "channel": "pump_main", "params": {"duration_ms": 0}}, 400,
          "param_out_of_range"),
         ({"cmd": "run_pump", "node_uid": node.uid, "channel": "pump_main", "params": []}, 400, "invalid_body"),
-        ({"cmd": "run_pump", "node_uid": node.uid, "channel": "flow_rate"}, 400, "channel_not_actuator"),
+        ({"cmd": "run_pump", "node_uid": node.uid, "channel": "flow"}, 400, "channel_not_actuator"),
         ({"cmd": "run_pump", "node_uid": "nd-404", "channel": "pump_main"}, 404, "node_not_found"),
         ({"cmd": "run_pump", "node_uid": node.uid, "channel": "pump_main", "zone_uid": "zn-2"}, 409,
          "node_zone_mismatch"),
@@ -135,8 +136,10 @@ def test_bad_requests_get_their_codes_and_store_nothing(node_factory: Callable[.
 
 
 def test_node_offline_fails_fast_then_the_same_cmd_id_succeeds(node_factory: Callable[..., Node]) -> None:
+    # a state probe: a pump start to a node never heard from is refused by the zone's gate before any send
     node = node_factory(start=False)
-    failed = node.command(cmd_id="retry-1")
+    probe = STATE_PROBE
+    failed = node.command(cmd_id="retry-1", **probe)
     assert (failed.status, failed.json()["code"], failed.json()["error_code"]) == (
         502, "command_send_failed", "node_not_connected")
     assert node.get("retry-1")["status"] == "SEND_FAILED"
@@ -144,10 +147,10 @@ def test_node_offline_fails_fast_then_the_same_cmd_id_succeeds(node_factory: Cal
     wait_until(lambda: "infra_command_send_failed" in {
         a["code"] for a in http("GET", node.instance.base_url + "/api/v1/alerts?status=ACTIVE").json()["data"]},
         timeout=5, what="the send-failed alert")
-    conflict = node.command(cmd_id="retry-1", params={"duration_ms": 1000})
+    conflict = node.command(cmd_id="retry-1", **(probe | {"params": {"duration_ms": 1000}}))
     assert (conflict.status, conflict.json()["code"]) == (409, "cmd_id_conflict")
     node.start()
-    retried = node.command(cmd_id="retry-1")
+    retried = node.command(cmd_id="retry-1", **probe)
     assert retried.status == 200, retried.raw
     assert node.get("retry-1", wait=10)["status"] == "DONE"
 

@@ -13,7 +13,6 @@ from tests.faults.conftest import (
     PH_CHANNELS,
     STALL_FUNCTION,
     TERMINAL,
-    VALVES,
     Device,
     Ingest,
     Running,
@@ -33,6 +32,7 @@ from tests.faults.conftest import (
     wait_state,
 )
 from tests.helpers import http, wait_until
+from tests.plant import VALVES
 
 pytestmark = pytest.mark.fault_injection
 
@@ -108,9 +108,13 @@ def test_commands_in_flight_and_mqtt_telemetry_survive_a_stall(app: Running, dev
     device.start()
     wait_until(lambda: metric(base, "hydrovisor_telemetry_accepted_total", 'source="mqtt"') >= 20,
                timeout=15, what="mqtt telemetry flowing")
-    sent = [device.command("pump_main", "run_pump", {"duration_ms": 2500}, cmd_id="stall-pump")]
-    sent += [device.command(valve, "set_relay", {"state": 1}, cmd_id=f"stall-{valve.replace('_', '-')}")
-             for valve in VALVES]
+    device.wait_levels()  # the zone's pump-safety gate needs fresh tank levels before pump_main starts
+    # valves first, then the pump: the node refuses pump_main until a path is open (its interlock)
+    sent = [device.command(valve, "set_relay", {"state": 1}, cmd_id=f"stall-{valve.replace('_', '-')}")
+            for valve in VALVES]
+    wait_until(lambda: all(command_status(base, r.json()["data"]["command_id"]) == "DONE" for r in sent),
+               timeout=10, what="the valves open")
+    sent += [device.command("pump_main", "run_pump", {"duration_ms": 2500}, cmd_id="stall-pump")]
     assert [r.status for r in sent] == [202] * len(sent), [r.raw for r in sent]
     ids = [r.json()["data"]["command_id"] for r in sent]
     chaos_id = inject(base, "cpu_bound_loop", STALL_S)

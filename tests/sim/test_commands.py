@@ -176,11 +176,19 @@ def test_irrigation_node_state_snapshot_relays_and_pump_physics() -> None:
                 await embedded.publish(f"{IRRIG}/valve_irrigation/command",
                                        command("set_relay", "v-again", {"state": True}))
                 await inbox.wait_statuses("v-again", ["NO_EFFECT"])
+                # the interlock: no pump path is open yet (irrigation also needs the solution supply)
+                await embedded.publish(f"{IRRIG}/pump_main/command",
+                                       command("run_pump", "blocked", {"duration_ms": 60_000}))
+                await inbox.wait_statuses("blocked", ["ERROR"])
+                assert inbox.responses("blocked")[0]["error_code"] == "pump_interlock_blocked"
+                await embedded.publish(f"{IRRIG}/valve_solution_supply/command",
+                                       command("set_relay", "supply", {"state": 1}))
+                await inbox.wait_statuses("supply", ["ACK", "DONE"])
                 level = node.physics.solution_level_pct
                 await embedded.publish(f"{IRRIG}/pump_main/command",
                                        command("run_pump", "drain", {"duration_ms": 60_000}))
                 await inbox.wait(lambda: inbox.statuses("drain") == ["ACK"])
-                await inbox.wait(lambda: any(b["value"] > 10 for b in inbox.bodies(f"{IRRIG}/flow_rate/telemetry")))
+                await inbox.wait(lambda: any(b["value"] > 10 for b in inbox.bodies(f"{IRRIG}/flow/telemetry")))
                 await inbox.wait(lambda: any(b["value"] > 1000 for b in
                                              inbox.bodies(f"{IRRIG}/pump_current/telemetry")))
                 await inbox.wait_statuses("drain", ["ACK", "DONE"])

@@ -15,6 +15,7 @@ from hydrovisor.sim import (
     Faults,
     FieldConfig,
     NodeOptions,
+    PlantOptions,
     Rejection,
     WaterPhysics,
     check_command,
@@ -25,6 +26,7 @@ from hydrovisor.sim.commands import RUNNING
 from hydrovisor.sim.nodeconfig import config_report, initial_config, parse_config_push
 from hydrovisor.sim.transport import broker_uri, redact_uri
 from hydrovisor.sim.wire import corrupt
+from hydrovisor.zones.clock import ManualClock, ScaledClock
 
 SECRET = "hydro-default-secret-key-2025"
 TS = 1737355112
@@ -91,7 +93,7 @@ def test_command_cache_capacity_ttl_and_states() -> None:
 
 def test_physics_is_deterministic_for_a_seed_and_reacts_to_actuators() -> None:
     def history(seed: int) -> list[float]:
-        model = WaterPhysics(seed, clock=lambda: 0.0)
+        model = WaterPhysics(seed, clock=ManualClock())
         values = []
         for _ in range(5):
             model.advance(10.0)
@@ -99,8 +101,10 @@ def test_physics_is_deterministic_for_a_seed_and_reacts_to_actuators() -> None:
         return values
     assert history(1) == history(1) != history(2)
 
-    model = WaterPhysics(5, clock=lambda: 0.0)
+    model = WaterPhysics(5, clock=ManualClock())
     level, ph, ec = model.solution_level_pct, model.ph, model.ec
+    model.set_valve("valve_solution_supply", True)
+    model.set_valve("valve_irrigation", True)
     model.start_pump("pump_main", main=True)
     assert model.flow_lpm_true() > 0 and model.pump_current_ma_true() > 1000
     model.advance(60.0)
@@ -109,9 +113,10 @@ def test_physics_is_deterministic_for_a_seed_and_reacts_to_actuators() -> None:
     assert model.flow_lpm_true() == 0 and model.read("flow_lpm") == 0
     model.dose("acid", 10)
     model.dose("nutrient", 50)
+    model.advance(60.0)  # a dose mixes in over time
     assert model.ph < ph and model.ec > ec
 
-    blocked = WaterPhysics(5, clock=lambda: 0.0)
+    blocked = WaterPhysics(5, clock=ManualClock(), plant=PlantOptions(open_path="irrigation"))
     blocked.start_pump("pump_main", main=True, flowing=False)
     before = blocked.solution_level_pct
     blocked.advance(60.0)
@@ -121,7 +126,7 @@ def test_physics_is_deterministic_for_a_seed_and_reacts_to_actuators() -> None:
 
 def test_physics_time_scale_speeds_up_simulated_time() -> None:
     now = [0.0]
-    model = WaterPhysics(1, time_scale=0.01, clock=lambda: now[0])
+    model = WaterPhysics(1, clock=ScaledClock(100, mono=lambda: now[0]), plant=PlantOptions(open_path="irrigation"))
     model.start_pump("pump_main", main=True)
     level = model.solution_level_pct
     now[0] = 0.6  # 60 simulated seconds
@@ -165,7 +170,8 @@ def test_config_push_parsing_and_report() -> None:
     fresh = initial_config("esp32-000000000001", None)
     assert not fresh.is_bound and fresh.node_secret is None
     report = config_report(fresh, profile_for("irrig"), fw_version="x", echo_secret=True)
-    assert {"pump_main", "storage_state", "flow_rate", "system"} <= {c["name"] for c in report["channels"]}
+    assert {"pump_main", "storage_state", "flow", "system", "level_clean_min", "level_clean_max",
+            "level_solution_min", "level_solution_max"} <= {c["name"] for c in report["channels"]}
 
 
 def test_every_profile_is_consistent() -> None:
@@ -173,7 +179,7 @@ def test_every_profile_is_consistent() -> None:
         profile = profile_for(node_type)
         names = [channel.name for channel in profile.channels]
         assert len(names) == len(set(names)) and "system" in names
-        model = WaterPhysics(0, clock=lambda: 0.0)
+        model = WaterPhysics(0, clock=ManualClock())
         for sensor in profile.sensors:
             assert sensor.channel in names
             model.read(sensor.source)
