@@ -95,7 +95,8 @@ class Hydrovisor:
                                 directory=directory, limits=settings.mqtt.limits(), registry=registry)
         system = ActorSystem(bridge=bridge, timers=timers, registry=registry, on_root_exit=self._root_exited)
         registry.register(TreeCollector(system))
-        zone_plane = ZonePlane(db=db, registry=nodes_view, clock=clock_for_scale(settings.time_scale),
+        clock = clock_for_scale(settings.time_scale)  # one clock: zones, time responses, command signatures
+        zone_plane = ZonePlane(db=db, registry=nodes_view, clock=clock,
                                liveness_interval=settings.supervision.liveness_interval,
                                hang_timeout=settings.supervision.hang_timeout)
         zones = ZoneRuntime(system, zone_plane, registry)
@@ -105,7 +106,7 @@ class Hydrovisor:
             zones.reload_all()  # a node joined or left a zone: its channels' roles move with it
 
         plane = DevicePlane(db=db, registry=nodes_view, transport=broker, on_binding_changed=binding_changed,
-                            on_liveness=zones.node_liveness, on_channels_changed=zones.reload)
+                            on_liveness=zones.node_liveness, on_channels_changed=zones.reload, clock=clock)
         health = HealthBoard(registry)
         control = SystemControl(settings, loop=loop, registry=registry, system=system, health=health,
                                 notifier=SdNotifier.from_env(), on_fatal=self._fatal,
@@ -113,7 +114,7 @@ class Hydrovisor:
         system.on_failure(control.child_failed)
         telemetry_counters = TelemetryCounters(registry)
         commands_plane = CommandPlane(db=db, registry=nodes_view, transport=broker, waiters=CommandWaiters(loop),
-                                      publishes=publish_counter(registry))
+                                      publishes=publish_counter(registry), clock=clock)
         commands_plane.on_stored(zones.command_stored)
         receipts = ReceiptBook()
         router = DeviceRouter(plane, system, registry, telemetry=telemetry_counters, commands=commands_plane,

@@ -199,7 +199,7 @@ class CommandActor(SupervisedActor):
         row = self._row
         if row is None or CommandStatus(row.status) not in (S.QUEUED, S.SEND_FAILED):
             return
-        payload = encode_command(row.cmd, row.cmd_id, row.params, int(time.time()), self._secret)
+        payload = encode_command(row.cmd, row.cmd_id, row.params, int(self._plane.clock.now()), self._secret)
         if self._sent_queued or self._writing:
             # SENT is queued already (a reply proved an earlier attempt arrived), or another write is
             # in flight and SENT must wait its turn: publish only

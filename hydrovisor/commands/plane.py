@@ -15,6 +15,7 @@ from hydrovisor.runtime.bridge import Outcome
 from hydrovisor.store.database import Database
 from hydrovisor.store.repos import commands
 from hydrovisor.store.repos.commands import CommandRecord, Report
+from hydrovisor.zones.clock import Clock, SystemClock
 
 PUBLISH_ATTEMPTS = 3
 PUBLISH_BACKOFF_S = (0.5, 1.0)
@@ -37,6 +38,7 @@ class CommandPlane:
     transport: Transport
     waiters: CommandWaiters
     publishes: Counter
+    clock: Clock = field(default_factory=SystemClock)  # the devices' wall time: commands are signed with it
     _stored_hooks: list[Callable[[CommandRecord], None]] = field(default_factory=list, init=False, repr=False)
 
     def on_stored(self, hook: Callable[[CommandRecord], None]) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from hydrovisor.broker.transport import Transport
 from hydrovisor.devices.registry import BootRows, NodeRegistry, NodeView
 from hydrovisor.store.database import Database
+from hydrovisor.zones.clock import Clock, SystemClock
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class DevicePlane:
     # (zone uid): the channels a node of that zone reported were stored; any thread
     on_channels_changed: Callable[[str], None] = lambda _: None
     boot_rows: BootRows = field(default_factory=BootRows)
+    clock: Clock = field(default_factory=SystemClock)  # the devices' wall time (time responses)
     offline_after: float = 120.0
     bind_expiry: float = 1800.0
     liveness_interval: float = 10.0

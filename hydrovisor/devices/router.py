@@ -203,7 +203,7 @@ class DeviceRouter:
 
     async def _publish_time(self) -> None:
         try:
-            await self._plane.publish(TIME_RESPONSE, encode_time_response(time.time()))
+            await self._plane.publish(TIME_RESPONSE, encode_time_response(self._plane.clock.now()))
         except Exception:  # the broker is stopping; nodes ask again on their next connect
             log.warning("time response not published", exc_info=True, extra={"event": "time_response_failed"})
 
