@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 MAX_PENDING_WRITES = 500
 MIN_TICK_S = 0.05
 _GATED_TYPES = frozenset({"PUMP", "PERISTALTIC_PUMP", "VALVE"})
+_TIMED_COMMANDS = frozenset({"run_pump", "dose"})  # they stop by themselves: DONE means the run is over
 ZONE_NOT_READY = "zone_not_ready"
 _TERMINAL = frozenset({"DONE", "NO_EFFECT", "ERROR", "INVALID", "BUSY", "TIMEOUT", "SEND_FAILED"})
 _ALERT_TYPES = {
@@ -258,8 +259,11 @@ class ZoneActor(SupervisedActor):
     def _command_status(self, message: ZoneCommandStatus, now: float) -> None:
         role = self._state.role_of(message.node_uid, message.channel)
         if message.status == "SENT" and role is not None:
+            timed = message.cmd in _TIMED_COMMANDS or "duration_ms" in message.params or "timeout_ms" in message.params
             self._detected(self._state.apply_command_sent(
-                role, safety.starts_actuator(message.cmd, message.params), message.cmd_id, now))
+                role, safety.starts_actuator(message.cmd, message.params), message.cmd_id, now, timed=timed))
+        elif message.status == "ACK":
+            self._detected(self._state.apply_command_ack(message.cmd_id, now))
         elif message.status in _TERMINAL:
             self._detected(self._state.apply_command_terminal(role, message.cmd_id, message.status,
                                                               message.error_code, now))

@@ -89,6 +89,7 @@ class _Pending(msgspec.Struct, frozen=True):
     role: Role
     on: bool
     seq: int
+    timed: bool = False  # run_pump / dose / timed set_relay: ACK = running, DONE = ran and stopped
 
 
 # ------------------------------------------------------------------------------------------------- view
@@ -257,15 +258,26 @@ class ZoneState:
         self.nodes_online[node_uid] = online
         return self._after_change(now)
 
-    def apply_command_sent(self, role: Role, on: bool, cmd_id: str, now: float) -> list[safety.Detection]:
+    def apply_command_sent(self, role: Role, on: bool, cmd_id: str, now: float, *,
+                           timed: bool = False) -> list[safety.Detection]:
         """A start (``on``) or stop command for ``role`` was sent: it is now the desired state. Commands to
-        roles that are not actuators (``state`` probes, sensor mode) are not tracked here."""
+        roles that are not actuators (``state`` probes, sensor mode) are not tracked here. A ``timed`` start
+        (``run_pump``, ``dose``, a ``set_relay`` with a duration) runs from its ``ACK`` and has stopped by
+        itself when it is ``DONE``."""
         if role not in ACTUATORS:
             return self._after_change(now)
         self._seq += 1
-        self._pending[cmd_id] = _Pending(role, on, self._seq)
+        self._pending[cmd_id] = _Pending(role, on, self._seq, timed=timed and on)
         current = self.actuators.get(role, Actuator())
         self.actuators[role] = msgspec.structs.replace(current, desired=on, desired_at=now, cmd_id=cmd_id)
+        return self._after_change(now)
+
+    def apply_command_ack(self, cmd_id: str, now: float) -> list[safety.Detection]:
+        """The node accepted a command: a timed run is running now (until its terminal)."""
+        pending = self._pending.get(cmd_id)
+        if pending is not None and pending.timed and pending.seq >= self._confirmed_seq.get(pending.role, 0):
+            self._confirmed_seq[pending.role] = pending.seq
+            self._confirm(pending.role, True, now)
         return self._after_change(now)
 
     def apply_command_terminal(self, role: Role | None, cmd_id: str, status: str, error_code: str | None,
@@ -278,7 +290,14 @@ class ZoneState:
         if pending is None:
             return self._after_change(now)
         detections: list[safety.Detection] = []
-        if status == "DONE":
+        if status == "DONE" and pending.timed:
+            if pending.seq >= self._confirmed_seq.get(pending.role, 0):  # no newer command confirmed since
+                self._confirmed_seq[pending.role] = pending.seq
+                self._confirm(pending.role, False, now)  # the run is over: the node stopped it
+                current = self.actuators[pending.role]
+                if current.cmd_id == cmd_id:
+                    self.actuators[pending.role] = msgspec.structs.replace(current, desired=False)
+        elif status == "DONE":
             if pending.seq > self._confirmed_seq.get(pending.role, 0):
                 self._confirmed_seq[pending.role] = pending.seq
                 self._confirm(pending.role, pending.on, now)

@@ -441,3 +441,23 @@ def test_any_sequence_of_inputs_keeps_the_invariants(steps: list[tuple[Any, ...]
         # the gate never raises, whatever the state
         for role in (Role.PUMP_MAIN, Role.PUMP_ACID, Role.VALVE_IRRIGATION):
             can_run_pump(state, state.devices, state.settings, role, now)
+
+
+def test_a_timed_run_is_running_from_its_ack_and_stopped_when_done() -> None:
+    state = ZoneState()
+    state.apply_command_sent(Role.PUMP_MAIN, True, "run-1", 100.0, timed=True)
+    assert (state.actuators[Role.PUMP_MAIN].desired, state.actuators[Role.PUMP_MAIN].confirmed) == (True, None)
+    state.apply_command_ack("run-1", 101.0)
+    assert state.actuators[Role.PUMP_MAIN].confirmed is True
+    state.apply_command_terminal(Role.PUMP_MAIN, "run-1", "DONE", None, 130.0)
+    pump = state.actuators[Role.PUMP_MAIN]
+    assert (pump.desired, pump.confirmed, pump.since) == (False, False, 130.0)
+
+
+def test_an_untimed_start_is_confirmed_on_by_its_done_and_an_ack_changes_nothing() -> None:
+    state = ZoneState()
+    state.apply_command_sent(Role.VALVE_IRRIGATION, True, "open-1", 100.0)
+    state.apply_command_ack("open-1", 100.5)
+    assert state.actuators[Role.VALVE_IRRIGATION].confirmed is None
+    state.apply_command_terminal(Role.VALVE_IRRIGATION, "open-1", "DONE", None, 101.0)
+    assert state.actuators[Role.VALVE_IRRIGATION].confirmed is True
