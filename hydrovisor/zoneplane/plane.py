@@ -25,4 +25,4 @@ class ZonePlane:
     clock: Clock
     liveness_interval: float = 1.0
     hang_timeout: float | None = 30.0
-    tick_interval: float = 5.0  # how often a zone re-evaluates time-based detections (no_flow, staleness)
+    tick_interval: float = 1.0  # how often a zone re-evaluates time-based detections (no_flow, staleness)
