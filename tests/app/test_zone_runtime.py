@@ -138,9 +138,10 @@ def test_the_gate_refuses_an_operators_pump_start_with_its_reason_and_records_it
     locked = _start_pump(instance)
     assert (locked.status, locked.json()["reason_code"]) == (409, "safety_lock_biz_dry_run")
     assert "safety_lock_biz_dry_run" in {lock["reason_code"] for lock in _state(instance)["state"]["safety_locks"]}
-    refusals = _events(instance, "PUMP_START_REFUSED")
-    assert [e["reason_code"] for e in refusals] == ["node_offline", "TANK_LEVEL_STALE", "level_below_minimum",
-                                                      "safety_lock_biz_dry_run"]
+    expected = ["node_offline", "TANK_LEVEL_STALE", "level_below_minimum", "safety_lock_biz_dry_run"]
+    wait_until(lambda: len(_events(instance, "PUMP_START_REFUSED")) == 4, what="the refusals on the timeline")
+    refusals = _events(instance, "PUMP_START_REFUSED")  # written by the zone beside the 409, not before it
+    assert [e["reason_code"] for e in refusals] == expected
     assert refusals[0]["decision"] == "refused"
     # nothing was stored or sent for a refused start
     assert http("GET", instance.base_url + f"/api/v1/commands?node_uid={NODE}").json()["data"] == []
@@ -195,8 +196,8 @@ def test_inconsistent_switches_and_a_pump_with_no_role_are_refused(instance: Run
     dose = _post(instance, "/api/v1/commands", {"node_uid": "nd-dose-1", "channel": "pump_nutrient_x",
                                                 "cmd": "dose", "params": {"ml": 1.0}})
     assert (dose.status, dose.json()["reason_code"]) == (409, "role_not_configured")
-    assert {e["reason_code"] for e in _events(instance, "PUMP_START_REFUSED")} == {
-        "sensor_state_inconsistent", "role_not_configured"}
+    wait_until(lambda: {e["reason_code"] for e in _events(instance, "PUMP_START_REFUSED")} == {
+        "sensor_state_inconsistent", "role_not_configured"}, what="both refusals on the timeline")
 
 
 def test_three_failed_starts_lock_the_pump_and_its_desired_state_follows_the_commands(instance: Running) -> None:
