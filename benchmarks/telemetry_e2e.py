@@ -358,8 +358,10 @@ class TelemetryInstance(Instance):
         while time.monotonic() - began < timeout:
             m = scrape(self.base_url)
             accepted = metric_sum(m, "hydrovisor_telemetry_accepted_total")
-            stored = metric_sum(m, "hydrovisor_telemetry_stored_total")
-            if stored >= accepted and metric_sum(m, "hydrovisor_telemetry_buffered") == 0:
+            # a repeat of a stored sample (same series, device ts and value) is decided, not stored again
+            decided = (metric_sum(m, "hydrovisor_telemetry_stored_total")
+                       + metric_sum(m, "hydrovisor_telemetry_dropped_total", reason="duplicate"))
+            if decided >= accepted and metric_sum(m, "hydrovisor_telemetry_buffered") == 0:
                 return time.monotonic() - began
             time.sleep(0.05)
         return math.nan
