@@ -309,11 +309,18 @@ class NodeActor(SupervisedActor):
         node = self._require_node()
         channels = [_channel_record(c) for c in report.channels]
         data = msgspec.to_builtins(report)
-        self._write("config_report", lambda pool: nodes.store_config_report(
-            pool, self.uid, data, channels, report.fw_version))
+
+        def store(pool: asyncpg.Pool) -> Any:
+            return nodes.store_config_report(pool, self.uid, data, channels, report.fw_version)
+
         pending = node.pending_zone_uid
-        if (pending is not None and not topic.is_temp and topic.zone == pending
+        if not (pending is not None and not topic.is_temp and topic.zone == pending
                 and report.zone_uid in (None, pending)):
+            self._write("config_report", store)
+        else:
+            # a bound node's channels are stored before it counts as bound: whoever sees it validated
+            # (the API, its zone resolving roles) sees what it reported
+            self._db_now(store)
             self._db_now(lambda pool: nodes.complete_bind(pool, self.uid, pending))
             self._node = msgspec.structs.replace(node, zone_uid=pending, pending_zone_uid=None, pending_since=None,
                                                  validated=True, state="ACTIVE")
