@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -178,3 +180,46 @@ def hydrovisor_instance(data_dir: Path, kind: type[InstanceT]) -> Iterator[Insta
 async def broker_port(broker: Any) -> int:
     """The port an (embedded) broker listens on; run it on the broker's loop."""
     return int(broker.port)
+
+
+# child processes ---------------------------------------------------------------------------
+
+
+class JsonWorker:
+    """A child process (``script`` with ``args``) driven over stdin/stdout as JSON lines; its stderr goes
+    to ``log_path``. ``progress`` lines (``connected``, ``elapsed``) are printed while waiting."""
+
+    def __init__(self, script: str, args: list[str], log_path: Path) -> None:
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen([sys.executable, script, *args], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1)
+        self.ps = psutil.Process(self.proc.pid)
+
+    def read(self, event: str) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"worker ended (rc={self.proc.poll()}); see {self._log.name}")
+            data: dict[str, Any] = json.loads(line)
+            if data.get("event") == event:
+                return data
+            if data.get("event") == "progress":
+                print(f"   ... {data['connected']} nodes connected after {data['elapsed']:.0f} s")
+                sys.stdout.flush()
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def close(self, timeout: float = 60.0) -> None:
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()

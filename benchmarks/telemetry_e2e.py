@@ -77,6 +77,7 @@ from typing import Any, TextIO
 import psutil
 from _instance import (
     Instance,
+    JsonWorker,
     broker_port,
     cpu_seconds,
     http_json,
@@ -254,60 +255,35 @@ class FleetProcess:
                  concurrency: int = START_CONCURRENCY) -> None:
         self.count = count
         self.interval = interval
-        self._log = open(log_dir / f"fleet-{count}-{time.monotonic_ns()}.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--fleet-worker", f"mqtt://127.0.0.1:{mqtt_port}", "--nodes", str(count),
-             "--interval", str(interval), "--within", str(within), "--concurrency", str(concurrency)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1,
-        )
-        self.ps = psutil.Process(self.proc.pid)
+        self._worker = JsonWorker(__file__, [
+            "--fleet-worker", f"mqtt://127.0.0.1:{mqtt_port}", "--nodes", str(count), "--interval", str(interval),
+            "--within", str(within), "--concurrency", str(concurrency)],
+            log_dir / f"fleet-{count}-{time.monotonic_ns()}.log")
+        self.proc = self._worker.proc
+        self.ps = self._worker.ps
         self.connected: dict[str, Any] = {}
-
-    def _read(self, event: str) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"fleet process ended (rc={self.proc.poll()}); see {self._log.name}")
-            data: dict[str, Any] = json.loads(line)
-            if data.get("event") == event:
-                return data
-            if data.get("event") == "progress":
-                print(f"   ... {data['connected']}/{self.count} nodes connected after {data['elapsed']:.0f} s")
-                sys.stdout.flush()
 
     def wait_connected(self) -> dict[str, Any]:
         """Block until the worker reports the fleet connected (or its connect timeout)."""
-        self.connected = self._read("connected")
+        self.connected = self._worker.read("connected")
         return self.connected
 
     def stats(self) -> dict[str, Any]:
         """Fleet counters right now."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("stats\n")
-        self.proc.stdin.flush()
-        return self._read("stats")
+        self._worker.send("stats")
+        return self._worker.read("stats")
 
     def stop(self) -> dict[str, Any]:
         """Stop the fleet (clean DISCONNECTs) and reap the process (killed if it never reported connected)."""
-        assert self.proc.stdin is not None
         done: dict[str, Any] = {"sent": 0}
         try:
             if not self.connected:
                 self.proc.kill()
             else:
-                self.proc.stdin.write("stop\n")
-                self.proc.stdin.flush()
-                done = self._read("stopped")
+                self._worker.send("stop")
+                done = self._worker.read("stopped")
         finally:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self._log.close()
+            self._worker.close(30)
         return done
 
 

@@ -55,7 +55,6 @@ import json
 import logging
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -68,6 +67,7 @@ from typing import Any, TextIO
 import psutil
 from _instance import (
     Instance,
+    JsonWorker,
     cpu_seconds,
     http_json,
     hydrovisor_instance,
@@ -295,45 +295,6 @@ def fleet_worker(url: str, zones: int, period: float, within: float) -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logging.getLogger("amqtt").setLevel(logging.ERROR)
     asyncio.run(_fleet_main(url, zones, period, within))
-
-
-class Worker:
-    """A child process of this script, driven over stdin/stdout as JSON lines."""
-
-    def __init__(self, args: list[str], log_path: Path) -> None:
-        self._log = open(log_path, "w")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1)
-        self.ps = psutil.Process(self.proc.pid)
-
-    def read(self, event: str) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"worker ended (rc={self.proc.poll()}); see {self._log.name}")
-            data: dict[str, Any] = json.loads(line)
-            if data.get("event") == event:
-                return data
-            if data.get("event") == "progress":
-                print(f"   ... {data['connected']} nodes connected after {data['elapsed']:.0f} s")
-                sys.stdout.flush()
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def close(self, timeout: float = 60.0) -> None:
-        with contextlib.suppress(OSError):
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
 
 
 # the probe process ----------------------------------------------------------------------------------
@@ -658,7 +619,7 @@ def run(args: argparse.Namespace) -> Result:
         # 3. the fleet
         within = args.within or min(600.0, max(120.0, res.nodes * 0.2))
         kind = "--fleet-worker" if args.load == "sim" else "--plain-worker"
-        fleet = Worker([kind, f"mqtt://127.0.0.1:{instance.mqtt_port}", "--zones", str(zones),
+        fleet = JsonWorker(__file__, [kind, f"mqtt://127.0.0.1:{instance.mqtt_port}", "--zones", str(zones),
                         "--period", str(args.period), "--within", str(within), "--heartbeat-s", str(args.heartbeat_s)],
                        tmp / "fleet.log")
         try:
@@ -679,7 +640,7 @@ def run(args: argparse.Namespace) -> Result:
             s0 = fleet.read("stats")
             c0 = (cpu_seconds([psutil.Process()]), cpu_seconds([fleet.ps]), cpu_seconds(pg))
             t0 = time.monotonic()
-            probe = Worker(["--probe-worker", f"mqtt://127.0.0.1:{instance.mqtt_port}", "--http-url",
+            probe = JsonWorker(__file__, ["--probe-worker", f"mqtt://127.0.0.1:{instance.mqtt_port}", "--http-url",
                             instance.base_url, "--probe-zones-list", ",".join(map(str, chosen)),
                             "--probe-rate", str(args.probe_rate), "--probe-seconds", str(args.probe_seconds),
                             "--http-samples", str(args.http_samples)], tmp / "probe.log")
