@@ -320,8 +320,11 @@ class NodeActor(SupervisedActor):
         else:
             # a bound node's channels are stored before it counts as bound: whoever sees it validated
             # (the API, its zone resolving roles) sees what it reported
-            self._db_now(store)
-            self._db_now(lambda pool: nodes.complete_bind(pool, self.uid, pending))
+            async def store_then_bind(pool: asyncpg.Pool) -> None:
+                await store(pool)
+                await nodes.complete_bind(pool, self.uid, pending)
+
+            self._db_now(store_then_bind)
             self._node = msgspec.structs.replace(node, zone_uid=pending, pending_zone_uid=None, pending_since=None,
                                                  validated=True, state="ACTIVE")
             self._event("NODE_BOUND", {"gh_uid": topic.gh}, zone=pending)
