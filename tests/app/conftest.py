@@ -125,3 +125,23 @@ def process(tmp_path: Path) -> Iterator[list[Process]]:
         if p.proc.poll() is None:
             p.proc.kill()
             p.proc.wait(10)
+
+
+@pytest.fixture
+def node_factory(instance: Running) -> Iterator[Callable[..., Any]]:
+    """``node_factory(uid=..., faults=None, start=True)`` -> a simulated irrigation node in zone ``zn-1`` of
+    ``instance`` (``tests.app.irrig_node.Node``), stopped after the test."""
+    from tests.app.irrig_node import Node  # noqa: PLC0415 - it imports this module
+
+    made: list[Node] = []
+
+    def make(uid: str = "nd-irr-000000000001", faults: Any = None, start: bool = True) -> Node:
+        node = Node(instance, uid, faults)
+        if start:
+            node.start()
+        made.append(node)
+        return node
+
+    yield make
+    for node in made:
+        node.stop()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -16,27 +16,11 @@ from hydrovisor.sim import Faults
 from hydrovisor.store.repos import commands
 from hydrovisor.store.repos.commands import NewCommand
 from tests.app.conftest import Running
-from tests.app.test_commands_e2e import Node
+from tests.app.irrig_node import Node
 from tests.helpers import http, wait_until
 from tests.plant import STATE_PROBE
 
 S = CommandStatus
-
-
-@pytest.fixture
-def make_node(instance: Running) -> Iterator[Callable[..., Node]]:
-    made: list[Node] = []
-
-    def make(uid: str = "nd-irr-000000000007", faults: Faults | None = None, start: bool = True) -> Node:
-        node = Node(instance, uid, faults)
-        if start:
-            node.start()
-        made.append(node)
-        return node
-
-    yield make
-    for node in made:
-        node.stop()
 
 
 def _services(instance: Running) -> Services:
@@ -44,9 +28,9 @@ def _services(instance: Running) -> Services:
     return instance.app.services
 
 
-def test_an_accepted_resend_of_a_send_failed_command_gets_a_fresh_deadline(make_node: Callable[..., Node]) -> None:
+def test_an_accepted_resend_of_a_send_failed_command_gets_a_fresh_deadline(node_factory: Callable[..., Node]) -> None:
     # a state probe: a pump start to a node never heard from is refused by the zone's gate before any send
-    node = make_node(start=False, faults=Faults(delay_reply_s=0.5))
+    node = node_factory(start=False, faults=Faults(delay_reply_s=0.5))
     failed = node.command(cmd_id="resend-1", timeout_s=3.0, **STATE_PROBE)
     assert (failed.status, failed.json()["error_code"]) == (502, "node_not_connected"), failed.raw
     time.sleep(max(0.0, node.get("resend-1")["deadline_at"] - time.time()) + 0.2)  # its deadline has passed
@@ -59,8 +43,8 @@ def test_an_accepted_resend_of_a_send_failed_command_gets_a_fresh_deadline(make_
     assert node.sim.stats.commands_answered == 1
 
 
-def test_no_waiter_outlives_its_request(make_node: Callable[..., Node]) -> None:
-    node = make_node()
+def test_no_waiter_outlives_its_request(node_factory: Callable[..., Node]) -> None:
+    node = node_factory()
     waiters = _services(node.instance).commands.waiters
     assert node.command(cmd_id="leak-1").status == 202
     assert node.get("leak-1", wait=10)["status"] == "DONE"
@@ -126,8 +110,8 @@ def _reply_to(node: Node, response: CommandResponse) -> str:
     return outcome
 
 
-def test_route_reply_returns_once_the_reply_is_stored(make_node: Callable[..., Node]) -> None:
-    node = make_node(faults=Faults(drop_reply=1.0))  # the test answers in the node's place
+def test_route_reply_returns_once_the_reply_is_stored(node_factory: Callable[..., Node]) -> None:
+    node = node_factory(faults=Faults(drop_reply=1.0))  # the test answers in the node's place
     assert node.command(cmd_id="durable-1").status == 202
     assert node.get("durable-1")["status"] == "SENT"
     _reply_to(node, CommandResponse(cmd_id="durable-1", status=S.ACK))
@@ -146,8 +130,8 @@ CREATE TRIGGER refuse_stubs BEFORE INSERT ON commands FOR EACH ROW EXECUTE FUNCT
 """
 
 
-def test_route_reply_raises_when_the_reply_is_not_stored(make_node: Callable[..., Node]) -> None:
-    node = make_node()
+def test_route_reply_raises_when_the_reply_is_not_stored(node_factory: Callable[..., Node]) -> None:
+    node = node_factory()
     services = _services(node.instance)
     node.instance.loop.run(_execute(services, REFUSE_STUBS))
 

@@ -23,7 +23,7 @@ from hydrovisor.store.repos import commands
 from hydrovisor.store.repos.commands import NewCommand
 from hydrovisor.store.repos.notifications import Notification
 from tests.app.conftest import Running
-from tests.app.test_commands_e2e import Node
+from tests.app.irrig_node import Node
 from tests.helpers import free_port, http, wait_until
 
 OPERATOR = "operator-token-0123456789"

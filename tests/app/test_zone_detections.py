@@ -11,7 +11,7 @@ import pytest
 
 from hydrovisor.sim import Faults
 from tests.app.conftest import Running
-from tests.app.test_commands_e2e import Node
+from tests.app.irrig_node import Node
 from tests.helpers import http, wait_until
 from tests.plant import zone_state
 
