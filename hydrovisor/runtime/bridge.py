@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from hydrovisor.runtime.affinity import LoopAffinity
+from hydrovisor.runtime.blocking import blocking_call
 
 if TYPE_CHECKING:
     from hydrovisor.supervisors import ActorSystem
@@ -75,7 +76,15 @@ class BridgeCall(concurrent.futures.Future[T]):
 
     def result(self, timeout: float | None = None) -> T:
         """The call's value (or its exception); after ``timeout`` s :class:`CallWithdrawn` if it had
-        not started, else its true outcome, waiting up to ``timeout`` s more (then :class:`OutcomeUnknown`)."""
+        not started, else its true outcome, waiting up to ``timeout`` s more (then :class:`OutcomeUnknown`).
+
+        Waiting is a blocking call: refused or compensated on a pool worker (:mod:`blocking`)."""
+        if self.done():
+            return super().result()
+        with blocking_call("bridge_call"):
+            return self._wait(timeout)
+
+    def _wait(self, timeout: float | None) -> T:
         try:
             return super().result(timeout)
         except TimeoutError:

@@ -8,6 +8,8 @@
 - :class:`SupervisedActor`: base class of every actor; every pykka failure path (tell, ask,
   ``on_start``, ``BaseException``, hang) reaches the supervisor.
 - :class:`ActorSystem`: the root, stable path addressing (``/zones/zn-7``) and the one factory.
+- :class:`Execution` / :class:`WorkerPool`: a child runs on its own thread or in turns on the
+  system's worker pool (``ChildSpec.execution``), with the same supervision either way.
 - :class:`ActorInfo` / :func:`describe`: the tree as ``which_children`` shows it; :class:`TreeCollector`
   its Prometheus gauges; :class:`InjectedCrash` / :class:`InjectedHang`: faults injected on purpose.
 
@@ -39,10 +41,12 @@ from hydrovisor.supervisors.messages import KillChild, StartChild, TerminateChil
 from hydrovisor.supervisors.messaging import kill_request
 from hydrovisor.supervisors.metrics import TreeCollector
 from hydrovisor.supervisors.path_registry import ROOT
+from hydrovisor.supervisors.pool import PoolSettings, StuckTurn, WorkerPool
 from hydrovisor.supervisors.snapshot import ActorInfo, describe
 from hydrovisor.supervisors.spec import (
     Backoff,
     ChildSpec,
+    Execution,
     Restart,
     Strategy,
     SupervisorFlags,
@@ -64,6 +68,7 @@ __all__ = [
     "ChildSpec",
     "DuplicateChild",
     "Escalated",
+    "Execution",
     "ExitKind",
     "ExitReason",
     "Failure",
@@ -72,17 +77,20 @@ __all__ = [
     "InjectedHang",
     "KillChild",
     "NoSuchActor",
+    "PoolSettings",
     "Rejection",
     "Restart",
     "StartChild",
     "StartFailed",
     "Strategy",
+    "StuckTurn",
     "SupervisedActor",
     "SupervisionError",
     "Supervisor",
     "SupervisorFlags",
     "TerminateChild",
     "TreeCollector",
+    "WorkerPool",
     "describe",
     "kill_request",
     "supervisor_spec",

@@ -23,6 +23,13 @@ implementations) so that:
   handling work it never started.
 
 Subclasses implement ``on_receive`` and/or methods called through proxies, exactly as in pykka.
+
+Two execution models, chosen per child spec (``ChildSpec.execution``), same semantics: a *thread*
+incarnation runs this loop on its own thread; a *pooled* one has no thread and runs in turns on
+the system's :class:`~hydrovisor.supervisors.pool.WorkerPool` (:meth:`SupervisedActor.run_turn`),
+where its handlers must not block (:mod:`hydrovisor.runtime.blocking`). Both handle each message
+with :meth:`SupervisedActor._handle`. Supervised actors are not put in pykka's ``ActorRegistry``
+(a list: O(n) removal at every exit); their registry is the system's path registry.
 """
 
 from __future__ import annotations
@@ -33,23 +40,25 @@ import queue
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import pykka
-from pykka import ActorRegistry
 from pykka.messages import _ActorStop
 
+from hydrovisor.runtime.blocking import GuardedFuture, running
 from hydrovisor.supervisors.context import ActorContext
 from hydrovisor.supervisors.errors import ActorStopped, Escalated, Rejection
 from hydrovisor.supervisors.exit import NORMAL, SHUTDOWN, ExitKind, ExitReason
 from hydrovisor.supervisors.faults import InjectedCrash, InjectedHang
-from hydrovisor.supervisors.mailbox import Envelope, StopRequest
+from hydrovisor.supervisors.mailbox import EMPTY, Envelope, StopRequest
 
 if TYPE_CHECKING:
     from hydrovisor.runtime.bridge import Outcome
     from hydrovisor.runtime.timers import Timer
 
 log = logging.getLogger("hydrovisor.supervisor")
+
+_CONTINUE: Any = object()  # what _handle returns when the incarnation goes on
 
 
 class _Inbox:
@@ -61,6 +70,8 @@ class _Inbox:
         self._ctx = ctx
 
     def put(self, envelope: Any, /) -> None:
+        if isinstance(envelope.reply_to, GuardedFuture):
+            envelope.reply_to.target = self._ctx.path
         # Whatever comes through an incarnation's ActorRef is addressed to that incarnation only.
         stamped = Envelope(envelope.message, envelope.reply_to, incarnation=self._ctx.generation)
         try:
@@ -86,6 +97,17 @@ class SupervisedActor(pykka.ThreadingActor):
         # pykka would allocate a queue per actor; ours is the path's mailbox, set in __init__
         return None
 
+    @staticmethod
+    def _create_future() -> GuardedFuture:
+        return GuardedFuture()
+
+    @classmethod
+    def start(cls, *args: Any, **kwargs: Any) -> pykka.ActorRef[Self]:
+        """Create the incarnation and start its loop (thread) or its first turn (pooled)."""
+        obj = cls(*args, **kwargs)
+        obj._start_actor_loop()
+        return obj.actor_ref
+
     def __init__(self, ctx: ActorContext) -> None:
         super().__init__()
         self.ctx = ctx
@@ -96,6 +118,9 @@ class SupervisedActor(pykka.ThreadingActor):
         self.busy_since: float | None = None
         # the reply slot of the message being handled: failed at once if the handler hangs
         self.current_reply: Any = None
+        # pooled only: on the run queue or running (changed under the mailbox lock); started
+        self.scheduled = False
+        self._turned = False
 
     @property
     def path(self) -> str:
@@ -117,7 +142,62 @@ class SupervisedActor(pykka.ThreadingActor):
         ref = self.actor_ref
         self.ctx.system.bridge.pipe(coro, lambda outcome: _tell_quietly(ref, wrap(outcome)))
 
+    @property
+    def execution(self) -> str:
+        """``thread`` or ``pool``: how this incarnation runs."""
+        return "pool" if self.ctx.pool is not None else "thread"
+
+    def _start_actor_loop(self) -> None:
+        pool = self.ctx.pool
+        if pool is None:
+            super()._start_actor_loop()
+            return
+        self.scheduled = True  # the first turn (on_start) is queued now; puts meanwhile just queue
+        self.ctx.mailbox.attach(self, self.ctx.generation)
+        pool.submit(self)
+
+    def wake(self) -> None:
+        """Queue a turn on the pool (the mailbox calls this when a message arrives while idle)."""
+        pool = self.ctx.pool
+        assert pool is not None, "only pooled incarnations are woken"
+        pool.submit(self)
+
+    def run_turn(self, budget: int) -> tuple[int, bool]:
+        """One pooled turn: ``on_start`` first, then up to ``budget`` messages in mailbox order.
+
+        Returns (messages handled, whether more are waiting: the pool queues the actor again).
+        """
+        if not self._turned:
+            self._turned = True
+            reason = self._start_phase()
+            if reason is not None:
+                self.ctx.start_error = reason
+                self.ctx.started.set()
+                self._pooled_exit(reason)
+                return 0, False
+            self.ctx.started.set()
+        mailbox, generation = self.ctx.mailbox, self.ctx.generation
+        handled = 0
+        while handled < budget:
+            envelope = mailbox.take(generation)
+            if envelope is EMPTY:
+                break
+            if envelope is None:
+                self._pooled_exit(None)
+                return handled, False
+            handled += 1
+            outcome = self._handle(envelope)
+            if outcome is not _CONTINUE:
+                self._pooled_exit(outcome)
+                return handled, False
+        return handled, mailbox.end_turn(self)
+
+    def _pooled_exit(self, reason: ExitReason | None) -> None:
+        self.ctx.mailbox.detach(self)
+        self._exit_phase(reason)
+
     def _actor_loop(self) -> None:
+        running.path = self.path
         reason = self._start_phase()
         if reason is None:
             self.ctx.started.set()
@@ -141,48 +221,55 @@ class SupervisedActor(pykka.ThreadingActor):
             envelope: Envelope | None = self._inbox.get()
             if envelope is None:
                 return None
-            if envelope.incarnation not in (None, self.ctx.generation):
-                self._drop_stale(envelope)
-                continue
-            message = envelope.message
-            if isinstance(message, StopRequest | _ActorStop):
-                if isinstance(message, StopRequest) and message.generation != self.ctx.generation:
-                    continue
-                self.ctx.stopping.set()
-                reason = self._stop_phase(SHUTDOWN if isinstance(message, StopRequest) else NORMAL)
-                if envelope.reply_to is not None:
-                    envelope.reply_to.set(None)
-                return reason
-            deadline = self.ctx.stop_deadline
-            if deadline is not None and time.monotonic() > deadline:
-                # out of drain time: this message and the rest stay queued for whoever takes the
-                # path next, or are counted as dropped when it is closed
-                self.ctx.mailbox.put_control(envelope, first=True)
-                self.ctx.stopping.set()
-                return self._stop_phase(SHUTDOWN)
-            self.busy_since = time.monotonic()
-            self.current_reply = envelope.reply_to
-            try:
-                if isinstance(message, InjectedCrash | InjectedHang):
-                    response = message.inflict()
-                else:
-                    response = self._handle_receive(message)
-            except Rejection:
-                if envelope.reply_to is None:
-                    log.warning("rejected tell in %s", self.path, exc_info=True,
-                                extra={"event": "tell_rejected", "path": self.path})
-                _reply_error(envelope.reply_to, sys.exc_info())
-                continue
-            except BaseException as exc:
-                _reply_error(envelope.reply_to, sys.exc_info())
-                self._failed(exc)
-                return ExitReason.from_exception(_exit_kind(exc), exc)
-            finally:
-                self.busy_since = None
-                self.current_reply = None
+            outcome = self._handle(envelope)
+            if outcome is not _CONTINUE:
+                return outcome  # type: ignore[no-any-return]
+
+    def _handle(self, envelope: Envelope) -> Any:
+        """Handle one envelope: ``_CONTINUE``, or the :class:`ExitReason` this incarnation exits with."""
+        if envelope.incarnation not in (None, self.ctx.generation):
+            self._drop_stale(envelope)
+            return _CONTINUE
+        message = envelope.message
+        if isinstance(message, StopRequest | _ActorStop):
+            if isinstance(message, StopRequest) and message.generation != self.ctx.generation:
+                return _CONTINUE
+            self.ctx.stopping.set()
+            reason = self._stop_phase(SHUTDOWN if isinstance(message, StopRequest) else NORMAL)
             if envelope.reply_to is not None:
-                with contextlib.suppress(queue.Full):  # already failed by an abandonment
-                    envelope.reply_to.set(response)
+                envelope.reply_to.set(None)
+            return reason
+        deadline = self.ctx.stop_deadline
+        if deadline is not None and time.monotonic() > deadline:
+            # out of drain time: this message and the rest stay queued for whoever takes the
+            # path next, or are counted as dropped when it is closed
+            self.ctx.mailbox.put_control(envelope, first=True)
+            self.ctx.stopping.set()
+            return self._stop_phase(SHUTDOWN)
+        self.busy_since = time.monotonic()
+        self.current_reply = envelope.reply_to
+        try:
+            if isinstance(message, InjectedCrash | InjectedHang):
+                response = message.inflict()
+            else:
+                response = self._handle_receive(message)
+        except Rejection:
+            if envelope.reply_to is None:
+                log.warning("rejected tell in %s", self.path, exc_info=True,
+                            extra={"event": "tell_rejected", "path": self.path})
+            _reply_error(envelope.reply_to, sys.exc_info())
+            return _CONTINUE
+        except BaseException as exc:
+            _reply_error(envelope.reply_to, sys.exc_info())
+            self._failed(exc)
+            return ExitReason.from_exception(_exit_kind(exc), exc)
+        finally:
+            self.busy_since = None
+            self.current_reply = None
+        if envelope.reply_to is not None:
+            with contextlib.suppress(queue.Full):  # already failed by an abandonment
+                envelope.reply_to.set(response)
+        return _CONTINUE
 
     def _drop_stale(self, envelope: Envelope) -> None:
         """A predecessor's private message: its work died with it (this incarnation rebuilt its state)."""
@@ -216,7 +303,6 @@ class SupervisedActor(pykka.ThreadingActor):
             log.exception("on_failure of %s raised", self.path, extra={"path": self.path})
 
     def _exit_phase(self, reason: ExitReason | None) -> None:
-        ActorRegistry.unregister(self.actor_ref)
         abandoned = reason is None or self.actor_stopped.is_set()
         self.actor_stopped.set()
         self.ctx.exited.set()

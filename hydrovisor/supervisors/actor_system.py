@@ -26,6 +26,7 @@ from hydrovisor.supervisors.incarnations import Incarnations
 from hydrovisor.supervisors.messaging import Messenger
 from hydrovisor.supervisors.metrics import ActorCounters
 from hydrovisor.supervisors.path_registry import ROOT, PathRegistry
+from hydrovisor.supervisors.pool import PoolSettings, WorkerPool
 from hydrovisor.supervisors.reports import Reports
 from hydrovisor.supervisors.spec import ChildSpec, SupervisorFlags
 
@@ -40,9 +41,11 @@ class ActorSystem:
         timers: TimerService,
         registry: CollectorRegistry | None = None,
         on_root_exit: Callable[[ExitReason], None] | None = None,
+        pool: PoolSettings | None = None,
     ) -> None:
         self.bridge = bridge
         self.timers = timers
+        self._pool = WorkerPool(pool)
         self._on_root_exit = on_root_exit
         self._paths = PathRegistry()
         self._counters = ActorCounters(self._paths, registry)
@@ -50,6 +53,13 @@ class ActorSystem:
         self._messenger = Messenger(self._paths, bridge)
         self._reports = Reports()
         bridge.attach(self)
+
+    @property
+    def pool(self) -> WorkerPool:
+        """The worker pool of pooled actors (its threads start with the first pooled actor)."""
+        if not self._pool.started:
+            self._pool.start()
+        return self._pool
 
     # the tree --------------------------------------------------------------------------------
 
@@ -89,6 +99,7 @@ class ActorSystem:
         cell.state = CellState.STOPPED
         self.close_mailbox(cell, "system stopped")
         self.unregister(ROOT)
+        self._pool.stop()
         return done
 
     def _root_exited(self, _generation: int, reason: ExitReason) -> None:

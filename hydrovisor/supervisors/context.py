@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from hydrovisor.supervisors.actor_system import ActorSystem
     from hydrovisor.supervisors.cell import Cell
     from hydrovisor.supervisors.mailbox import Mailbox
+    from hydrovisor.supervisors.pool import WorkerPool
 
 
 class ActorContext:
@@ -26,12 +27,14 @@ class ActorContext:
         mailbox: Mailbox,
         generation: int,
         report_exit: Callable[[int, ExitReason], None],
+        pool: WorkerPool | None = None,
     ) -> None:
         self.system = system
         self.path = path
         self.mailbox = mailbox
         self.generation = generation
         self.report_exit = report_exit
+        self.pool = pool  # the worker pool a pooled incarnation runs on; None: its own thread
         self.started = threading.Event()
         # set when the incarnation leaves its receive loop to stop (its backlog worked through, or
         # the drain deadline passed); on_stop and the exit follow

@@ -15,8 +15,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pykka import ActorRegistry
-
 from hydrovisor.supervisors.cell import Cell, CellState
 from hydrovisor.supervisors.context import ActorContext
 from hydrovisor.supervisors.errors import ActorHung
@@ -24,6 +22,7 @@ from hydrovisor.supervisors.exit import ExitReason
 from hydrovisor.supervisors.mailbox import Envelope, StopRequest, is_control
 from hydrovisor.supervisors.metrics import ActorCounters
 from hydrovisor.supervisors.path_registry import PathRegistry
+from hydrovisor.supervisors.spec import Execution
 
 if TYPE_CHECKING:
     from hydrovisor.supervisors.actor_system import ActorSystem
@@ -48,6 +47,7 @@ class Incarnations:
             mailbox=cell.mailbox,
             generation=cell.mailbox.new_generation(),
             report_exit=report_exit,
+            pool=self._system.pool if cell.spec.execution is Execution.POOL else None,
         )
 
     def request_stop(self, cell: Cell, ctx: ActorContext, *, drain: bool = True) -> None:
@@ -79,7 +79,6 @@ class Incarnations:
         actor = ctx.actor
         if actor is not None:
             actor.actor_stopped.set()
-            ActorRegistry.unregister(actor.actor_ref)
             reply = actor.current_reply
             if reply is not None:
                 error = ActorHung(cell.path)
@@ -101,8 +100,7 @@ class Incarnations:
             actor = child.actor
             if actor is not None:
                 actor.actor_stopped.set()
-                ActorRegistry.unregister(actor.actor_ref)
-            child.started.set()  # wakes the abandoned supervisor if it was waiting for this start
+                child.started.set()  # wakes the abandoned supervisor if it was waiting for this start
             if self._paths.unregister(cell.path, cell):
                 parent.remove_child(cell.path)
             cell.state = CellState.STOPPED

@@ -3,6 +3,12 @@
 Messages queued for a child that crashes stay here and are handled by the next incarnation;
 only a child that stops for good closes its mailbox, and then every queued message fails with
 :class:`ActorStopped` (asks get the exception; the supervisor counts and reports what was left).
+
+Two ways to take messages: a thread incarnation blocks in :meth:`Mailbox.get`; a pooled one
+:meth:`Mailbox.attach` registers itself and is *woken* (put on the pool's run queue) by the put that makes
+its idle mailbox non-empty, then takes messages with :meth:`Mailbox.take` during its turn and
+ends the turn with :meth:`Mailbox.end_turn`. Its ``scheduled`` flag is only changed under this
+mailbox's lock, so an incarnation is on the run queue at most once and never misses a message.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import collections
 import contextlib
 import queue
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 from hydrovisor.supervisors.errors import ActorStopped
 
@@ -41,15 +47,31 @@ class StopRequest:
         self.generation = generation
 
 
+EMPTY: Any = object()
+"""What :meth:`Mailbox.take` returns when nothing is queued (``None`` means: you are stale, exit)."""
+
+
+class Runnable(Protocol):
+    """A pooled incarnation as its mailbox sees it."""
+
+    scheduled: bool
+
+    def wake(self) -> None:
+        """Put this incarnation on its pool's run queue (called outside the mailbox lock)."""
+
+
 class Mailbox:
     """FIFO with an owner generation: only the current incarnation may take messages."""
 
+    __slots__ = ("_closed", "_cond", "_generation", "_items", "_runner", "path")
+
     def __init__(self, path: str) -> None:
         self.path = path
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._items: collections.deque[Any] = collections.deque()
         self._generation = 0
         self._closed: str | None = None
+        self._runner: Runnable | None = None  # the pooled incarnation taking messages, if any
 
     def __len__(self) -> int:
         return len(self._items)
@@ -65,7 +87,20 @@ class Mailbox:
             if self._closed is not None:
                 raise ActorStopped(self.path, self._closed)
             self._items.append(envelope)
+            runner = self._to_wake()
+        if runner is not None:
+            runner.wake()
+
+    def _to_wake(self) -> Runnable | None:
+        """After an append, under the lock: the idle pooled runner to wake, or notify a thread."""
+        runner = self._runner
+        if runner is None:
             self._cond.notify()
+            return None
+        if runner.scheduled:
+            return None
+        runner.scheduled = True
+        return runner
 
     def put_control(self, envelope: Any, *, first: bool) -> None:
         """Queue a supervisor stop: behind the backlog (graceful) or ahead of it (a kill)."""
@@ -74,7 +109,9 @@ class Mailbox:
                 self._items.appendleft(envelope)
             else:
                 self._items.append(envelope)
-            self._cond.notify()
+            runner = self._to_wake()
+        if runner is not None:
+            runner.wake()
 
     def get(self, generation: int) -> Any | None:
         """Block for the next message; ``None`` tells a stale incarnation to exit at once."""
@@ -85,12 +122,56 @@ class Mailbox:
                 return None
             return self._items.popleft()
 
+    def attach(self, runner: Runnable, generation: int) -> bool:
+        """A pooled incarnation starts taking messages: puts wake it from now on.
+
+        Returns False (and attaches nothing) when ``generation`` is no longer the owner.
+        """
+        with self._cond:
+            if generation != self._generation:
+                return False
+            self._runner = runner
+            return True
+
+    def take(self, generation: int) -> Any:
+        """Next message without blocking: an envelope, :data:`EMPTY`, or ``None`` when stale."""
+        with self._cond:
+            if generation != self._generation:
+                return None
+            return self._items.popleft() if self._items else EMPTY
+
+    def end_turn(self, runner: Runnable) -> bool:
+        """End a pooled turn: True when messages are waiting (the runner stays scheduled)."""
+        with self._cond:
+            if self._items and runner is self._runner:
+                return True
+            runner.scheduled = False
+            return False
+
+    def detach(self, runner: Runnable) -> None:
+        """The pooled incarnation exited: nothing wakes it any more."""
+        with self._cond:
+            if self._runner is runner:
+                self._runner = None
+
     def new_generation(self) -> int:
         """Hand the mailbox to a new incarnation; the previous one can take nothing more."""
         with self._cond:
             self._generation += 1
+            stale = self._release_runner()
             self._cond.notify_all()
-            return self._generation
+            generation = self._generation
+        if stale is not None:
+            stale.wake()
+        return generation
+
+    def _release_runner(self) -> Runnable | None:
+        """Under the lock: detach the pooled runner; if idle, it must run once more to see it is stale."""
+        runner, self._runner = self._runner, None
+        if runner is None or runner.scheduled:
+            return None
+        runner.scheduled = True
+        return runner
 
     def close(self, reason: str) -> list[Any]:
         """Refuse further messages and fail every queued ask; returns what was left queued."""
@@ -99,7 +180,10 @@ class Mailbox:
             self._generation += 1
             drained = list(self._items)
             self._items.clear()
+            stale = self._release_runner()
             self._cond.notify_all()
+        if stale is not None:
+            stale.wake()
         for envelope in drained:
             fail_envelope(envelope, ActorStopped(self.path, reason))
         return drained

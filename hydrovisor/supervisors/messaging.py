@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import pykka
-
+from hydrovisor.runtime.blocking import GuardedFuture
 from hydrovisor.runtime.bridge import Bridge
 from hydrovisor.supervisors.errors import NoSuchActor
 from hydrovisor.supervisors.mailbox import Envelope
@@ -45,7 +44,7 @@ class Messenger:
         """Blocking ask from an actor thread (never from the loop: use ``bridge.ask``)."""
         if self._bridge.affinity.on_loop():
             raise RuntimeError("ActorSystem.ask blocks; on the loop use bridge.ask")
-        future: pykka.ThreadingFuture[Any] = pykka.ThreadingFuture()
+        future = GuardedFuture(target=path)
         self.send(path, message, reply_to=future)
         return future.get(timeout=timeout)
 

@@ -33,6 +33,13 @@ class Strategy(enum.StrEnum):
     REST_FOR_ONE = "rest_for_one"
 
 
+class Execution(enum.StrEnum):
+    """How a child's incarnations run."""
+
+    THREAD = "thread"  # its own OS thread: may block (supervisors, workers that wait on I/O)
+    POOL = "pool"  # turns on the system's worker pool: must never block; thousands are cheap
+
+
 class Backoff(msgspec.Struct, frozen=True):
     """Delay before restart attempt n (1-based): ``min(maximum, initial * factor**(n-1))``.
 
@@ -67,6 +74,7 @@ class ChildSpec(msgspec.Struct, frozen=True):
     hang_timeout: float | None = 30.0
     backoff: Backoff | None = None
     kind: str = "worker"
+    execution: Execution = Execution.THREAD
 
     def __post_init__(self) -> None:
         if not _ID.match(self.id):
@@ -76,6 +84,8 @@ class ChildSpec(msgspec.Struct, frozen=True):
                 raise ValueError(f"{name} must be > 0 for child {self.id!r}")
         if self.hang_timeout is not None and self.hang_timeout <= 0:
             raise ValueError(f"hang_timeout must be > 0 or None for child {self.id!r}")
+        if self.kind == "supervisor" and self.execution is Execution.POOL:
+            raise ValueError(f"supervisor {self.id!r} waits for its children: it runs on its own thread")
 
 
 class SupervisorFlags(msgspec.Struct, frozen=True):
