@@ -37,7 +37,7 @@ from hydrovisor.supervisors.errors import (
 )
 from hydrovisor.supervisors.exit import ExitKind, ExitReason
 from hydrovisor.supervisors.faults import InjectedCrash, InjectedFailure, InjectedHang
-from hydrovisor.supervisors.messages import KillChild, StartChild, TerminateChild
+from hydrovisor.supervisors.messages import KillChild, StartChild, StartChildren, StartedChildren, TerminateChild
 from hydrovisor.supervisors.messaging import kill_request
 from hydrovisor.supervisors.metrics import TreeCollector
 from hydrovisor.supervisors.path_registry import ROOT
@@ -81,7 +81,9 @@ __all__ = [
     "Rejection",
     "Restart",
     "StartChild",
+    "StartChildren",
     "StartFailed",
+    "StartedChildren",
     "Strategy",
     "StuckTurn",
     "SupervisedActor",

@@ -42,6 +42,20 @@ class StartChild(msgspec.Struct, frozen=True):
     spec: ChildSpec
 
 
+class StartChildren(msgspec.Struct, frozen=True):
+    """Ask a dynamic supervisor to start many children at once (all launched, then all awaited);
+    replies with a :class:`StartedChildren`. Nothing starts if one id is taken or the cap would be exceeded."""
+
+    specs: tuple[ChildSpec, ...]
+
+
+class StartedChildren(msgspec.Struct, frozen=True):
+    """Reply to :class:`StartChildren`: the paths started, and ``(path, reason)`` of those that failed."""
+
+    started: tuple[str, ...]
+    failed: tuple[tuple[str, str], ...] = ()
+
+
 class TerminateChild(msgspec.Struct, frozen=True):
     """Ask a supervisor to stop one child for good (its mailbox is closed)."""
 

@@ -12,6 +12,7 @@ import pykka
 
 from hydrovisor.supervisors.actor import SupervisedActor
 from hydrovisor.supervisors.cell import Cell, CellState
+from hydrovisor.supervisors.context import ActorContext
 from hydrovisor.supervisors.errors import (
     CapacityExceeded,
     DuplicateChild,
@@ -27,13 +28,14 @@ from hydrovisor.supervisors.messages import (
     KillChild,
     RestartDue,
     StartChild,
+    StartChildren,
+    StartedChildren,
     TerminateChild,
 )
 from hydrovisor.supervisors.spec import ChildSpec, Restart, Strategy, SupervisorFlags
 
 if TYPE_CHECKING:
     from hydrovisor.runtime.timers import Timer
-    from hydrovisor.supervisors.context import ActorContext
 
 log = logging.getLogger("hydrovisor.supervisor")
 
@@ -70,7 +72,12 @@ class Supervisor(SupervisedActor):
     def on_start(self) -> None:
         self._cell.flags = self.flags
         specs = self._initial() if callable(self._initial) else self._initial
-        for spec in specs:
+        if self.flags.dynamic:  # interchangeable children: no start order to keep, launch them together
+            failed = self._start_many(specs).failed
+            if failed:
+                self._terminate_all()
+                raise StartFailed(self.path, f"{len(failed)} children failed to start; first: {failed[0][1]}")
+        for spec in () if self.flags.dynamic else specs:
             try:
                 self._add(spec)
             except StartFailed:
@@ -102,6 +109,9 @@ class Supervisor(SupervisedActor):
             self._start_group(due)
         elif isinstance(message, StartChild):
             return self._start_dynamic(message.spec)
+        elif isinstance(message, StartChildren):
+            self._check_room(len(message.specs))
+            return self._start_many(message.specs)
         elif isinstance(message, TerminateChild):
             self._terminate_for_good(message.child_id)
         elif isinstance(message, KillChild):
@@ -126,20 +136,62 @@ class Supervisor(SupervisedActor):
             self._spawn(cell)
             self.ctx.system.report("child_started", cell.path)
         except StartFailed as exc:
-            cell.record_failure(ExitReason(ExitKind.START_FAILED, exc.reason))
-            cell.state = CellState.STOPPED
-            self.ctx.system.close_mailbox(cell, f"start failed: {exc.reason}")
-            self._forget(cell)
+            self._start_failed(cell, exc)
             raise
         return path
 
-    def _start_dynamic(self, spec: ChildSpec) -> str:
-        if self.flags.max_children is not None and len(self._cells) >= self.flags.max_children:
+    def _check_room(self, more: int) -> None:
+        if self.flags.max_children is not None and len(self._cells) + more > self.flags.max_children:
             raise CapacityExceeded(self.path, self.flags.max_children)
+
+    def _start_dynamic(self, spec: ChildSpec) -> str:
+        self._check_room(1)
         return self._add(spec)
+
+    def _start_many(self, specs: Sequence[ChildSpec]) -> StartedChildren:
+        """Launch every child, then wait for each start: one wait for the slowest, not one per child."""
+        seen: set[str] = set()
+        for spec in specs:
+            if spec.id in self._cells or spec.id in seen:
+                raise DuplicateChild(self._child_path(spec.id))
+            seen.add(spec.id)
+        launched: list[tuple[Cell, ActorContext | StartFailed, float]] = []
+        for spec in specs:
+            cell = self.ctx.system.register(self._child_path(spec.id), spec, owner=self.ctx)
+            self._cells[spec.id] = cell
+            self._cell.add_child(cell.path)
+            at = time.monotonic()
+            try:
+                launched.append((cell, self._launch(cell), at))
+            except StartFailed as exc:
+                launched.append((cell, exc, at))
+        started: list[str] = []
+        failed: list[tuple[str, str]] = []
+        for cell, ctx, at in launched:
+            try:
+                if isinstance(ctx, StartFailed):
+                    raise ctx
+                self._await_start(cell, ctx, launched_at=at)
+            except StartFailed as exc:
+                self._start_failed(cell, exc)
+                failed.append((cell.path, exc.reason))
+                continue
+            self.ctx.system.report("child_started", cell.path)
+            started.append(cell.path)
+        return StartedChildren(tuple(started), tuple(failed))
+
+    def _start_failed(self, cell: Cell, exc: StartFailed) -> None:
+        cell.record_failure(ExitReason(ExitKind.START_FAILED, exc.reason))
+        cell.state = CellState.STOPPED
+        self.ctx.system.close_mailbox(cell, f"start failed: {exc.reason}")
+        self._forget(cell)
 
     def _spawn(self, cell: Cell) -> None:
         """Start one incarnation and wait for its ``on_start``; raises StartFailed."""
+        self._await_start(cell, self._launch(cell))
+
+    def _launch(self, cell: Cell) -> ActorContext:
+        """Create and start the next incarnation of ``cell`` (its ``on_start`` may still be running)."""
         ctx = self.ctx.system.new_context(cell, self._report_exit_for(cell.spec.id))
         cell.state = CellState.STARTING
         self.ctx.links[cell.path] = (cell, ctx)
@@ -148,7 +200,13 @@ class Supervisor(SupervisedActor):
         except Exception as exc:  # a factory bug is a start failure, not a supervisor crash
             raise StartFailed(cell.path, f"{type(exc).__name__}: {exc}") from exc
         cell.actor_class = ref.actor_class.__name__
-        if not ctx.started.wait(cell.spec.start_timeout):
+        return ctx
+
+    def _await_start(self, cell: Cell, ctx: ActorContext, *, launched_at: float | None = None) -> None:
+        """Wait for the incarnation's ``on_start`` (``start_timeout`` from its launch); raises StartFailed."""
+        timeout = cell.spec.start_timeout
+        left = timeout if launched_at is None else launched_at + timeout - time.monotonic()
+        if not ctx.started.wait(max(0.0, left)):
             self.ctx.system.abandon(cell, ctx)
             raise StartFailed(cell.path, f"on_start did not finish in {cell.spec.start_timeout}s")
         if ctx.abandoned.is_set():  # we were given up on meanwhile, and this start with us
@@ -300,14 +358,25 @@ class Supervisor(SupervisedActor):
         gets the same timeout for ``on_stop``; a handler still running when the drain time is over
         gets one more timeout to return. Past those it is brutally killed (abandoned).
         """
+        ctx = self._request_terminate(cell, drain=drain)
+        if ctx is not None:
+            self._await_terminated(cell, ctx, drain=drain, requested_at=time.monotonic())
+
+    def _request_terminate(self, cell: Cell, *, drain: bool) -> ActorContext | None:
+        """Ask the running incarnation to stop; returns it, or None when there is nothing to stop."""
         ctx = cell.ctx
         cell.ctx = None
         if ctx is None or ctx.exited.is_set() or ctx.abandoned.is_set():
-            return
+            return None
         cell.state = CellState.STOPPING
         self.ctx.system.request_stop(cell, ctx, drain=drain)
+        return ctx
+
+    def _await_terminated(self, cell: Cell, ctx: ActorContext, *, drain: bool, requested_at: float) -> None:
+        """Wait for a requested stop within the shutdown timeouts, else abandon the incarnation."""
         timeout = cell.spec.shutdown_timeout
-        if not ctx.stopping.wait(2 * timeout if drain else timeout) or not ctx.exited.wait(timeout):
+        left = requested_at + (2 * timeout if drain else timeout) - time.monotonic()
+        if not ctx.stopping.wait(max(0.0, left)) or not ctx.exited.wait(timeout):
             self.ctx.system.report(
                 "brutal_kill",
                 cell.path,
@@ -342,9 +411,22 @@ class Supervisor(SupervisedActor):
         self.ctx.system.report("child_terminated", cell.path)
 
     def _terminate_all(self) -> None:
-        for child_id in reversed(list(self._cells)):
-            cell = self._cells.pop(child_id)
+        """Stop every child: in reverse start order, or (dynamic children, like OTP's
+        simple_one_for_one) all at once, so that stopping N children costs one wait, not N."""
+        cells = [self._cells.pop(child_id) for child_id in reversed(list(self._cells))]
+        if self.flags.dynamic:
+            requested_at = time.monotonic()
+            stopping = [(cell, self._request_terminate(cell, drain=True)) for cell in cells]
+            for cell, ctx in stopping:
+                if ctx is not None:
+                    self._await_terminated(cell, ctx, drain=True, requested_at=requested_at)
+                self._stopped_for_good(cell)
+            return
+        for cell in cells:
             self._terminate(cell)
-            cell.state = CellState.STOPPED
-            self.ctx.system.close_mailbox(cell, f"parent {self.path} stopped")
-            self._unlink(cell)
+            self._stopped_for_good(cell)
+
+    def _stopped_for_good(self, cell: Cell) -> None:
+        cell.state = CellState.STOPPED
+        self.ctx.system.close_mailbox(cell, f"parent {self.path} stopped")
+        self._unlink(cell)
