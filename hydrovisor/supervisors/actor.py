@@ -156,6 +156,11 @@ class SupervisedActor(pykka.ThreadingActor):
         self.ctx.mailbox.attach(self, self.ctx.generation)
         pool.submit(self)
 
+    @property
+    def incarnation_abandoned(self) -> bool:
+        """True once the supervisor gave up on this incarnation (hung, too slow to start or stop)."""
+        return self.ctx.abandoned.is_set()
+
     def wake(self) -> None:
         """Queue a turn on the pool (the mailbox calls this when a message arrives while idle)."""
         pool = self.ctx.pool

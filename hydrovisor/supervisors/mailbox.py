@@ -141,9 +141,14 @@ class Mailbox:
             return self._items.popleft() if self._items else EMPTY
 
     def end_turn(self, runner: Runnable) -> bool:
-        """End a pooled turn: True when messages are waiting (the runner stays scheduled)."""
+        """End a pooled turn: True when the runner must run again (it stays scheduled).
+
+        That is when messages are waiting, or when the runner is no longer attached: a new
+        generation took the mailbox during this turn (which used its whole budget and so did not
+        see it), and only one more turn, whose first :meth:`take` returns ``None``, makes it exit.
+        """
         with self._cond:
-            if self._items and runner is self._runner:
+            if runner is not self._runner or self._items:
                 return True
             runner.scheduled = False
             return False

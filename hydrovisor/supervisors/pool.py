@@ -16,6 +16,10 @@ Workers must not block (:mod:`hydrovisor.runtime.blocking`). What they cannot be
   message) abandons and replaces the actor as it would a thread actor.
 
 Spare workers retire once nothing is blocked or stuck any more.
+
+:meth:`WorkerPool.stop` does not wait for a turn of an abandoned incarnation (its supervisor gave
+up on a handler that does not return): Python cannot interrupt it, and the worker is a daemon
+thread that ends when the handler returns.
 """
 
 from __future__ import annotations
@@ -59,13 +63,17 @@ class PoolSettings(msgspec.Struct, frozen=True):
 
 
 class PooledActor(Protocol):
-    """What a worker needs of an actor: its path and one turn."""
+    """What a worker needs of an actor: its path, one turn, and whether it was given up on."""
 
     scheduled: bool
 
     @property
     def path(self) -> str:
         """The actor's stable path."""
+
+    @property
+    def incarnation_abandoned(self) -> bool:
+        """True once its supervisor gave up on it: a turn still running is not waited for."""
 
     def run_turn(self, budget: int) -> tuple[int, bool]:
         """Handle up to ``budget`` messages: (messages handled, whether it must be queued again)."""
@@ -83,8 +91,8 @@ class StuckTurn(msgspec.Struct, frozen=True):
 class Worker:
     """One pool thread and what it is running now (read by the watchdog and task dumps)."""
 
-    __slots__ = ("actor", "ident", "latency", "messages", "name", "spare", "stuck", "thread", "turn_started",
-                 "turns")
+    __slots__ = ("actor", "ident", "latency", "lock", "messages", "name", "spare", "stuck", "thread",
+                 "turn_started", "turns")
 
     def __init__(self, name: str, *, spare: bool) -> None:
         self.name = name
@@ -93,6 +101,9 @@ class Worker:
         self.thread: threading.Thread | None = None
         self.actor: PooledActor | None = None
         self.turn_started: float | None = None
+        # the end of a turn and the watchdog's verdict on it are taken under this lock, so that a
+        # turn ending as it is found stuck, or the next turn on this worker, is never marked stuck
+        self.lock = threading.Lock()
         self.stuck = False
         # written by this worker only, summed at scrape time: no lock on the hot path
         self.turns = 0
@@ -138,7 +149,12 @@ class WorkerPool:
         self._watchdog.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop every worker after its current turn; queued actors are not run any more."""
+        """Stop every worker after its current turn; queued actors are not run any more.
+
+        Waits up to ``timeout`` s for the workers, except one in a turn of an abandoned
+        incarnation: that handler does not return (its supervisor gave up on it), and the
+        worker, a daemon thread, ends when it does.
+        """
         self._stopping.set()
         with self._lock:
             workers = list(self._workers)
@@ -146,8 +162,13 @@ class WorkerPool:
             self._queue.put(None)
         deadline = time.monotonic() + timeout
         for worker in workers:
-            if worker.thread is not None:
-                worker.thread.join(max(0.0, deadline - time.monotonic()))
+            thread = worker.thread
+            while thread is not None and thread.is_alive():
+                actor = worker.actor
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (actor is not None and actor.incarnation_abandoned):
+                    break
+                thread.join(min(remaining, 0.05))
         if self._watchdog is not None:
             self._watchdog.join(max(0.0, deadline - time.monotonic()))
 
@@ -196,26 +217,29 @@ class WorkerPool:
     @contextlib.contextmanager
     def compensate(self, what: str, path: str) -> Iterator[None]:
         """A worker waits in a blocking call: keep the pool's capacity with a spare worker."""
-        self.blocking_compensated += 1
         log.warning("blocking %s by %s on a pool worker; a spare worker covers it", what, path,
                     extra={"event": "pool_blocking_call", "path": path, "call": what})
-        self._compensation_started()
+        with self._lock:
+            self.blocking_compensated += 1  # under the lock: several workers may block at once
+            spawn = self._compensation_started()
+        if spawn:
+            self._start_worker(spare=True)
         try:
             yield
         finally:
             with self._lock:
                 self._compensating -= 1
 
-    def _compensation_started(self) -> None:
-        with self._lock:
-            self._compensating += 1
-            spawn = self._spares < min(self._compensating, self.settings.max_spare_workers)
-            if spawn:
-                self._spares += 1
-            elif self._spares < self._compensating:
-                self.spare_cap_reached += 1
+    def _compensation_started(self) -> bool:
+        """Under the pool lock: one more worker blocked or stuck; True: start a spare (reserved)."""
+        self._compensating += 1
+        spawn = self._spares < min(self._compensating, self.settings.max_spare_workers)
         if spawn and not self._stopping.is_set():
-            self._start_worker(spare=True)
+            self._spares += 1
+            return True
+        if self._spares < self._compensating and not self._stopping.is_set():
+            self.spare_cap_reached += 1
+        return False
 
     # workers ---------------------------------------------------------------------------------
 
@@ -239,7 +263,7 @@ class WorkerPool:
                     if self._retire_if_spare(worker):
                         return
                     continue
-                if actor is None:
+                if actor is None or self._stopping.is_set():
                     return
                 self._turn(worker, actor, budget)
                 if worker.spare and self._retire_if_spare(worker):
@@ -260,16 +284,18 @@ class WorkerPool:
                           extra={"event": "pool_turn_failed", "path": actor.path})
         finally:
             elapsed = time.monotonic() - started
-            worker.turn_started = None
-            worker.actor = None
+            with worker.lock:
+                worker.turn_started = None
+                worker.actor = None
+                was_stuck, worker.stuck = worker.stuck, False
+                if was_stuck:
+                    with self._lock:
+                        self._compensating -= 1
             running.path = None
             worker.turns += 1
             worker.messages += handled
             worker.latency[bisect.bisect_left(TURN_BUCKETS, elapsed)] += 1
-            if worker.stuck:
-                worker.stuck = False
-                with self._lock:
-                    self._compensating -= 1
+            if was_stuck:
                 log.warning("stuck turn of %s ended after %.1f s", actor.path, elapsed,
                             extra={"event": "pool_turn_unstuck", "path": actor.path, "worker": worker.name})
         if again:
@@ -299,14 +325,19 @@ class WorkerPool:
         while not self._stopping.wait(interval):
             now = time.monotonic()
             for worker in self.workers():
-                started, actor = worker.turn_started, worker.actor
-                if worker.stuck or started is None or actor is None or now - started < self.settings.stuck_after:
-                    continue
-                worker.stuck = True
-                self.stuck_turns += 1
-                self._compensation_started()
+                with worker.lock:
+                    started, actor = worker.turn_started, worker.actor
+                    if worker.stuck or started is None or actor is None or now - started < self.settings.stuck_after:
+                        continue
+                    worker.stuck = True  # undone, with the compensation, by the end of this very turn
+                    stack = _stack_of(worker.ident)  # taken while that turn surely still runs
+                    with self._lock:
+                        self.stuck_turns += 1
+                        spawn = self._compensation_started()
+                if spawn:
+                    self._start_worker(spare=True)
                 stuck = StuckTurn(path=actor.path, worker=worker.name, running_for_s=round(now - started, 3),
-                                  stack=_stack_of(worker.ident))
+                                  stack=stack)
                 log.error("turn of %s stuck on %s for %.1f s; a spare worker takes over", stuck.path,
                           stuck.worker, stuck.running_for_s,
                           extra={"event": "pool_turn_stuck", "path": stuck.path, "worker": stuck.worker,
@@ -321,6 +352,3 @@ class WorkerPool:
 def _stack_of(ident: int | None) -> str:
     frame = sys._current_frames().get(ident) if ident is not None else None
     return "".join(traceback.format_stack(frame)) if frame is not None else ""
-
-
-

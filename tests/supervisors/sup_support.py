@@ -3,6 +3,10 @@
 Everything here runs on real threads and a real loop; nothing is mocked. Tests observe the tree
 through the journal (``on_start`` / ``on_stop`` / handled messages, appended from actor threads),
 through ``system.cell(path)`` and through the supervisor reports logged by the library.
+
+Every test runs against both execution models (``conftest.py`` parametrizes it): the child specs
+built here (:func:`worker`, :func:`child`) run their incarnations on their own thread or on the
+system's worker pool, as :func:`use_execution` last chose.
 """
 
 from __future__ import annotations
@@ -19,11 +23,32 @@ from hydrovisor.supervisors import (
     SupervisedActor,
 )
 from hydrovisor.supervisors.messages import CheckLiveness
+from hydrovisor.supervisors.pool import PoolSettings
+from hydrovisor.supervisors.spec import Execution
 
 MakeSystem = Callable[..., ActorSystem]
-"""Type of the ``make_system`` fixture: ``make_system(flags, children, start=True)``."""
+"""Type of the ``make_system`` fixture: ``make_system(flags, children, start=True, pool=None)``."""
+
+TEST_POOL = PoolSettings(workers=4, stuck_after=0.3, strict=True)
+"""The pool of test systems: strict (a blocking call in a pooled handler is a bug), and a short
+``stuck_after`` so that tests blocking a handler on purpose get a spare worker quickly."""
+
+_execution = [Execution.THREAD]
 
 
+def use_execution(execution: Execution) -> None:
+    """Execution model of the test specs built from now on (set per test by ``conftest.py``)."""
+    _execution[0] = execution
+
+
+def current_execution() -> Execution:
+    """Execution model the current test runs its (non-supervisor) children with."""
+    return _execution[0]
+
+
+def pooled() -> bool:
+    """True when this test's children run on the worker pool."""
+    return _execution[0] is Execution.POOL
 
 
 class Journal:
@@ -87,7 +112,8 @@ class Worker(SupervisedActor):
         return self.ctx.name, self.ctx.generation
 
     def on_start(self) -> None:
-        self.journal.add("start", *self.tag, threading.current_thread())
+        # the thread (its own, or the pool worker running this turn) and the incarnation's context
+        self.journal.add("start", *self.tag, threading.current_thread(), self.ctx)
         if self.block_start is not None:
             self.block_start.wait()
         if self.fail_start is not None:
@@ -130,7 +156,13 @@ def worker(
 ) -> ChildSpec:
     """Child spec of a :class:`Worker`; ``spec`` are ChildSpec fields (restart, backoff ...)."""
     kwargs = actor_kwargs or {}
-    return ChildSpec(child_id, lambda ctx: Worker.start(ctx, journal, **kwargs), **spec)
+    return child(child_id, lambda ctx: Worker.start(ctx, journal, **kwargs), **spec)
+
+
+def child(child_id: str, start: Callable[[ActorContext], Any], **spec: Any) -> ChildSpec:
+    """A test child spec running with the current test's execution model (unless ``execution=``)."""
+    spec.setdefault("execution", current_execution())
+    return ChildSpec(child_id, start, **spec)
 
 
 def starts(journal: Journal, since: int = 0) -> list[tuple[str, int]]:
@@ -165,13 +197,27 @@ def restart_count(system: ActorSystem, path: str, reason: str | None = None) -> 
     return total
 
 
-def live_threads(threads: list[threading.Thread]) -> list[threading.Thread]:
-    return [t for t in threads if t.is_alive()]
+def incarnation_running(thread: threading.Thread, ctx: ActorContext) -> bool:
+    """Is this incarnation still running code (a handler, ``on_start``, its loop)?
+
+    A thread incarnation runs until its own thread ends. A pooled one has no thread: it is done
+    once it exited (``ctx.exited``) *and* no pool worker is still in a turn of it, i.e. the worker
+    it held is free again.
+    """
+    pool = ctx.pool
+    if pool is None:
+        return thread.is_alive()
+    if not ctx.exited.is_set():
+        return True
+    return any(w.actor is ctx.actor for w in pool.workers())
 
 
-def journal_threads(journal: Journal) -> list[threading.Thread]:
-    """Threads of every incarnation that ran ``on_start``."""
-    return [e[3] for e in journal.of("start")]
+def running_incarnations(journal: Journal, name: str | None = None) -> list[tuple[str, int]]:
+    """``(name, generation)`` of every incarnation that ran ``on_start`` and is still running."""
+    return [
+        (e[1], e[2]) for e in journal.of("start")
+        if (name is None or e[1] == name) and incarnation_running(e[3], e[4])
+    ]
 
 
 class Reports(logging.Handler):

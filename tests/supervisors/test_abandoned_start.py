@@ -12,15 +12,15 @@ import threading
 from collections.abc import Sequence
 
 import pytest
-from sup_support import Journal, MakeSystem, worker
+from sup_support import Journal, MakeSystem, running_incarnations, worker
 
 from hydrovisor.supervisors import ChildSpec, StartChild, StartFailed, Supervisor, SupervisorFlags
 from tests.helpers import wait_until
 
 
 def live_incarnations(journal: Journal, name: str) -> list[int]:
-    """Generations of ``name`` whose thread is still running."""
-    return [e[2] for e in journal.of("start") if e[1] == name and e[3].is_alive()]
+    """Generations of ``name`` still running (on their thread, or in a turn on the pool)."""
+    return [generation for _, generation in running_incarnations(journal, name)]
 
 
 def test_an_abandoned_supervisor_start_leaves_no_orphaned_subtree(

@@ -19,9 +19,8 @@ from sup_support import (
     Reports,
     barrier,
     generation,
-    journal_threads,
-    live_threads,
     restart_count,
+    running_incarnations,
     starts,
     stops,
     worker,
@@ -345,7 +344,7 @@ def test_escalation_at_the_root_calls_on_root_exit(
     assert system.cell("/").last_failure is not None
     with pytest.raises(NoSuchActor):
         system.ask("/a", "ping")
-    wait_until(lambda: not live_threads(journal_threads(journal)))
+    wait_until(lambda: not running_incarnations(journal))
     assert system.stop(timeout=5)
 
 

@@ -13,13 +13,12 @@ from typing import Any
 
 import pykka
 import pytest
-from sup_support import Journal, MakeSystem, Reports, stops, worker
+from sup_support import Journal, MakeSystem, Reports, child, stops, worker
 
 from hydrovisor.supervisors import (
     ActorContext,
     ActorStopped,
     ActorSystem,
-    ChildSpec,
     StartChild,
     SupervisedActor,
     SupervisorFlags,
@@ -98,7 +97,7 @@ def test_system_stop_drains_backlogs_in_reverse_start_order(make_system: MakeSys
 def test_backlog_left_after_the_shutdown_timeout_is_counted_and_reported(
     make_system: MakeSystem, journal: Journal, reports: Reports
 ) -> None:
-    spec = ChildSpec("s", lambda ctx: Slow.start(ctx, journal, 0.02), shutdown_timeout=0.3)
+    spec = child("s", lambda ctx: Slow.start(ctx, journal, 0.02), shutdown_timeout=0.3)
     system = make_system(SupervisorFlags(dynamic=True), [])
     system.ask("/", StartChild(spec))
     gate = threading.Event()

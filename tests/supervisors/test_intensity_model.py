@@ -13,13 +13,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
-from sup_support import Journal, MakeSystem, Worker, barrier, generation, restart_count, worker
+from sup_support import (
+    TEST_POOL,
+    Journal,
+    MakeSystem,
+    Worker,
+    barrier,
+    child,
+    generation,
+    restart_count,
+    running_incarnations,
+    worker,
+)
 
 from hydrovisor.runtime.loop_thread import LoopThread
 from hydrovisor.supervisors import (
     ActorSystem,
     CellState,
-    ChildSpec,
     ExitKind,
     ExitReason,
     Restart,
@@ -27,6 +37,7 @@ from hydrovisor.supervisors import (
     supervisor_spec,
 )
 from hydrovisor.supervisors.intensity import add_restart
+from hydrovisor.supervisors.spec import Execution
 from tests.helpers import wait_until
 
 # unit tests -------------------------------------------------------------------------------------
@@ -139,7 +150,7 @@ def crash_n_times(system: ActorSystem, path: str, n: int) -> None:
     nested=st.booleans(),
 )
 def test_real_supervisor_escalates_after_max_restarts(
-    max_restarts: int, escalate: bool, nested: bool
+    execution: Execution, max_restarts: int, escalate: bool, nested: bool
 ) -> None:
     journal = Journal()
     exits: list[ExitReason] = []
@@ -148,7 +159,8 @@ def test_real_supervisor_escalates_after_max_restarts(
     crashes = max_restarts + 1 if escalate else max_restarts
     with LoopThread() as lt:
         system = ActorSystem(
-            bridge=lt.bridge, timers=lt.timers, registry=CollectorRegistry(), on_root_exit=exits.append
+            bridge=lt.bridge, timers=lt.timers, registry=CollectorRegistry(), on_root_exit=exits.append,
+            pool=TEST_POOL,
         )
         if nested:
             system.start(
@@ -190,8 +202,8 @@ def test_real_supervisor_escalates_after_max_restarts(
                 assert system.paths() == ["/"]  # the root stopped its children before failing
         finally:
             assert system.stop(timeout=10)
-        # every incarnation's thread ended (none was abandoned)
-        wait_until(lambda: not [t for t in (e[3] for e in journal.of("start")) if t.is_alive()])
+        # every incarnation ended (none was abandoned): its thread, or its turns on the pool
+        wait_until(lambda: not running_incarnations(journal))
 
 
 def test_restarts_spaced_beyond_the_period_never_escalate(
@@ -213,7 +225,7 @@ def test_failing_restart_counts_against_the_same_window(
     make_system: MakeSystem, exits: list[ExitReason]
 ) -> None:
     journal = Journal()
-    spec = ChildSpec(
+    spec = child(
         "w",
         lambda ctx: Worker.start(
             ctx, journal, fail_start=lambda c: RuntimeError("no") if c.generation > 1 else None

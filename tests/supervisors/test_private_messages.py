@@ -10,9 +10,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from sup_support import Journal, MakeSystem, Reports, generation
+from sup_support import Journal, MakeSystem, Reports, child, generation
 
-from hydrovisor.supervisors import ActorContext, ActorSystem, ChildSpec, SupervisedActor, SupervisorFlags
+from hydrovisor.supervisors import ActorContext, ActorSystem, SupervisedActor, SupervisorFlags
 from tests.helpers import wait_until
 
 
@@ -65,7 +65,7 @@ def stale_count(system: ActorSystem, path: str) -> float:
 def test_private_messages_of_a_crashed_incarnation_never_reach_its_successor(
     make_system: MakeSystem, journal: Journal, reports: Reports
 ) -> None:
-    system = make_system(SupervisorFlags(), [ChildSpec("p", lambda ctx: Piper.start(ctx, journal))])
+    system = make_system(SupervisorFlags(), [child("p", lambda ctx: Piper.start(ctx, journal))])
     gate = threading.Event()
     for kind in ("pipe", "timer", "self"):
         system.tell("/p", kind)
