@@ -6,6 +6,7 @@ import collections
 import enum
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -16,6 +17,12 @@ if TYPE_CHECKING:
     from hydrovisor.supervisors.context import ActorContext
     from hydrovisor.supervisors.exit import ExitReason
     from hydrovisor.supervisors.spec import ChildSpec, SupervisorFlags
+
+RESTARTS_KEPT = 64  # restart times remembered per path (restart intensity reads the recent ones)
+
+# One lock for the child lists of every cell: they change only when a supervisor starts or forgets
+# a child, and a reader copies the list under it; a lock per cell was ~100 bytes x every actor.
+_CHILDREN_LOCK = threading.Lock()
 
 
 class CellState(enum.StrEnum):
@@ -41,7 +48,26 @@ class Cell:
 
     Mutated only by the owning supervisor's thread; read from any thread (single attribute
     reads and tuple swaps are atomic under the GIL, which is all a snapshot needs).
+
+    One per live path (100,000 pooled actors in a process): slotted, and what most paths never
+    use (restart history, a child list) is created on first use.
     """
+
+    __slots__ = (
+        "_children",
+        "_restart_times",
+        "actor_class",
+        "consecutive_restarts",
+        "ctx",
+        "flags",
+        "last_failure",
+        "mailbox",
+        "path",
+        "restarts_total",
+        "spec",
+        "started_at",
+        "state",
+    )
 
     def __init__(self, path: str, spec: ChildSpec) -> None:
         self.path = path
@@ -51,14 +77,15 @@ class Cell:
         self.ctx: ActorContext | None = None
         self.actor_class = ""
         self.started_at = time.monotonic()
-        self.restart_times: collections.deque[float] = collections.deque(maxlen=64)
+        # a deque of 64 slots is 624 bytes: only paths that restarted get one
+        self._restart_times: collections.deque[float] | None = None
         self.restarts_total = 0
         self.consecutive_restarts = 0
         self.last_failure: Failure | None = None
         self.flags: SupervisorFlags | None = None
-        # child paths in start order; a dict for O(1) add/remove with thousands of dynamic children
-        self._children: dict[str, None] = {}
-        self._children_lock = threading.Lock()
+        # child paths in start order; a dict for O(1) add/remove with thousands of dynamic
+        # children; None until the first child (leaf actors have none)
+        self._children: dict[str, None] | None = None
 
     @property
     def name(self) -> str:
@@ -68,18 +95,26 @@ class Cell:
     @property
     def children(self) -> tuple[str, ...]:
         """Paths of the children, in start order (a copy, safe to read from any thread)."""
-        with self._children_lock:
-            return tuple(self._children)
+        with _CHILDREN_LOCK:
+            return () if self._children is None else tuple(self._children)
 
     def add_child(self, path: str) -> None:
         """Record a started child (owning supervisor only)."""
-        with self._children_lock:
+        with _CHILDREN_LOCK:
+            if self._children is None:
+                self._children = {}
             self._children[path] = None
 
     def remove_child(self, path: str) -> None:
         """Forget a child (owning supervisor only)."""
-        with self._children_lock:
-            self._children.pop(path, None)
+        with _CHILDREN_LOCK:
+            if self._children is not None:
+                self._children.pop(path, None)
+
+    @property
+    def restart_times(self) -> Sequence[float]:
+        """Monotonic times of the last (up to 64) restarts, oldest first."""
+        return () if self._restart_times is None else self._restart_times
 
     def record_failure(self, reason: ExitReason) -> None:
         """Remember an abnormal exit for introspection."""
@@ -87,7 +122,9 @@ class Cell:
 
     def record_restart(self) -> None:
         """Count one restart of this path."""
-        self.restart_times.append(time.monotonic())
+        if self._restart_times is None:
+            self._restart_times = collections.deque(maxlen=RESTARTS_KEPT)
+        self._restart_times.append(time.monotonic())
         self.restarts_total += 1
         self.consecutive_restarts += 1
 
