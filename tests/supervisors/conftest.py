@@ -26,6 +26,7 @@ ONE_MODEL_MODULES = frozenset({
     "test_node_start",  # real application actors, whose specs pick their own execution
     "test_telemetry_writer",  # idem
     "test_pykka_compat",  # parametrizes its own actor over both models
+    "test_pool",  # the pool's own guarantees: each test names the models it applies to
 })
 
 
