@@ -21,6 +21,12 @@ a reply stored on the loop is settled by the guards (first wins).
 A restarted incarnation rebuilds from the row: a SENT/ACK command is never published again, a
 QUEUED/SEND_FAILED one is (same cmd_id: the node's cache dedupes), and a deadline already past
 becomes TIMEOUT at once. The actor stops (normal exit, not restarted) once the row is terminal.
+
+The actor never blocks (it runs pooled). A new command's first incarnation starts from the row and
+node its submitter read (:class:`Preload`); any other one (a restart, an adoption) starts at once and
+*loads* them as a continuation (:meth:`ContinuingActor.then`): whatever arrives meanwhile (replies,
+stored news) is stashed and handled once the row is in, in order. So is what arrives while the row is
+read again after a server status was refused (the row says what became of the command).
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from hydrovisor.actors.continuations import ContinuingActor
 from hydrovisor.commands.plane import PUBLISH_ATTEMPTS, PUBLISH_BACKOFF_S, CommandPlane, NodeNotConnected
 from hydrovisor.commands.waiters import StatusNews
 from hydrovisor.protocol import TERMINAL, CommandResponse, CommandStatus, channel_topic, encode_command
@@ -42,12 +49,15 @@ from hydrovisor.runtime.timers import Timer
 from hydrovisor.store.repos import commands, events, nodes
 from hydrovisor.store.repos.commands import CommandRecord, Report
 from hydrovisor.store.repos.nodes import NodeRecord
-from hydrovisor.supervisors import ActorContext, SupervisedActor
+from hydrovisor.supervisors import ActorContext
 
 log = logging.getLogger(__name__)
 
 DbCall = Callable[[asyncpg.Pool], Coroutine[Any, Any, Any]]
 S = CommandStatus
+# loading the row (and its node), or reading it again, not done by then: OutcomeUnknown, a crash (the
+# actor restarts and loads again); the bound of a blocking bridge call's two waits
+LOAD_WITHIN_S = 20.0
 
 
 class Preload(msgspec.Struct, frozen=True):
@@ -108,7 +118,7 @@ class _Tick(msgspec.Struct, frozen=True):
     pass
 
 
-class CommandActor(SupervisedActor):
+class CommandActor(ContinuingActor):
     """See the module docstring."""
 
     def __init__(self, ctx: ActorContext, *, cmd_id: str, plane: CommandPlane, tick: float = 1.0,
@@ -136,18 +146,37 @@ class CommandActor(SupervisedActor):
     def on_start(self) -> None:
         preload = self._preload
         self._preload = None
-        row = preload.row if preload else self._db_now(lambda pool: commands.get(pool, self.cmd_id))
+        if preload is not None:
+            self._begin(preload.row, preload.node)
+            return
+        cmd_id, db = self.cmd_id, self._plane.db
+
+        async def load() -> tuple[CommandRecord | None, NodeRecord | None]:
+            row = await db.run(lambda pool: commands.get(pool, cmd_id))
+            if row is None or _closed(row):
+                return row, None
+            return row, await db.run(lambda pool: nodes.get_node(pool, row.node_uid))
+
+        self.then("load", load(), self._loaded, within=LOAD_WITHIN_S)
+
+    def _loaded(self, outcome: Outcome) -> None:
+        if outcome.error is not None:
+            raise outcome.error  # a crash: restarted, the next incarnation loads again
+        row, node = outcome.value
+        self._begin(row, node)
+
+    def _begin(self, row: CommandRecord | None, node: NodeRecord | None) -> None:
+        """Track the command from its row (and its node's, unless the row is terminal already)."""
         if row is None:
             raise LookupError(f"command {self.cmd_id} has no row")
         self._row = row
         self._sent_queued = row.status not in (S.QUEUED, S.SEND_FAILED)
-        if row.terminal and row.status != S.SEND_FAILED:  # SEND_FAILED: started to send it again
+        if _closed(row):
             self.stop()
             return
         # the tick retries failed writes: every path below, SEND_FAILED for an unbound node included,
         # may need it, or a failed write would leave the row open and this actor holding its slot
         self._timers.append(self.tell_self_every(self._tick_interval, _Tick()))
-        node = preload.node if preload else self._db_now(lambda pool: nodes.get_node(pool, row.node_uid))
         view = self._plane.registry.get(row.node_uid)
         gh = view.gh_uid if view is not None else None
         if node is None or gh is None or node.zone_uid is None:
@@ -166,14 +195,14 @@ class CommandActor(SupervisedActor):
         for _, slot in self._reply_slots:  # the router must not acknowledge what this incarnation lost
             slot.set_exception((ReplyLost, ReplyLost(f"command {self.cmd_id}: actor stopped before storing it"), None))
         self._reply_slots.clear()
+        super().on_stop()
 
     def on_failure(self, *_: Any) -> None:
         self.on_stop()
 
-    def _db_now(self, call: DbCall) -> Any:
-        return self.ctx.system.bridge.submit(self._plane.db.run(call)).result(timeout=10)
-
     def on_receive(self, message: Any) -> Any:
+        if self.continuing(message):
+            return None
         if isinstance(message, _Publish):
             self._publish(message.attempt)
         elif isinstance(message, _Published):
@@ -291,12 +320,19 @@ class CommandActor(SupervisedActor):
         rows: list[CommandRecord | None] = msg.outcome.value
         if self._reply_slots:
             self._release_slots(msg.reports)
+        refused = False
         for report, row in zip(msg.reports, rows, strict=True):
             self._writes.popleft()
             if row is not None:
                 self._applied(row)
             elif report.source == "server" and report.target in TERMINAL:
-                self._settle_from_row()  # refused: e.g. a re-send failed again, the row already says so
+                refused = True  # e.g. a re-send failed again: the row already says what became of it
+        if refused:
+            self._settle_from_row()
+        else:
+            self._written()
+
+    def _written(self) -> None:
         if self._finished and not self._writes:
             self.stop()
         self._next_write()
@@ -320,14 +356,26 @@ class CommandActor(SupervisedActor):
             self._finished = True
 
     def _settle_from_row(self) -> None:
-        row = self._db_now(lambda pool: commands.get(pool, self.cmd_id))
-        if row is None:
-            return
-        self._row = row
-        self._plane.waiters.announce(StatusNews.stored(row))
-        if CommandStatus(row.status) in TERMINAL:
-            self._finished = True
+        """Read the row again (a continuation: what arrives meanwhile waits for it), then go on."""
+        cmd_id = self.cmd_id
+        self.then("row", self._plane.db.run(lambda pool: commands.get(pool, cmd_id)), self._settled,
+                  within=LOAD_WITHIN_S)
 
+    def _settled(self, outcome: Outcome) -> None:
+        if outcome.error is not None:
+            raise outcome.error  # a crash: restarted, the next incarnation reads the row
+        row: CommandRecord | None = outcome.value
+        if row is not None:
+            self._row = row
+            self._plane.waiters.announce(StatusNews.stored(row))
+            if CommandStatus(row.status) in TERMINAL:
+                self._finished = True
+        self._written()
+
+
+def _closed(row: CommandRecord) -> bool:
+    """Nothing left to track (SEND_FAILED is terminal, but a new incarnation sends it again)."""
+    return row.terminal and row.status != S.SEND_FAILED
 
 
 def _alert_outcome(outcome: Outcome) -> None:

@@ -10,6 +10,13 @@ once from the registry view (loaded for all nodes by one query at process start)
 arrives as a message, so a fleet of thousands starts within its supervisor's start timeout whatever
 the database does. A failed database write never crashes the actor: it is kept and retried on the
 next liveness tick (bounded).
+
+The actor never blocks (it runs pooled): a bind, an unbind and a bind completed by the node's
+``config_report`` are database writes and a config push whose result the actor needs before it goes
+on. Each runs as one coroutine on the loop (:meth:`ContinuingActor.then`); the ask is answered when
+its outcome lands, and the messages that arrive meanwhile wait (stashed) and are handled after it, in
+order, as if the handler had waited. A failure is what it was when the handler waited: the asker gets
+the exception and the actor restarts from its row.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from hydrovisor.actors.continuations import ContinuingActor
 from hydrovisor.devices.plane import DevicePlane
 from hydrovisor.devices.registry import NodeView
 from hydrovisor.protocol import (
@@ -48,13 +56,16 @@ from hydrovisor.runtime.bridge import Outcome
 from hydrovisor.runtime.timers import Timer
 from hydrovisor.store.repos import events, nodes
 from hydrovisor.store.repos.nodes import ChannelRecord, NodeRecord
-from hydrovisor.supervisors import ActorContext, Rejection, SupervisedActor
+from hydrovisor.supervisors import ActorContext, Rejection
 
 log = logging.getLogger(__name__)
 
 # a database call, given the pool on the loop (actors never touch the pool themselves)
 DbWrite = Callable[[asyncpg.Pool], Coroutine[Any, Any, Any]]
 MAX_PENDING_WRITES = 200
+# a bind, an unbind or a completed bind not done by then raises OutcomeUnknown (the actor restarts):
+# the bound of the two waits a blocking bridge call allowed (10 s to start, 10 s more to finish)
+CONTINUATION_WITHIN_S = 20.0
 # content errors (bad value, constraint, oversized key), as opposed to an outage: retrying cannot help
 _REFUSED_FOR_GOOD = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, asyncpg.ProgramLimitExceededError,
                      UnicodeError, ValueError, OverflowError)
@@ -105,7 +116,7 @@ class _Written(msgspec.Struct, frozen=True):
     outcome: Outcome
 
 
-class NodeActor(SupervisedActor):
+class NodeActor(ContinuingActor):
     """See the module docstring."""
 
     def __init__(self, ctx: ActorContext, *, uid: str, plane: DevicePlane) -> None:
@@ -164,25 +175,24 @@ class NodeActor(SupervisedActor):
     def on_stop(self) -> None:
         for timer in self._timers:
             timer.cancel()
+        super().on_stop()
 
     def on_failure(self, *_: Any) -> None:
         self.on_stop()
 
-    def _db_now(self, call: DbWrite, timeout: float = 10.0) -> Any:
-        """Blocking database call through the bridge (where the result is needed at once)."""
-        return self.ctx.system.bridge.submit(self._plane.db.run(call)).result(timeout=timeout)
-
     # messages --------------------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        if self.continuing(message):
+            return None
         if isinstance(message, FromDevice):
             self._from_device(message)
         elif isinstance(message, _Tick):
             self._tick()
         elif isinstance(message, Bind):
-            return self._bind(message)
+            self._bind(message)  # answered once its writes are done
         elif isinstance(message, Unbind):
-            return self._unbind()
+            self._unbind()
         elif isinstance(message, _BindExpired):
             self._bind_expired(message.zone_uid)
         elif isinstance(message, _Written):
@@ -266,34 +276,51 @@ class NodeActor(SupervisedActor):
 
     # binding ---------------------------------------------------------------------------------
 
-    def _bind(self, msg: Bind) -> NodeView:
+    def _bind(self, msg: Bind) -> None:
+        """Pending bind stored, then the config (with the node's secret) pushed; answered with the view."""
         node = self._require_node()
         if node.zone_uid == msg.zone_uid:
             raise BindRefused("node_already_bound", f"node {self.uid} is already bound to {msg.zone_uid}")
-        channels = self._db_now(lambda pool: nodes.list_channels(pool, self.uid))
-        push = ConfigPush(node_id=self.uid, gh_uid=msg.gh_uid, zone_uid=msg.zone_uid, type=node.type,
-                          channels=tuple(_channel_config(c) for c in channels), node_secret=node.node_secret)
-        self._db_now(lambda pool: nodes.set_pending_bind(pool, self.uid, msg.zone_uid))
-        self._publish_now(self._config_topic(), encode_config_push(push))
-        self._node = msgspec.structs.replace(node, pending_zone_uid=msg.zone_uid, pending_since=time.time(),
-                                             state="ASSIGNED")
-        self._timers.append(self.tell_self_after(self._plane.bind_expiry, _BindExpired(msg.zone_uid)))
-        self._event("NODE_BIND_REQUESTED", {"target_zone_uid": msg.zone_uid}, zone=msg.zone_uid)
-        return self._publish_view()
+        uid, db, plane, topic = self.uid, self._plane.db, self._plane, self._config_topic()
 
-    def _unbind(self) -> NodeView:
+        async def bind() -> None:
+            channels = await db.run(lambda pool: nodes.list_channels(pool, uid))
+            push = ConfigPush(node_id=uid, gh_uid=msg.gh_uid, zone_uid=msg.zone_uid, type=node.type,
+                              channels=tuple(_channel_config(c) for c in channels), node_secret=node.node_secret)
+            await db.run(lambda pool: nodes.set_pending_bind(pool, uid, msg.zone_uid))
+            await plane.publish(topic, encode_config_push(push))
+
+        def bound(outcome: Outcome) -> NodeView:
+            _raise_error(outcome)
+            self._node = msgspec.structs.replace(node, pending_zone_uid=msg.zone_uid, pending_since=time.time(),
+                                                 state="ASSIGNED")
+            self._timers.append(self.tell_self_after(self._plane.bind_expiry, _BindExpired(msg.zone_uid)))
+            self._event("NODE_BIND_REQUESTED", {"target_zone_uid": msg.zone_uid}, zone=msg.zone_uid)
+            return self._publish_view()
+
+        self.then("bind", bind(), bound, within=CONTINUATION_WITHIN_S, reply=True)
+
+    def _unbind(self) -> None:
+        """The temp-namespace config pushed, then the binding forgotten; answered with the view."""
         node = self._require_node()
         if node.zone_uid is None and node.pending_zone_uid is None:
             raise BindRefused("node_not_bound", f"node {self.uid} is not bound")
         push = ConfigPush(node_id=node.hardware_id, gh_uid=TEMP_GH, zone_uid=TEMP_ZONE, type=node.type,
                           channels=(), node_secret=node.node_secret)
-        self._publish_now(self._config_topic(), encode_config_push(push))
-        self._db_now(lambda pool: nodes.unbind(pool, self.uid))
-        old_zone = node.zone_uid
-        self._node = msgspec.structs.replace(node, zone_uid=None, pending_zone_uid=None, pending_since=None,
-                                             validated=False, state="REGISTERED")
-        self._event("NODE_UNBOUND", {}, zone=old_zone)
-        return self._publish_view()
+        uid, db, plane, topic = self.uid, self._plane.db, self._plane, self._config_topic()
+
+        async def unbind() -> None:
+            await plane.publish(topic, encode_config_push(push))
+            await db.run(lambda pool: nodes.unbind(pool, uid))
+
+        def unbound(outcome: Outcome) -> NodeView:
+            _raise_error(outcome)
+            self._node = msgspec.structs.replace(node, zone_uid=None, pending_zone_uid=None, pending_since=None,
+                                                 validated=False, state="REGISTERED")
+            self._event("NODE_UNBOUND", {}, zone=node.zone_uid)
+            return self._publish_view()
+
+        self.then("unbind", unbind(), unbound, within=CONTINUATION_WITHIN_S, reply=True)
 
     def _bind_expired(self, zone_uid: str) -> None:
         node = self._node
@@ -324,11 +351,15 @@ class NodeActor(SupervisedActor):
                 await store(pool)
                 await nodes.complete_bind(pool, self.uid, pending)
 
-            self._db_now(store_then_bind)
-            self._node = msgspec.structs.replace(node, zone_uid=pending, pending_zone_uid=None, pending_since=None,
-                                                 validated=True, state="ACTIVE")
-            self._event("NODE_BOUND", {"gh_uid": topic.gh}, zone=pending)
-            self._publish_view()
+            def completed(outcome: Outcome) -> None:
+                _raise_error(outcome)
+                self._node = msgspec.structs.replace(node, zone_uid=pending, pending_zone_uid=None,
+                                                     pending_since=None, validated=True, state="ACTIVE")
+                self._event("NODE_BOUND", {"gh_uid": topic.gh}, zone=pending)
+                self._publish_view()
+
+            self.then("bind completion", self._plane.db.run(store_then_bind), completed,
+                      within=CONTINUATION_WITHIN_S)
 
     # events and errors -----------------------------------------------------------------------
 
@@ -353,9 +384,6 @@ class NodeActor(SupervisedActor):
 
     def _write(self, what: str, write: DbWrite) -> None:
         self.pipe_to_self(self._plane.db.run(write), lambda outcome: _Written(what, write, outcome))
-
-    def _publish_now(self, topic: str, payload: bytes) -> None:
-        self.ctx.system.bridge.submit(self._plane.publish(topic, payload)).result(timeout=10)
 
     def _written(self, msg: _Written) -> None:
         if msg.outcome.ok and msg.what == "config_report" and (zone := self._zone()) is not None:
@@ -404,6 +432,13 @@ class NodeActor(SupervisedActor):
             self._plane.on_binding_changed(view)
         return view
 
+
+
+def _raise_error(outcome: Outcome) -> None:
+    """A failed write fails its continuation as it failed the handler that waited for it: the asker
+    gets the error and the actor crashes (restarted, it reloads its row: the write may have happened)."""
+    if outcome.error is not None:
+        raise outcome.error
 
 
 def _channel_record(channel: ChannelConfig) -> ChannelRecord:

@@ -19,6 +19,7 @@ from hydrovisor.supervisors import (
     CapacityExceeded,
     ChildSpec,
     DuplicateChild,
+    Execution,
     Restart,
     StartChild,
 )
@@ -44,7 +45,8 @@ def command_path(cmd_id: str) -> str:
 
 
 def command_spec(cmd_id: str, plane: CommandPlane, preload: Preload | None = None) -> ChildSpec:
-    """Transient: restarted after a crash (it resumes from its row), gone once terminal.
+    """Transient: restarted after a crash (it resumes from its row), gone once terminal. Pooled: the
+    actor never blocks (a restarted incarnation loads its row as a continuation).
 
     ``preload`` is handed to the first incarnation only: a restarted one must read the row again
     (a stale QUEUED row would make it publish a command that is already SENT).
@@ -54,7 +56,7 @@ def command_spec(cmd_id: str, plane: CommandPlane, preload: Preload | None = Non
     def start(ctx: ActorContext) -> pykka.ActorRef[Any]:
         return CommandActor.start(ctx, cmd_id=cmd_id, plane=plane, preload=once.pop() if once else None)
 
-    return ChildSpec(cmd_id, start, restart=Restart.TRANSIENT)
+    return ChildSpec(cmd_id, start, restart=Restart.TRANSIENT, execution=Execution.POOL)
 
 
 async def start_command_actor(system: ActorSystem, plane: CommandPlane, cmd_id: str,
@@ -103,8 +105,10 @@ async def _refuse(plane: CommandPlane, cmd_id: str) -> None:
 def open_command_specs(system: ActorSystem, plane: CommandPlane) -> list[ChildSpec]:
     """Every non-terminal command, adopted by a new actor whenever ``/commands`` (re)starts.
 
-    Runs in the supervisor's thread; if PostgreSQL is unreachable the subtree starts empty
-    (logged) rather than failing upward: replies still reach the store through the router.
+    Runs in the supervisor's thread (``/commands``' ``on_start``: a thread actor, never a pool
+    worker), so its one blocking wait for the query holds only that thread, once per (re)start of the
+    subtree, before any child exists. If PostgreSQL is unreachable the subtree starts empty (logged)
+    rather than failing upward: replies still reach the store through the router.
     """
     try:
         rows = system.bridge.submit(_open(plane)).result(timeout=10)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hydrovisor.actors.node import NodeActor
 from hydrovisor.devices.plane import DevicePlane
-from hydrovisor.supervisors import ActorSystem, ChildSpec, DuplicateChild, Restart, StartChild
+from hydrovisor.supervisors import ActorSystem, ChildSpec, DuplicateChild, Execution, Restart, StartChild
 
 NODES = "/nodes"
 
@@ -15,8 +15,10 @@ def node_path(uid: str) -> str:
 
 
 def node_spec(uid: str, plane: DevicePlane) -> ChildSpec:
-    """A node actor: permanent (it is the node's state), rebuilt from its row on restart."""
-    return ChildSpec(uid, lambda ctx: NodeActor.start(ctx, uid=uid, plane=plane), restart=Restart.PERMANENT)
+    """A node actor: permanent (it is the node's state), rebuilt from its row on restart; pooled (it
+    never blocks: thousands of nodes share the worker pool's threads)."""
+    return ChildSpec(uid, lambda ctx: NodeActor.start(ctx, uid=uid, plane=plane), restart=Restart.PERMANENT,
+                     execution=Execution.POOL)
 
 
 def registered_nodes(plane: DevicePlane) -> list[ChildSpec]:
