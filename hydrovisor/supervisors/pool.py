@@ -138,9 +138,10 @@ class WorkerPool:
     # lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the core workers and the watchdog (idempotent)."""
+        """Start the core workers and the watchdog (idempotent; a stopped pool stays stopped:
+        its workers would wait for ever on a run queue nobody feeds)."""
         with self._lock:
-            if self.started:
+            if self.started or self._stopping.is_set():
                 return
             self.started = True
         for _ in range(self.settings.workers):
@@ -313,6 +314,9 @@ class WorkerPool:
         with self._lock:
             if worker in self._workers:
                 self._workers.remove(worker)
+            if worker.spare:  # a spare that ended without retiring (the pool stopped)
+                self._spares -= 1
+                worker.spare = False
             self._retired_turns += worker.turns
             self._retired_messages += worker.messages
             for i, n in enumerate(worker.latency):

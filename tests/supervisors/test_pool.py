@@ -267,23 +267,28 @@ BLOCKING_CALLS = {
 
 
 @pytest.mark.parametrize("call", list(BLOCKING_CALLS))
-@pytest.mark.parametrize("execution", [Execution.POOL, Execution.THREAD], ids=["pool", "thread"])
-def test_blocking_calls_raise_in_a_strict_pool_and_work_on_threads(
-    make_system: MakeSystem, journal: Journal, call: str, execution: Execution
+@pytest.mark.parametrize("mode", ["strict-pool", "lenient-pool", "thread"])
+def test_blocking_calls_raise_in_a_strict_pool_are_compensated_in_a_lenient_one_and_work_on_threads(
+    make_system: MakeSystem, journal: Journal, call: str, mode: str
 ) -> None:
+    execution = Execution.THREAD if mode == "thread" else POOL
     system = make_system(
-        SupervisorFlags(), [caller("c", journal, execution), caller("other", journal, Execution.THREAD)]
+        SupervisorFlags(), [caller("c", journal, execution), caller("other", journal, Execution.THREAD)],
+        pool=settings(strict=mode == "strict-pool"),
     )
     fn, value = BLOCKING_CALLS[call]
+    system.tell("/other", ("call", lambda _me: time.sleep(0.05)))  # so that /c really has to wait
     outcome, result = system.ask("/c", ("call", fn), timeout=10)
-    if execution is Execution.POOL:
+    if mode == "strict-pool":
         assert outcome == "raised"
         assert isinstance(result, BlockingCallInPool)
         assert result.code == "blocking_call_in_pool"
         assert "/c made a blocking" in str(result)
         assert system.pool.blocking_compensated == 0
-    else:  # a thread actor may block: it holds only its own thread
+    else:  # compensated by a spare worker, or a thread actor that holds only its own thread
         assert (outcome, result) == ("ok", value)
+        if mode == "lenient-pool":
+            assert system.pool.blocking_compensated == 1
     assert generation(system, "/c") == 1  # the caller caught it and went on
 
 
@@ -475,4 +480,8 @@ def test_pool_stop_joins_its_threads(make_system: MakeSystem, journal: Journal) 
     assert system.stop(timeout=10)
     assert [t.name for t in threads if t is not None and t.is_alive()] == []  # joined by stop()
     assert len(stops(journal)) == 8
-    assert system.pool.workers() == []
+    pool = system.pool
+    assert pool.workers() == []
+    pool.start()  # a stopped pool stays stopped
+    assert pool.workers() == []
+    assert [t for t in threading.enumerate() if t.name.startswith(f"{name}-")] == []
