@@ -1,7 +1,9 @@
 """Stable-path messaging vs raw pykka refs: tell throughput and ask round trips.
 
 hydrovisor: ``system.tell(path, msg)`` / ``system.ask(path, msg)`` to a ``SupervisedActor``
-(path resolved at every send, message queued in the path's shared mailbox).
+(path resolved at every send, message queued in the path's shared mailbox) on its own thread.
+pool: the same to a pooled ``SupervisedActor`` (``execution=Execution.POOL``, the system's worker
+pool): the put that makes its idle mailbox non-empty queues a turn on the run queue.
 baseline: ``ref.tell(msg)`` / ``ref.ask(msg)`` on a plain ``pykka.ThreadingActor``.
 
 (a) tell throughput: a burst of tells, then one ask that returns only once every tell was
@@ -13,7 +15,8 @@ baseline: ``ref.tell(msg)`` / ``ref.ask(msg)`` on a plain ``pykka.ThreadingActor
     the sender-side cost of path resolution + envelope + mailbox from thread-scheduling noise.
 
 The work is split in rounds and the variants alternate (ABBA) so load on the shared machine
-hits both. Target (issue): hydrovisor costs at most 1.3x the raw pykka path.
+hits all. Target (issue): hydrovisor costs at most 1.3x the raw pykka path (the thread actor; the
+pooled one is shown beside it, without a target).
 """
 
 from __future__ import annotations
@@ -40,9 +43,10 @@ from _stats import (
 from prometheus_client import CollectorRegistry
 
 from hydrovisor.runtime.loop_thread import LoopThread
-from hydrovisor.supervisors import ActorSystem, ChildSpec, SupervisedActor, SupervisorFlags
+from hydrovisor.supervisors import ActorSystem, ChildSpec, Execution, PoolSettings, SupervisedActor, SupervisorFlags
 
 PATH = "/sink"
+POOL_PATH = "/psink"
 FLUSH = "flush"
 TARGET_OVERHEAD = 1.3
 
@@ -140,16 +144,24 @@ def target_row(what: str, hv: list[float], pk: list[float]) -> Row:
     )
 
 
+def info_row(what: str, pool: list[float], pk: list[float]) -> Row:
+    """The pooled actor against the same baseline (median round), without a target."""
+    ratios = sorted(ratio(a, b) for a, b in zip(pool, pk, strict=True))
+    return Row(f"{what} cost pool / pykka, median round",
+               f"{statistics.median(ratios):.2f}x (rounds: {ratios[0]:.2f} .. {ratios[-1]:.2f})")
+
+
 def run(quick: bool) -> None:
     tells, tell_rounds = (20_000, 4) if quick else (200_000, 20)
     asks, ask_rounds = (2_000, 4) if quick else (20_000, 20)
     header(f"path messaging: {tells:,} tells and {asks:,} asks per variant", quick)
     route_logs_to_devnull()
     with LoopThread() as lt:
-        system = ActorSystem(bridge=lt.bridge, timers=lt.timers, registry=CollectorRegistry())
+        system = ActorSystem(bridge=lt.bridge, timers=lt.timers, registry=CollectorRegistry(), pool=PoolSettings())
         system.start(
             SupervisorFlags(max_restarts=10**9, period=1.0),
-            [ChildSpec(PATH.lstrip("/"), Sink.start, hang_timeout=None)],
+            [ChildSpec(PATH.lstrip("/"), Sink.start, hang_timeout=None),
+             ChildSpec(POOL_PATH.lstrip("/"), Sink.start, hang_timeout=None, execution=Execution.POOL)],
         )
         ref = BareSink.start()
 
@@ -162,7 +174,14 @@ def run(quick: bool) -> None:
         def pk_ask(m: Any) -> Any:
             return ref.ask(m, timeout=30)
 
-        variants: dict[str, tuple[Tell, Ask]] = {"hydrovisor": (hv_tell, hv_ask), "pykka": (ref.tell, pk_ask)}
+        def pool_tell(m: Any) -> None:
+            system.tell(POOL_PATH, m)
+
+        def pool_ask(m: Any) -> Any:
+            return system.ask(POOL_PATH, m, timeout=30)
+
+        variants: dict[str, tuple[Tell, Ask]] = {
+            "hydrovisor": (hv_tell, hv_ask), "pykka": (ref.tell, pk_ask), "pool": (pool_tell, pool_ask)}
         names = list(variants)
         send_s = dict.fromkeys(names, 0.0)
         e2e_s = dict.fromkeys(names, 0.0)
@@ -200,7 +219,7 @@ def run(quick: bool) -> None:
         system.stop()
         ref.stop()
 
-    hv, pk = names
+    hv, pk, pool = names
     rows: list[Row] = []
     for name in names:
         rows.append(Row(f"tell end-to-end, {name}", fmt_rate(tells / e2e_s[name])))
@@ -209,6 +228,7 @@ def run(quick: bool) -> None:
     rows.append(Row("tell cost hydrovisor / pykka, all rounds", f"{ratio(e2e_s[hv], e2e_s[pk]):.2f}x"))
     rows.append(Row("tell cost hydrovisor / pykka, send loop", f"{ratio(send_s[hv], send_s[pk]):.2f}x"))
     rows.append(target_row("tell", per_round_tell[hv], per_round_tell[pk]))
+    rows.append(info_row("tell", per_round_tell[pool], per_round_tell[pk]))
     for name in names:
         rows.append(Row(f"ask round trips, {name}", fmt_rate(asks / ask_s[name], "asks/s")))
         s = summarize(ask_lat[name])
@@ -217,9 +237,11 @@ def run(quick: bool) -> None:
     p50 = ratio(summarize(ask_lat[hv]).p50, summarize(ask_lat[pk]).p50)
     rows.append(Row("ask p50 latency hydrovisor / pykka", f"{p50:.2f}x"))
     rows.append(target_row("ask", per_round_ask[hv], per_round_ask[pk]))
+    rows.append(info_row("ask", per_round_ask[pool], per_round_ask[pk]))
     for name in names:
         rows.append(Row(f"enqueue cost per tell (receiver parked), {name}", fmt_us(enqueue_s[name] / tells)))
     rows.append(Row("enqueue cost hydrovisor / pykka", f"{ratio(enqueue_s[hv], enqueue_s[pk]):.2f}x"))
+    rows.append(Row("enqueue cost pool / pykka", f"{ratio(enqueue_s[pool], enqueue_s[pk]):.2f}x"))
     print_table("stable-path messaging vs raw pykka refs", rows)
 
 
