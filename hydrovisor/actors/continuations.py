@@ -38,8 +38,8 @@ import msgspec
 
 from hydrovisor.runtime.bridge import Outcome, OutcomeUnknown
 from hydrovisor.runtime.timers import Timer
-from hydrovisor.supervisors import ActorContext, Rejection, SupervisedActor
-from hydrovisor.supervisors.mailbox import Envelope
+from hydrovisor.supervisors import ActorStopped, Rejection, SupervisedActor
+from hydrovisor.supervisors.mailbox import Envelope, fail_envelope
 
 
 class Continued(msgspec.Struct, frozen=True):
@@ -52,17 +52,17 @@ class Continued(msgspec.Struct, frozen=True):
 class ContinuingActor(SupervisedActor):
     """See the module docstring."""
 
-    def __init__(self, ctx: ActorContext) -> None:
-        super().__init__(ctx)
-        self._envelope: Envelope | None = None  # the envelope being handled
-        self._stash: collections.deque[Envelope] = collections.deque()
-        self._then: Callable[[Outcome], Any] | None = None
-        self._then_reply: Any = None
-        self._then_what = ""
-        self._then_within = 0.0
-        self._then_seq = 0
-        self._overdue: Timer | None = None
-        self._deferred: list[Any] = []  # reply slots taken from the runtime, not answered yet
+    # Class-level defaults: an actor that never waits (most of the time, most of thousands) carries
+    # nothing more than a plain SupervisedActor; instance attributes appear on first use.
+    _envelope: Envelope | None = None  # the envelope being handled
+    _stash: collections.deque[Envelope] | None = None
+    _then: Callable[[Outcome], Any] | None = None
+    _then_reply: Any = None
+    _then_what = ""
+    _then_within = 0.0
+    _then_seq = 0
+    _overdue: Timer | None = None
+    _deferred: list[Any] | None = None  # reply slots taken from the runtime, not answered yet
 
     def _handle(self, envelope: Envelope) -> Any:
         self._envelope = envelope
@@ -72,11 +72,6 @@ class ContinuingActor(SupervisedActor):
             self._envelope = None
 
     # continuations ---------------------------------------------------------------------------
-
-    @property
-    def awaiting(self) -> str | None:
-        """What the pending continuation waits for, or ``None``."""
-        return self._then_what if self._then is not None else None
 
     def then(self, what: str, coro: Coroutine[Any, Any, Any], continuation: Callable[[Outcome], Any], *,
              within: float, reply: bool = False) -> None:
@@ -106,6 +101,8 @@ class ContinuingActor(SupervisedActor):
             return False
         envelope = self._envelope
         if envelope is not None:  # the reply slot goes with it: answered when it is handled again
+            if self._stash is None:
+                self._stash = collections.deque()
             self._stash.append(Envelope(envelope.message, envelope.reply_to, incarnation=envelope.incarnation))
             envelope.reply_to = None
         return True
@@ -136,8 +133,14 @@ class ContinuingActor(SupervisedActor):
         self.answer(slot, value)
 
     def _unstash_all(self) -> None:
-        while self._stash:
-            self.ctx.mailbox.put_control(self._stash.pop(), first=True)
+        stash, mailbox = self._stash, self.ctx.mailbox
+        closed = mailbox.closed_reason
+        while stash:
+            envelope = stash.pop()
+            if closed is None:
+                mailbox.put_control(envelope, first=True)
+            else:  # the path stopped for good meanwhile: fail as its closing failed the rest
+                fail_envelope(envelope, ActorStopped(self.path, closed))
 
     # deferred replies ------------------------------------------------------------------------
 
@@ -148,6 +151,8 @@ class ContinuingActor(SupervisedActor):
         if envelope is None or envelope.reply_to is None:
             return None
         slot, envelope.reply_to = envelope.reply_to, None
+        if self._deferred is None:
+            self._deferred = []
         self._deferred.append(slot)
         return slot
 
@@ -168,8 +173,9 @@ class ContinuingActor(SupervisedActor):
             slot.set_exception(exc_info=(type(error), error, error.__traceback__))
 
     def _forget(self, slot: Any) -> None:
-        with contextlib.suppress(ValueError):
-            self._deferred.remove(slot)
+        if self._deferred is not None:
+            with contextlib.suppress(ValueError):
+                self._deferred.remove(slot)
 
     # stopping --------------------------------------------------------------------------------
 
@@ -179,7 +185,7 @@ class ContinuingActor(SupervisedActor):
         if self._overdue is not None:
             self._overdue.cancel()
             self._overdue = None
-        for slot in list(self._deferred):
+        for slot in list(self._deferred or ()):
             self.fail(slot, OutcomeUnknown(
                 f"{self.path} stopped before the outcome of its {what} arrived; it may still take effect"))
         self._unstash_all()

@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client import CollectorRegistry
 
+from hydrovisor.actors import node as node_module
 from hydrovisor.actors.command import DeviceReply
-from hydrovisor.actors.node import Bind, BindRefused, FromDevice
+from hydrovisor.actors.node import Bind, BindRefused, FromDevice, Unbind
 from hydrovisor.commands.plane import CommandPlane, publish_counter
 from hydrovisor.commands.spawn import COMMANDS, command_path, command_spec
 from hydrovisor.commands.waiters import CommandWaiters
@@ -33,7 +34,7 @@ from hydrovisor.protocol import (
     parse_topic,
     temp_topic,
 )
-from hydrovisor.runtime.bridge import LoopReply
+from hydrovisor.runtime.bridge import LoopReply, OutcomeUnknown
 from hydrovisor.runtime.loop_thread import LoopThread
 from hydrovisor.store.database import Database
 from hydrovisor.store.migrations import apply_migrations
@@ -279,3 +280,50 @@ def test_a_zone_actor_loads_and_answers_on_a_strict_pool(rig: Rig) -> None:
     reply = rig.run(rig.system.bridge.ask(path, GetZoneState(), within=10))
     assert isinstance(reply.state, ZoneStateView)
     assert rig.failures == []
+
+
+def test_a_bind_outstanding_past_its_deadline_is_an_unknown_outcome_and_a_restart(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node_module, "CONTINUATION_WITHIN_S", 0.5)
+    _preregister(rig, None)
+    rig.start_node()
+    rig.broker.gate = gate = Gate(rig.lt.loop)
+    with pytest.raises(OutcomeUnknown, match=r"bind not finished within 0\.5 s"):
+        rig.ask_later(node_path(UID), Bind(zone_uid="zn-1", gh_uid="gh-1")).result(10)
+    wait_until(lambda: rig.system.cell(node_path(UID)).restarts_total == 1, 10, what="the node restarted")
+    gate.open()
+    assert [(path, reason.kind.value) for path, reason in rig.failures] == [(node_path(UID), "crash")]
+
+
+def test_a_node_killed_with_a_bind_outstanding_fails_the_ask_and_hands_on_what_it_stashed(rig: Rig) -> None:
+    _preregister(rig, None)
+    rig.start_node()
+    rig.broker.gate = gate = Gate(rig.lt.loop)
+    bind = rig.ask_later(node_path(UID), Bind(zone_uid="zn-1", gh_uid="gh-1"))
+    wait_until(lambda: gate.waiting == 1, 10, what="the config push under way")
+    unbind = rig.ask_later(node_path(UID), Unbind())  # stashed behind the bind
+    time.sleep(0.2)
+    rig.system.kill(node_path(UID), "test")
+    with pytest.raises(OutcomeUnknown, match="stopped before the outcome of its bind arrived"):
+        bind.result(10)
+    gate.open()
+    # the stashed unbind went back to the path's mailbox: the next incarnation answers it, at once (a
+    # restarted node answers before its row is in, as it always did)
+    with pytest.raises(BindRefused) as refused:
+        unbind.result(10)
+    assert refused.value.code == "node_not_loaded"
+    assert rig.system.cell(node_path(UID)).restarts_total == 1
+    # once its row is in (the pending bind was stored), it unbinds
+    wait_until(lambda: _unbind_again(rig), 10, what="an unbind after the restart")
+    assert rig.node().pending_zone_uid is None
+
+
+def _unbind_again(rig: Rig) -> bool:
+    try:
+        view = rig.ask_later(node_path(UID), Unbind()).result(10)
+    except BindRefused as exc:
+        if exc.code == "node_not_loaded":
+            return False
+        raise
+    return (view.zone_uid, view.pending_zone_uid) == (None, None)
