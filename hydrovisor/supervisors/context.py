@@ -63,8 +63,8 @@ class LazyEvent(threading.Event):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the flag is set or ``timeout`` s passed; returns the flag, like ``Event.wait``."""
-        if self._flag_:
-            return True
+        if self._flag_ or (timeout is not None and timeout <= 0):
+            return self._flag_
         with _LAZY_EVENT_LOCK:
             if self._flag_:
                 return True
