@@ -46,7 +46,7 @@ from hydrovisor.store.database import Database
 from hydrovisor.store.embedded_pg import EmbeddedPostgres
 from hydrovisor.store.errors import StoreError
 from hydrovisor.store.migrations import apply_migrations
-from hydrovisor.supervisors import ActorSystem, ExitReason, SupervisionError, TreeCollector
+from hydrovisor.supervisors import ActorSystem, ExitReason, PoolCollector, SupervisionError, TreeCollector
 from hydrovisor.tree import build_tree, root_flags
 from hydrovisor.zoneplane.plane import ZonePlane
 from hydrovisor.zoneplane.runtime import ZoneRuntime
@@ -93,8 +93,10 @@ class Hydrovisor:
         http_listener, mqtt_listener = self._listeners()
         broker = EmbeddedBroker(mqtt_listener.host, mqtt_listener.port, dev_mode=settings.dev_mode,
                                 directory=directory, limits=settings.mqtt.limits(), registry=registry)
-        system = ActorSystem(bridge=bridge, timers=timers, registry=registry, on_root_exit=self._root_exited)
+        system = ActorSystem(bridge=bridge, timers=timers, registry=registry, on_root_exit=self._root_exited,
+                             pool=settings.actors.pool(settings.env))
         registry.register(TreeCollector(system))
+        registry.register(PoolCollector(system.pool))
         clock = clock_for_scale(settings.time_scale)  # one clock: zones, time responses, command signatures
         zone_plane = ZonePlane(db=db, registry=nodes_view, clock=clock,
                                liveness_interval=settings.supervision.liveness_interval,
@@ -112,6 +114,7 @@ class Hydrovisor:
                                 notifier=SdNotifier.from_env(), on_fatal=self._fatal,
                                 related=lambda: services.chaos.active_ids())  # noqa: PLW0108 - bound later
         system.on_failure(control.child_failed)
+        control.watch_pool(system.pool)  # stuck turns -> pool_turn_stuck incidents; dumps name each worker's actor
         telemetry_counters = TelemetryCounters(registry)
         commands_plane = CommandPlane(db=db, registry=nodes_view, transport=broker, waiters=CommandWaiters(loop),
                                       publishes=publish_counter(registry), clock=clock)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,11 @@ import asyncpg
 import pytest
 
 from hydrovisor.store.embedded_pg import EmbeddedPostgres
+
+# Every hydrovisor a test starts (a `hydrovisor run` subprocess, an app from load_settings()) is strict: a
+# blocking call in a pooled actor's handler raises instead of being compensated. In-process apps built from
+# Settings(...) are strict anyway unless their env is production (actors.strict_blocking unset).
+os.environ.setdefault("HYDROVISOR_STRICT_BLOCKING", "1")
 
 
 @pytest.fixture(scope="session")

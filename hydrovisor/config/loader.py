@@ -45,6 +45,7 @@ ENV_KEYS: dict[str, str] = {
     "HYDROVISOR_DATABASE_URL": "database.url",
     "HYDROVISOR_DATABASE_POOL_MAX": "database.pool_max",
     "HYDROVISOR_MAX_COMMANDS": "supervision.max_commands",
+    "HYDROVISOR_STRICT_BLOCKING": "actors.strict_blocking",
     "HYDROVISOR_WEBHOOK_URLS": "webhook_urls",  # comma-separated
 }
 CONFIG_FILE_VAR = "HYDROVISOR_CONFIG"
@@ -97,7 +98,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _env_value(var: str, key: str, value: str) -> Any:
     """Environment strings to the types msgspec's lax mode does not convert itself."""
     field = key.rsplit(".", 1)[-1]
-    if field in {"dev_mode", "allow_remote_dev", "chaos_enabled", "debug_loop"}:
+    if field == "strict_blocking" and value.strip() == "":
+        return None  # tri-state: empty is unset (strict unless production), not false
+    if field in {"dev_mode", "allow_remote_dev", "chaos_enabled", "debug_loop", "strict_blocking"}:
         lowered = value.strip().lower()
         if lowered in _TRUE:
             return True
@@ -165,6 +168,9 @@ def _check(settings: Settings) -> None:
         raise ConfigError("system.safe_mode_after must be greater than system.degraded_after")
     if system.guard_interval * 2 > system.loop_stall_threshold:
         raise ConfigError("system.guard_interval must be at most half of system.loop_stall_threshold")
+    if settings.actors.stuck_after_s >= settings.supervision.hang_timeout:
+        # the supervisor would abandon the actor before the watchdog saw a stuck turn: no incident, no stack
+        raise ConfigError("actors.stuck_after_s must be less than supervision.hang_timeout")
     for position, url in enumerate(settings.webhook_urls, start=1):
         try:
             parts = urllib.parse.urlsplit(url)

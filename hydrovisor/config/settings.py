@@ -8,6 +8,7 @@ from typing import Annotated
 import msgspec
 
 from hydrovisor.broker.limits import BrokerLimits
+from hydrovisor.supervisors.pool import PoolSettings
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -78,6 +79,29 @@ class SupervisionSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=Tru
     liveness_interval: PositiveFloat = 1.0
 
 
+class ActorSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The worker pool that runs pooled actors (``ChildSpec.execution``: node, zone, command actors)."""
+
+    workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 4  # core worker threads
+    turn_messages: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 32  # messages per turn, then the actor yields
+    # extra workers started while core ones wait in a blocking call or are stuck in one turn (non-strict mode)
+    max_spare_workers: Annotated[int, msgspec.Meta(ge=0, le=1024)] = 16
+    stuck_after_s: PositiveFloat = 2.0  # a turn running longer is stuck: incident, spare worker, stack dumped
+    # a blocking call (ask, bridge wait) in a pooled handler raises instead of being compensated;
+    # unset: strict unless env is production (HYDROVISOR_STRICT_BLOCKING=1/0 overrides)
+    strict_blocking: bool | None = None
+
+    def strict(self, env: Environment) -> bool:
+        """Whether blocking calls on pool workers raise (``strict_blocking``, else all but production)."""
+        return env is not Environment.PRODUCTION if self.strict_blocking is None else self.strict_blocking
+
+    def pool(self, env: Environment) -> PoolSettings:
+        """The actor system's worker pool from these settings."""
+        return PoolSettings(workers=self.workers, turn_messages=self.turn_messages,
+                            max_spare_workers=self.max_spare_workers, stuck_after=self.stuck_after_s,
+                            strict=self.strict(env))
+
+
 class SystemSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The system state machine and the loop guard (DOMAIN §6)."""
 
@@ -117,4 +141,5 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     mqtt: MqttSettings = MqttSettings()
     database: DatabaseSettings = DatabaseSettings()
     supervision: SupervisionSettings = SupervisionSettings()
+    actors: ActorSettings = ActorSettings()
     system: SystemSettings = SystemSettings()

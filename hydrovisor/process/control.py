@@ -5,6 +5,11 @@ component checks for each cycle (and for ``/health/ready``), turns every transit
 ``STATE_TRANSITION`` log line, an incident, metrics and a ``STATUS=`` line, and on FATAL makes the
 process exit with code 10 — gracefully through the loop if it can, from the guard's thread if the
 loop is stuck.
+
+A pooled actor's turn stuck on a worker (the pool's watchdog) opens a ``pool_turn_stuck`` incident
+with a task dump that names the actor each worker runs; it closes at the first cycle after the turn
+ended. It is not an error for the machine: like a hung thread actor it is contained (a spare worker
+keeps the pool's capacity, the supervisor's hang detection replaces the actor).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,8 +30,25 @@ from hydrovisor.process.incidents import Incident, IncidentKind, IncidentStore
 from hydrovisor.process.loop_guard import LoopGuard
 from hydrovisor.process.sd_notify import SdNotifier
 from hydrovisor.process.state_actor import STATE_PATH, Cycle, LoopStalled, ReportError, ReportFatal
-from hydrovisor.process.states import ACTUATION_BLOCKED, Snapshot, StateMachine, SystemState, Thresholds, Transition
-from hydrovisor.supervisors import ROOT, ActorStopped, ActorSystem, ExitKind, ExitReason, NoSuchActor
+from hydrovisor.process.states import (
+    ACTUATION_BLOCKED,
+    Snapshot,
+    StateMachine,
+    SystemState,
+    Thresholds,
+    Transition,
+    new_incident_id,
+)
+from hydrovisor.supervisors import (
+    ROOT,
+    ActorStopped,
+    ActorSystem,
+    ExitKind,
+    ExitReason,
+    NoSuchActor,
+    StuckTurn,
+    WorkerPool,
+)
 
 log = logging.getLogger("hydrovisor.process")
 
@@ -75,11 +98,16 @@ class SystemControl:
         self.incidents = IncidentStore(Path(settings.data_dir) / "incidents", keep=cfg.incidents_kept)
         self._state_incident: str | None = None
         self._apply_lock = threading.Lock()
+        self._related = related
+        self._pool: WorkerPool | None = None
+        # open pool_turn_stuck incidents: id -> (worker name, when its stuck turn started)
+        self._stuck: dict[str, tuple[str, float | None]] = {}
+        self._stuck_lock = threading.Lock()
         self.guard = LoopGuard(
             loop, threshold=cfg.loop_stall_threshold, interval=cfg.guard_interval,
             cycle_interval=cfg.cycle_interval, incidents=self.incidents, registry=registry, notifier=notifier,
             on_stall=lambda incident_id, age: self._tell(LoopStalled(incident_id, round(age, 3))),
-            on_cycle=lambda: self._tell(Cycle()), related=related)
+            on_cycle=self._cycle, related=related)
         self._state_gauge = Gauge("hydrovisor_system_state", "1 for the current system state.", ["state"],
                                   registry=registry)
         self._transitions = Counter("hydrovisor_system_transitions_total", "System state transitions.",
@@ -134,7 +162,66 @@ class SystemControl:
         if is_system_error(path, reason):
             self.report_error(f"subtree {path} gave up: {reason}", "supervisor")
 
+    def watch_pool(self, pool: WorkerPool) -> None:
+        """Open an incident for every stuck turn of ``pool``; task dumps name the actor each worker runs."""
+        self._pool = pool
+        task_dump.watch_pool(pool)
+        pool.on_stuck(self.pool_turn_stuck)
+
+    def pool_turn_stuck(self, stuck: StuckTurn) -> None:
+        """Pool watchdog listener (its thread): one turn ran past ``stuck_after``. Opens a
+        ``pool_turn_stuck`` incident with a task dump; not an error for the machine (module docstring)."""
+        incident_id = new_incident_id("stuck")
+        pool = self._pool
+        started, limit = None, ""
+        if pool is not None:
+            started = next((w.turn_started for w in pool.workers() if w.name == stuck.worker), None)
+            limit = f" (threshold {pool.settings.stuck_after:g}s)"
+        log.error("POOL_TURN_STUCK incident_id=%s path=%s worker=%s running_for=%.2fs", incident_id, stuck.path,
+                  stuck.worker, stuck.running_for_s, extra={
+                      "event": "pool_turn_stuck_incident", "incident_id": incident_id, "path": stuck.path,
+                      "worker": stuck.worker, "running_for_s": stuck.running_for_s})
+        dump = task_dump.capture(self._loop, incident_id, "POOL_TURN_STUCK", loop_thread_id=self.guard.loop_thread_id)
+        try:
+            related = self._related()
+        except Exception:  # the incident matters more than its links
+            log.exception("related incidents unavailable", extra={"event": "related_unavailable"})
+            related = []
+        self.incidents.open(Incident(
+            incident_id=incident_id, kind=IncidentKind.POOL_TURN_STUCK, title=f"turn of {stuck.path} stuck",
+            reason=f"{stuck.path} has been running one turn on {stuck.worker} for {stuck.running_for_s:.2f}s{limit}",
+            owner="pool_watchdog", opened_at=time.time() - stuck.running_for_s, related=related,
+            attributes={"path": stuck.path, "worker": stuck.worker, "stack": stuck.stack}, dump=dump))
+        with self._stuck_lock:  # once open: a cycle closes only what it can find
+            self._stuck[incident_id] = (stuck.worker, started)
+
+    def _close_ended_stuck_turns(self) -> None:
+        """Close the incident of every stuck turn that is over (its worker runs another turn, or is gone)."""
+        pool = self._pool
+        if pool is None:
+            return
+        with self._stuck_lock:
+            if not self._stuck:
+                return
+            current = {w.name: w.turn_started for w in pool.workers()}
+            ended = [i for i, (worker, started) in self._stuck.items()
+                     if started is None or current.get(worker) != started]
+            for incident_id in ended:
+                del self._stuck[incident_id]
+        for incident_id in ended:
+            closed = self.incidents.close(incident_id)
+            log.warning("POOL_TURN_UNSTUCK incident_id=%s the stuck turn ended", incident_id,
+                        extra={"event": "pool_turn_unstuck_incident", "incident_id": incident_id,
+                               "duration_s": closed.duration_s if closed is not None else None})
+
     # the cycle -------------------------------------------------------------------------------
+
+    def _cycle(self) -> None:
+        """On the loop guard's thread, every ``cycle_interval``."""
+        try:
+            self._close_ended_stuck_turns()
+        finally:
+            self._tell(Cycle())
 
     def readiness(self) -> dict[str, checks.CheckResult]:
         """Each component's verdict, as ``/health/ready`` and the cycle see it."""

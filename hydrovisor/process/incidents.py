@@ -31,6 +31,7 @@ class IncidentKind(enum.StrEnum):
     LOOP_STALL = "loop_stall"
     STATE_TRANSITION = "state_transition"
     CHAOS = "chaos"
+    POOL_TURN_STUCK = "pool_turn_stuck"
 
 
 class Incident(msgspec.Struct, frozen=True):
@@ -51,7 +52,7 @@ class Incident(msgspec.Struct, frozen=True):
 
     @property
     def is_open(self) -> bool:
-        """Still going on (a stall not over, a chaos run not ended, a state not left)."""
+        """Still going on (a stall not over, a chaos run not ended, a state not left, a turn still stuck)."""
         return self.closed_at is None
 
 

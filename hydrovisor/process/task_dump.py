@@ -4,6 +4,9 @@
 never raises: whatever cannot be read is reported as such instead of failing the dump. Coroutine
 stacks follow the ``await`` chain of each task; the task that is running on the loop thread right
 now is suspended nowhere, so its stack is read from that thread's frames instead.
+
+Threads of a worker pool (:func:`watch_pool`) name the pooled actor whose turn they are running and
+for how long, so a stuck turn's stack is attributed to its actor.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import Iterable, Mapping
 from types import FrameType
+from typing import Protocol
 
 import msgspec
 
@@ -51,7 +56,11 @@ class TaskInfo(msgspec.Struct, frozen=True):
 
 
 class ThreadInfo(msgspec.Struct, frozen=True):
-    """One thread; ``stack`` is outermost first, cut to the innermost frames, ``stack_depth`` is uncut."""
+    """One thread; ``stack`` is outermost first, cut to the innermost frames, ``stack_depth`` is uncut.
+
+    On a pool worker running a turn, ``actor`` is that actor's path and ``turn_s`` how long the
+    turn has been running (else both are ``None``).
+    """
 
     thread_id: int
     name: str
@@ -59,6 +68,39 @@ class ThreadInfo(msgspec.Struct, frozen=True):
     is_loop_thread: bool
     stack: list[FrameInfo]
     stack_depth: int
+    actor: str | None = None
+    turn_s: float | None = None
+
+
+class _PooledActor(Protocol):
+    @property
+    def path(self) -> str: ...
+
+
+class _Worker(Protocol):
+    # read-only members: the pool's Worker has plain attributes
+    @property
+    def ident(self) -> int | None: ...
+    @property
+    def actor(self) -> _PooledActor | None: ...
+    @property
+    def turn_started(self) -> float | None: ...
+
+
+class Pool(Protocol):
+    """What a dump needs of a worker pool (:class:`hydrovisor.supervisors.WorkerPool`)."""
+
+    def workers(self) -> Iterable[_Worker]:
+        """The pool's current worker threads."""
+        ...
+
+
+_watched: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+
+def watch_pool(pool: Pool) -> None:
+    """Attribute ``pool``'s worker threads to the actors they run in every later dump (until it is gone)."""
+    _watched.add(pool)
 
 
 class TaskDump(msgspec.Struct, frozen=True):
@@ -85,18 +127,22 @@ def capture(
     *,
     loop_thread_id: int | None = None,
     max_frames: int = 40,
+    pools: Iterable[Pool] | None = None,
 ) -> TaskDump:
     """Dump the tasks of ``loop`` (none when ``loop`` is ``None``) and the stacks of all threads.
 
     Safe from any thread and while ``loop`` is blocked; never raises. Each stack keeps its
     innermost ``max_frames`` frames. ``loop_thread_id`` is the ident of the thread running
-    ``loop``; that thread gets ``is_loop_thread=True``.
+    ``loop``; that thread gets ``is_loop_thread=True``. Worker threads of ``pools`` (default: every
+    pool passed to :func:`watch_pool`) show the actor whose turn they run.
     """
     taken_at = time.time()
+    now = time.monotonic()
     thread_frames = sys._current_frames()
+    turns = _turns(list(_watched) if pools is None else pools, now)
     tasks = [_task_info(task, thread_frames, max_frames) for task in _all_tasks(loop)]
     tasks.sort(key=lambda info: (info.name, info.task_id))
-    threads = _thread_infos(thread_frames, loop_thread_id, max_frames)
+    threads = _thread_infos(thread_frames, loop_thread_id, max_frames, turns)
     return TaskDump(
         incident_id=incident_id,
         context=context,
@@ -111,6 +157,24 @@ def capture(
 def to_json(dump: TaskDump) -> bytes:
     """The dump as JSON."""
     return msgspec.json.encode(dump)
+
+
+def _turns(pools: Iterable[Pool], now: float) -> dict[int, tuple[str, float | None]]:
+    """Thread ident -> (actor path, seconds into its turn) of every pool worker running a turn."""
+    turns: dict[int, tuple[str, float | None]] = {}
+    for pool in pools:
+        try:
+            workers = list(pool.workers())
+        except Exception:  # a dump must not fail because of one pool
+            log.exception("task dump: cannot list the workers of %r", pool)
+            continue
+        for worker in workers:
+            # one read each: the worker may finish its turn meanwhile (then the values may be one turn apart)
+            ident, actor, started = worker.ident, worker.actor, worker.turn_started
+            if ident is None or actor is None:
+                continue
+            turns[ident] = (actor.path, round(now - started, 3) if started is not None else None)
+    return turns
 
 
 def _all_tasks(loop: asyncio.AbstractEventLoop | None) -> list[asyncio.Task[object]]:
@@ -192,7 +256,10 @@ def _frames_inside(outer: FrameType, thread_frames: Mapping[int, FrameType]) -> 
 
 
 def _thread_infos(
-    thread_frames: Mapping[int, FrameType], loop_thread_id: int | None, max_frames: int
+    thread_frames: Mapping[int, FrameType],
+    loop_thread_id: int | None,
+    max_frames: int,
+    turns: Mapping[int, tuple[str, float | None]],
 ) -> list[ThreadInfo]:
     # (ident, name, daemon, innermost frame) of every thread, then their stacks.
     threads: list[tuple[int, str, bool, FrameType | None]] = []
@@ -213,6 +280,7 @@ def _thread_infos(
     infos: list[ThreadInfo] = []
     for ident, name, daemon, top in threads:
         stack, depth = _thread_stack(top, max_frames)
+        actor, turn_s = turns.get(ident, (None, None))
         infos.append(
             ThreadInfo(
                 thread_id=ident,
@@ -221,6 +289,8 @@ def _thread_infos(
                 is_loop_thread=ident == loop_thread_id,
                 stack=_frame_infos(stack),
                 stack_depth=depth,
+                actor=actor,
+                turn_s=turn_s,
             )
         )
     return infos

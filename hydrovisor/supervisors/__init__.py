@@ -11,7 +11,8 @@
 - :class:`Execution` / :class:`WorkerPool`: a child runs on its own thread or in turns on the
   system's worker pool (``ChildSpec.execution``), with the same supervision either way.
 - :class:`ActorInfo` / :func:`describe`: the tree as ``which_children`` shows it; :class:`TreeCollector`
-  its Prometheus gauges; :class:`InjectedCrash` / :class:`InjectedHang`: faults injected on purpose.
+  its Prometheus gauges, :class:`PoolCollector` the worker pool's; :class:`InjectedCrash` /
+  :class:`InjectedHang`: faults injected on purpose.
 
 Ask policy: a handler exception reaches the asker *and* crashes the actor (it is restarted),
 except a :class:`Rejection`, which is an expected refusal and leaves the actor running.
@@ -42,6 +43,7 @@ from hydrovisor.supervisors.messaging import kill_request
 from hydrovisor.supervisors.metrics import TreeCollector
 from hydrovisor.supervisors.path_registry import ROOT
 from hydrovisor.supervisors.pool import PoolSettings, StuckTurn, WorkerPool
+from hydrovisor.supervisors.pool_metrics import PoolCollector
 from hydrovisor.supervisors.snapshot import ActorInfo, describe
 from hydrovisor.supervisors.spec import (
     Backoff,
@@ -77,6 +79,7 @@ __all__ = [
     "InjectedHang",
     "KillChild",
     "NoSuchActor",
+    "PoolCollector",
     "PoolSettings",
     "Rejection",
     "Restart",

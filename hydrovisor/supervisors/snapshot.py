@@ -19,6 +19,7 @@ class ActorInfo(msgspec.Struct, frozen=True):
     path: str
     id: str
     kind: str
+    execution: str  # "thread" (its own OS thread) or "pool" (turns on the system's worker pool)
     actor_class: str
     state: str
     restart: str
@@ -66,6 +67,7 @@ def _info(system: ActorSystem, cell: Cell, depth: int | None, now: float) -> Act
         path=cell.path,
         id=cell.spec.id,
         kind=cell.spec.kind,
+        execution=cell.spec.execution.value,  # from the spec: a restarting path has no incarnation
         actor_class=cell.actor_class,
         state=cell.state.value,
         restart=cell.spec.restart.value,

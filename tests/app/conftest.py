@@ -81,9 +81,12 @@ def instance(start_app: Callable[..., Running]) -> Running:
 HYDROVISOR = [sys.executable, "-m", "hydrovisor"]
 
 
+KEPT_VARIABLES = frozenset({"HYDROVISOR_STRICT_BLOCKING"})  # set for every test process (tests/conftest.py)
+
+
 def hydrovisor_env(**values: str) -> dict[str, str]:
-    """This process's environment without HYDROVISOR_* variables, plus ``values``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDROVISOR_")}
+    """This process's environment without HYDROVISOR_* variables (but :data:`KEPT_VARIABLES`), plus ``values``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYDROVISOR_") or k in KEPT_VARIABLES}
     env.update(values)
     return env
 

@@ -36,6 +36,7 @@ def test_actor_tree_lists_the_whole_tree_with_introspection_fields(instance: Run
     assert probe["state"] == "running"
     assert probe["kind"] == "worker"
     assert probe["actor_class"] == "HealthProbe"
+    assert probe["execution"] == "thread"
     for field in ("restarts_in_window", "restarts_total", "last_failure", "mailbox_depth", "uptime_s"):
         assert field in probe
     commands = children["/commands"]
@@ -72,8 +73,9 @@ def test_injected_crash_shows_in_tree_and_metrics(instance: Running) -> None:
 def test_metrics_expose_tree_loop_and_process(instance: Running) -> None:
     text = http("GET", instance.base_url + "/metrics").raw.decode()
     # workers: system state, chaos worker, db_health, telemetry_writer, rollups, notifier, broker_health
-    assert 'hydrovisor_actors{kind="worker",state="running"} 7.0' in text
-    assert 'hydrovisor_actors{kind="supervisor",state="running"} 7.0' in text
+    assert 'hydrovisor_actors{execution="thread",kind="worker",state="running"} 7.0' in text
+    assert 'hydrovisor_actors{execution="thread",kind="supervisor",state="running"} 7.0' in text
+    assert 'hydrovisor_pool_workers{kind="core"} 4.0' in text
     assert 'hydrovisor_system_state{state="RUNNING"} 1.0' in text
     assert "hydrovisor_loop_heartbeat_age_seconds" in text
     assert 'hydrovisor_actor_mailbox_depth{path="/store/db_health"}' in text
