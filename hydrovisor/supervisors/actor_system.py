@@ -91,6 +91,7 @@ class ActorSystem:
         """Stop the whole tree (children in reverse start order); True if it finished in time."""
         cell = self._paths.get(ROOT)
         if cell is None or cell.ctx is None:
+            self._pool.stop()  # a start that failed may have started the pool already
             return True
         ctx = cell.ctx
         cell.state = CellState.STOPPING
