@@ -176,8 +176,8 @@ def run(quick: bool, switch_interval: float | None, live: int | None) -> None:
                                  supervisor_spec("zones", zones)])
         spawn_s = start_live(system, live)
         froze = gc_tuning.freeze()
-        print(f"   {live:,} live pooled actors started in {spawn_s:.1f} s; gc_tuning.freeze(): "
-              f"{froze.frozen:,} objects frozen in {froze.pause_s * 1000:.0f} ms")
+        print(f"   {live:,} live pooled actors started in {spawn_s:.1f} s; gc_tuning.freeze() took "
+              f"{froze.pause_s * 1000:.1f} ms")
         base = PykkaRestarter()
         variants: dict[str, tuple[Callable[[], float], bool]] = {
             "thread": (hydrovisor_sampler(system), False),
