@@ -138,3 +138,15 @@ class ActorContext:
     def name(self) -> str:
         """The last path segment (the child id)."""
         return self.path.rsplit("/", 1)[-1]
+
+    def release(self) -> None:
+        """Drop this context's reference to its actor; for the incarnation's last act, after its
+        exit was reported.
+
+        The actor and its context point at each other (``actor.ctx``, ``ctx.actor``, the inbox),
+        so an exited incarnation is garbage only the cyclic GC can free: ~20 objects per restart,
+        which *leak* while the heap is frozen (:mod:`hydrovisor.runtime.gc_tuning`). Without the
+        back reference reference counting frees it at once (measured: 5,000 restarts of frozen
+        incarnations, 100,000 objects left for a thaw vs none).
+        """
+        self.actor = None

@@ -4,13 +4,15 @@ child list appear on first use."""
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 
 import pytest
 
 from hydrovisor.supervisors import Cell, ChildSpec, SupervisedActor
-from hydrovisor.supervisors.context import LazyEvent
+from hydrovisor.supervisors.context import ActorContext, LazyEvent
 
 
 def test_lazy_event_is_a_flag_until_a_thread_waits() -> None:
@@ -93,3 +95,23 @@ def test_cell_keeps_the_last_64_restarts() -> None:
         cell.record_restart()
     assert len(cell.restart_times) == 64
     assert cell.restarts_total == 100
+
+
+def test_a_released_context_leaves_no_cycle_with_its_actor() -> None:
+    class Actor:
+        def __init__(self, ctx: ActorContext) -> None:
+            self.ctx = ctx
+            ctx.actor = self  # type: ignore[assignment]
+
+    ctx = ActorContext(system=None, path="/a", mailbox=None, generation=1,  # type: ignore[arg-type]
+                       report_exit=lambda _g, _r: None)
+    actor = Actor(ctx)
+    gone = weakref.ref(actor)
+    ctx.release()
+    gc.disable()
+    try:
+        del actor
+        assert gone() is None  # freed by reference counting, no collection needed
+    finally:
+        gc.enable()
+    assert ctx.actor is None
