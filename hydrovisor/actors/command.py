@@ -40,7 +40,6 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from hydrovisor.actors.continuations import ContinuingActor
 from hydrovisor.commands.plane import PUBLISH_ATTEMPTS, PUBLISH_BACKOFF_S, CommandPlane, NodeNotConnected
 from hydrovisor.commands.waiters import StatusNews
 from hydrovisor.protocol import TERMINAL, CommandResponse, CommandStatus, channel_topic, encode_command
@@ -49,7 +48,7 @@ from hydrovisor.runtime.timers import Timer
 from hydrovisor.store.repos import commands, events, nodes
 from hydrovisor.store.repos.commands import CommandRecord, Report
 from hydrovisor.store.repos.nodes import NodeRecord
-from hydrovisor.supervisors import ActorContext
+from hydrovisor.supervisors import ActorContext, ContinuingActor
 
 log = logging.getLogger(__name__)
 

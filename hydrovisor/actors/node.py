@@ -30,7 +30,6 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from hydrovisor.actors.continuations import ContinuingActor
 from hydrovisor.devices.plane import DevicePlane
 from hydrovisor.devices.registry import NodeView
 from hydrovisor.protocol import (
@@ -56,7 +55,7 @@ from hydrovisor.runtime.bridge import Outcome
 from hydrovisor.runtime.timers import Timer
 from hydrovisor.store.repos import events, nodes
 from hydrovisor.store.repos.nodes import ChannelRecord, NodeRecord
-from hydrovisor.supervisors import ActorContext, Rejection
+from hydrovisor.supervisors import ActorContext, ContinuingActor, Rejection
 
 log = logging.getLogger(__name__)
 

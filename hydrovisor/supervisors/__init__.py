@@ -25,6 +25,7 @@ from hydrovisor.supervisors.actor import SupervisedActor
 from hydrovisor.supervisors.actor_system import ActorSystem
 from hydrovisor.supervisors.cell import Cell, CellState, Failure
 from hydrovisor.supervisors.context import ActorContext
+from hydrovisor.supervisors.continuations import Continued, ContinuingActor
 from hydrovisor.supervisors.errors import (
     ActorHung,
     ActorStopped,
@@ -68,6 +69,8 @@ __all__ = [
     "Cell",
     "CellState",
     "ChildSpec",
+    "Continued",
+    "ContinuingActor",
     "DuplicateChild",
     "Escalated",
     "Execution",

@@ -118,6 +118,9 @@ class SupervisedActor(pykka.ThreadingActor):
         self.busy_since: float | None = None
         # the reply slot of the message being handled: failed at once if the handler hangs
         self.current_reply: Any = None
+        # the envelope being handled: a handler may take its reply slot (``reply_to``) to answer
+        # later (see continuations.py); what is left in it when the handler returns is answered then
+        self.current_envelope: Envelope | None = None
         # pooled only: on the run queue or running (changed under the mailbox lock); started
         self.scheduled = False
         self._turned = False
@@ -253,6 +256,7 @@ class SupervisedActor(pykka.ThreadingActor):
             return self._stop_phase(SHUTDOWN)
         self.busy_since = time.monotonic()
         self.current_reply = envelope.reply_to
+        self.current_envelope = envelope
         try:
             if isinstance(message, InjectedCrash | InjectedHang):
                 response = message.inflict()
@@ -271,6 +275,7 @@ class SupervisedActor(pykka.ThreadingActor):
         finally:
             self.busy_since = None
             self.current_reply = None
+            self.current_envelope = None
         if envelope.reply_to is not None:
             with contextlib.suppress(queue.Full):  # already failed by an abandonment
                 envelope.reply_to.set(response)

@@ -122,6 +122,17 @@ class Mailbox:
                 return None
             return self._items.popleft()
 
+    def prepend(self, envelopes: list[Any]) -> None:
+        """Put ``envelopes`` back at the head, in their order (a stash handed back); raises
+        :class:`ActorStopped` once the child stopped for good."""
+        with self._cond:
+            if self._closed is not None:
+                raise ActorStopped(self.path, self._closed)
+            self._items.extendleft(reversed(envelopes))
+            runner = self._to_wake()
+        if runner is not None:
+            runner.wake()
+
     def attach(self, runner: Runnable, generation: int) -> bool:
         """A pooled incarnation starts taking messages: puts wake it from now on.
 

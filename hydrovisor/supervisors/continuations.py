@@ -22,8 +22,8 @@ but no thread is held meanwhile.
 Call :meth:`ContinuingActor.continuing` first in ``on_receive``, and ``super().on_stop()`` from
 ``on_stop`` (``on_failure`` calls ``on_stop`` in every actor here).
 
-Stopgap: stashing and deferred replies belong in ``SupervisedActor`` (the runtime); until they are
-there, this class reaches the envelope being handled by wrapping ``SupervisedActor._handle``.
+The runtime side: ``SupervisedActor.current_envelope`` is the envelope being handled; a reply slot
+taken out of it is not answered when the handler returns.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ import msgspec
 
 from hydrovisor.runtime.bridge import Outcome, OutcomeUnknown
 from hydrovisor.runtime.timers import Timer
-from hydrovisor.supervisors import ActorStopped, Rejection, SupervisedActor
+from hydrovisor.supervisors.actor import SupervisedActor
+from hydrovisor.supervisors.errors import ActorStopped, Rejection
 from hydrovisor.supervisors.mailbox import Envelope, fail_envelope
 
 
@@ -54,7 +55,6 @@ class ContinuingActor(SupervisedActor):
 
     # Class-level defaults: an actor that never waits (most of the time, most of thousands) carries
     # nothing more than a plain SupervisedActor; instance attributes appear on first use.
-    _envelope: Envelope | None = None  # the envelope being handled
     _stash: collections.deque[Envelope] | None = None
     _then: Callable[[Outcome], Any] | None = None
     _then_reply: Any = None
@@ -63,13 +63,6 @@ class ContinuingActor(SupervisedActor):
     _then_seq = 0
     _overdue: Timer | None = None
     _deferred: list[Any] | None = None  # reply slots taken from the runtime, not answered yet
-
-    def _handle(self, envelope: Envelope) -> Any:
-        self._envelope = envelope
-        try:
-            return super()._handle(envelope)
-        finally:
-            self._envelope = None
 
     # continuations ---------------------------------------------------------------------------
 
@@ -99,7 +92,7 @@ class ContinuingActor(SupervisedActor):
             return True  # else a late one: its deadline passed, the continuation ran already
         if self._then is None:
             return False
-        envelope = self._envelope
+        envelope = self.current_envelope
         if envelope is not None:  # the reply slot goes with it: answered when it is handled again
             if self._stash is None:
                 self._stash = collections.deque()
@@ -133,21 +126,22 @@ class ContinuingActor(SupervisedActor):
         self.answer(slot, value)
 
     def _unstash_all(self) -> None:
-        stash, mailbox = self._stash, self.ctx.mailbox
-        closed = mailbox.closed_reason
-        while stash:
-            envelope = stash.pop()
-            if closed is None:
-                mailbox.put_control(envelope, first=True)
-            else:  # the path stopped for good meanwhile: fail as its closing failed the rest
-                fail_envelope(envelope, ActorStopped(self.path, closed))
+        if not self._stash:
+            return
+        stashed = list(self._stash)
+        self._stash.clear()
+        try:
+            self.ctx.mailbox.prepend(stashed)
+        except ActorStopped as exc:  # the path stopped for good meanwhile: fail as its closing failed the rest
+            for envelope in stashed:
+                fail_envelope(envelope, exc)
 
     # deferred replies ------------------------------------------------------------------------
 
     def defer_reply(self) -> Any:
         """The reply slot of the ask being handled (``None`` for a tell); the runtime leaves it
         unanswered when the handler returns: answer it with :meth:`answer` or :meth:`fail`."""
-        envelope = self._envelope
+        envelope = self.current_envelope
         if envelope is None or envelope.reply_to is None:
             return None
         slot, envelope.reply_to = envelope.reply_to, None
