@@ -125,7 +125,7 @@ def phase_hydrovisor(n: int, variant: str, idle_s: float) -> dict[str, Any]:
     route_logs_to_devnull()  # one "child_started" INFO line per spawn, as in production
     pooled = variant.startswith("pool")
     frozen = variant.startswith("pool, gc frozen")
-    batched = variant != "pool, one by one"
+    batched = variant in ("pool", "pool, gc frozen", NO_CHILD_LOG)
     if variant == NO_CHILD_LOG:
         logging.getLogger("hydrovisor.supervisor").addFilter(
             lambda record: getattr(record, "event", None) != "child_started")

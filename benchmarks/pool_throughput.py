@@ -1,8 +1,9 @@
 """Tell throughput over many actors and ask latency from the loop: pooled vs thread actors, one run.
 
 Both populations live in one ``ActorSystem``: ``/pool`` (N pooled children, the system's worker
-pool, ``PoolSettings()``: 4 workers) and ``/threads`` (N children on their own ``ThreadingActor``
-threads, i.e. one OS thread each), both dynamic supervisors started with ``StartChildren``.
+pool, ``PoolSettings()``: 4 workers, ``--workers`` to change it) and ``/threads`` (N children on
+their own ``ThreadingActor`` threads, i.e. one OS thread each), both dynamic supervisors started
+with ``StartChildren``.
 
 (a) tell throughput: the main thread sends M tells round-robin over the N paths with
     ``system.tell(path, i)``; the rate is M / (first tell -> the M-th handled, seen by a shared
@@ -132,17 +133,18 @@ async def ask_block(lt: LoopThread, paths: list[str], k: int, rng: random.Random
     return lat
 
 
-def run(quick: bool, n: int | None) -> None:
+def run(quick: bool, n: int | None, workers: int) -> None:
     n = n or (300 if quick else 10_000)
     tells_pool = 20_000 if quick else 1_000_000
     tells_threads = 2_000 if quick else 20_000
     asks = 200 if quick else 2_000
     header(f"pool throughput: {n:,} pooled vs {n:,} thread actors; {tells_pool:,} / {tells_threads:,} tells, "
-           f"{asks:,} loop asks each", quick)
+           f"{asks:,} loop asks each; {workers} pool workers", quick)
     route_logs_to_devnull()
     rng = random.Random(14)
     with LoopThread() as lt:
-        system = ActorSystem(bridge=lt.bridge, timers=lt.timers, registry=CollectorRegistry(), pool=PoolSettings())
+        system = ActorSystem(bridge=lt.bridge, timers=lt.timers, registry=CollectorRegistry(),
+                             pool=PoolSettings(workers=workers))
         flags = SupervisorFlags(dynamic=True, max_children=n)
         system.start(SupervisorFlags(max_restarts=10**9, period=1.0),
                      [supervisor_spec("pool", flags), supervisor_spec("threads", flags)])
@@ -204,8 +206,10 @@ def run(quick: bool, n: int | None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--actors", type=int, help="actors per population (default 10,000; quick 300)")
+    parser.add_argument("--workers", type=int, default=PoolSettings().workers,
+                        help=f"pool worker threads (default: PoolSettings' {PoolSettings().workers})")
     args = parse_args(__doc__ or "", parser)
-    run(args.quick, args.actors)
+    run(args.quick, args.actors, args.workers)
     sys.exit(0)
 
 
