@@ -61,6 +61,10 @@ class ActorSystem:
             self._pool.start()
         return self._pool
 
+    def running_pooled_paths(self) -> list[str]:
+        """Paths of the pooled actors in a turn right now (without starting the pool)."""
+        return self._pool.running_paths()
+
     # the tree --------------------------------------------------------------------------------
 
     def start(

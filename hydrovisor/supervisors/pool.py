@@ -196,6 +196,10 @@ class WorkerPool:
         """Spare workers running now."""
         return self._spares
 
+    def running_paths(self) -> list[str]:
+        """Paths of the actors whose turn a worker runs right now (at most one per worker)."""
+        return [actor.path for w in self.workers() if (actor := w.actor) is not None]
+
     def running_on(self) -> dict[int, str]:
         """Thread ident -> path of the actor whose turn that worker runs (for task dumps)."""
         return {w.ident: w.actor.path for w in self.workers() if w.ident is not None and w.actor is not None}

@@ -209,7 +209,8 @@ def incarnation_running(thread: threading.Thread, ctx: ActorContext) -> bool:
         return thread.is_alive()
     if not ctx.exited.is_set():
         return True
-    return any(w.actor is ctx.actor for w in pool.workers())
+    # by context: an exited incarnation's context no longer points at its actor (ctx.release)
+    return any(getattr(w.actor, "ctx", None) is ctx for w in pool.workers())
 
 
 def running_incarnations(journal: Journal, name: str | None = None) -> list[tuple[str, int]]:

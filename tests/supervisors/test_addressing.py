@@ -135,6 +135,22 @@ def test_backoff_grows_with_consecutive_restarts(make_system: MakeSystem, journa
     assert system.cell("/w").consecutive_restarts == 2
 
 
+def test_backoff_series_resets_once_the_child_ran_for_reset_after(make_system: MakeSystem, journal: Journal) -> None:
+    """Checked when the next failure comes (no sweep of every child): a child that ran longer than
+    ``reset_after`` restarts after the initial delay again, not after the grown one."""
+    backoff = Backoff(initial=0.05, factor=40.0, maximum=5.0, reset_after=0.3)
+    system = make_system(SupervisorFlags(max_restarts=5), [worker("w", journal, backoff=backoff)])
+    system.tell("/w", "crash")
+    wait_until(lambda: generation(system, "/w") == 2)
+    assert system.cell("/w").consecutive_restarts == 1
+    time.sleep(0.4)  # runs past reset_after: the next crash starts a new series (0.05 s, not 2 s)
+    crashed = time.monotonic()
+    system.tell("/w", "crash")
+    wait_until(lambda: generation(system, "/w") == 3, timeout=1.5)
+    assert time.monotonic() - crashed < 1.5
+    assert system.cell("/w").consecutive_restarts == 1
+
+
 def test_two_children_backing_off_at_once_both_restart(make_system: MakeSystem, journal: Journal) -> None:
     backoff = Backoff(initial=0.15)
     system = make_system(

@@ -391,6 +391,7 @@ def test_a_stuck_turn_is_reported_covered_by_a_spare_and_the_actor_replaced(
     pool.on_stuck(stuck.append)
     first = system.cell("/sleepy").ctx
     assert first is not None
+    first_actor = first.actor
     release = threading.Event()
     try:
         system.tell("/sleepy", ("tell-call", lambda _me: _doze(release)))
@@ -416,7 +417,7 @@ def test_a_stuck_turn_is_reported_covered_by_a_spare_and_the_actor_replaced(
         release.set()
     # the stuck turn ends: the old incarnation exits silently, its worker is free, the spare retires
     wait_until(first.exited.is_set, what="the abandoned incarnation to exit")
-    wait_until(lambda: all(w.actor is not first.actor for w in pool.workers()), what="its worker free")
+    wait_until(lambda: all(w.actor is not first_actor for w in pool.workers()), what="its worker free")
     wait_until(lambda: pool.spare_workers() == 0, timeout=5, what="the spare to retire")
     assert journal.of("called") == [("called", "sleepy", ("ok", None))]  # it did finish, unheard
     barrier(system)
@@ -433,7 +434,8 @@ def test_an_idle_pooled_actor_given_up_on_exits(make_system: MakeSystem, journal
     cell = system.cell("/idle")
     ctx = cell.ctx
     assert ctx is not None
-    assert ctx.actor is not None
+    actor = ctx.actor
+    assert actor is not None
     barrier(system)
     assert not ctx.exited.is_set()
     if how == "new_generation":  # what abandoning it does: its mailbox belongs to a successor now
@@ -441,7 +443,7 @@ def test_an_idle_pooled_actor_given_up_on_exits(make_system: MakeSystem, journal
     else:  # what closing the path does (its supervisor was given up on)
         cell.mailbox.close("test")
     wait_until(ctx.exited.is_set, timeout=5, what="the idle incarnation to run once more and exit")
-    assert ctx.actor.actor_stopped.is_set()
+    assert actor.actor_stopped.is_set()
     wait_until(lambda: not running_incarnations(journal), what="its worker to be free")
     assert stops(journal) == []  # given up on: no on_stop, and no exit reported
     barrier(system)
