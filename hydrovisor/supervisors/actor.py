@@ -190,9 +190,9 @@ class SupervisedActor(pykka.ThreadingActor):
         mailbox, generation = self.ctx.mailbox, self.ctx.generation
         handled = 0
         while handled < budget:
-            envelope = mailbox.take(generation)
+            envelope = mailbox.take(generation, self)
             if envelope is EMPTY:
-                break
+                return handled, False  # take ended the turn: the next put wakes us
             if envelope is None:
                 self._pooled_exit(None)
                 return handled, False

@@ -61,32 +61,44 @@ class Runnable(Protocol):
 
 
 class Mailbox:
-    """FIFO with an owner generation: only the current incarnation may take messages."""
+    """FIFO with an owner generation: only the current incarnation may take messages.
 
-    __slots__ = ("_closed", "_cond", "_generation", "_items", "_runner", "path")
+    Built for 100,000 of them: a plain lock, and the queue and the condition a thread incarnation
+    waits on are created on first use (an idle pooled actor's mailbox is ~0.3 KiB, not ~1.5).
+    """
+
+    __slots__ = ("_closed", "_cond", "_generation", "_items", "_lock", "_runner", "path")
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._cond = threading.Condition(threading.Lock())
-        self._items: collections.deque[Any] = collections.deque()
+        self._lock = threading.Lock()
+        self._cond: threading.Condition | None = None  # only once a thread incarnation waits
+        self._items: collections.deque[Any] | None = None
         self._generation = 0
         self._closed: str | None = None
         self._runner: Runnable | None = None  # the pooled incarnation taking messages, if any
 
     def __len__(self) -> int:
-        return len(self._items)
+        items = self._items
+        return len(items) if items is not None else 0
 
     @property
     def closed_reason(self) -> str | None:
         """Why the mailbox was closed, or ``None`` while it accepts messages."""
         return self._closed
 
+    def _queue(self) -> collections.deque[Any]:
+        """Under the lock: the queue, created by the first message."""
+        if self._items is None:
+            self._items = collections.deque()
+        return self._items
+
     def put(self, envelope: Any) -> None:
         """Queue a message; raises :class:`ActorStopped` once the child stopped for good."""
-        with self._cond:
+        with self._lock:
             if self._closed is not None:
                 raise ActorStopped(self.path, self._closed)
-            self._items.append(envelope)
+            self._queue().append(envelope)
             runner = self._to_wake()
         if runner is not None:
             runner.wake()
@@ -95,40 +107,47 @@ class Mailbox:
         """After an append, under the lock: the idle pooled runner to wake, or notify a thread."""
         runner = self._runner
         if runner is None:
-            self._cond.notify()
+            if self._cond is not None:
+                self._cond.notify()
             return None
         if runner.scheduled:
             return None
         runner.scheduled = True
         return runner
 
+    def _notify_all(self) -> None:
+        if self._cond is not None:
+            self._cond.notify_all()
+
     def put_control(self, envelope: Any, *, first: bool) -> None:
         """Queue a supervisor stop: behind the backlog (graceful) or ahead of it (a kill)."""
-        with self._cond:
+        with self._lock:
             if first:
-                self._items.appendleft(envelope)
+                self._queue().appendleft(envelope)
             else:
-                self._items.append(envelope)
+                self._queue().append(envelope)
             runner = self._to_wake()
         if runner is not None:
             runner.wake()
 
     def get(self, generation: int) -> Any | None:
         """Block for the next message; ``None`` tells a stale incarnation to exit at once."""
-        with self._cond:
+        with self._lock:
+            if self._cond is None:
+                self._cond = threading.Condition(self._lock)
             while not self._items and generation == self._generation:
                 self._cond.wait()
             if generation != self._generation:
                 return None
-            return self._items.popleft()
+            return self._queue().popleft()
 
     def prepend(self, envelopes: list[Any]) -> None:
         """Put ``envelopes`` back at the head, in their order (a stash handed back); raises
         :class:`ActorStopped` once the child stopped for good."""
-        with self._cond:
+        with self._lock:
             if self._closed is not None:
                 raise ActorStopped(self.path, self._closed)
-            self._items.extendleft(reversed(envelopes))
+            self._queue().extendleft(reversed(envelopes))
             runner = self._to_wake()
         if runner is not None:
             runner.wake()
@@ -138,27 +157,34 @@ class Mailbox:
 
         Returns False (and attaches nothing) when ``generation`` is no longer the owner.
         """
-        with self._cond:
+        with self._lock:
             if generation != self._generation:
                 return False
             self._runner = runner
             return True
 
-    def take(self, generation: int) -> Any:
-        """Next message without blocking: an envelope, :data:`EMPTY`, or ``None`` when stale."""
-        with self._cond:
+    def take(self, generation: int, runner: Runnable) -> Any:
+        """Next message of a pooled turn: an envelope, ``None`` when stale, or :data:`EMPTY` — and then
+        the turn is over (``runner`` is no longer scheduled: the next put wakes it), in the same lock
+        section as the check, so no put can slip between the two."""
+        with self._lock:
             if generation != self._generation:
                 return None
-            return self._items.popleft() if self._items else EMPTY
+            items = self._items
+            if items:
+                return items.popleft()
+            runner.scheduled = False
+            return EMPTY
 
     def end_turn(self, runner: Runnable) -> bool:
-        """End a pooled turn: True when the runner must run again (it stays scheduled).
+        """End a pooled turn that used its whole budget: True when the runner must run again (it
+        stays scheduled).
 
         That is when messages are waiting, or when the runner is no longer attached: a new
         generation took the mailbox during this turn (which used its whole budget and so did not
         see it), and only one more turn, whose first :meth:`take` returns ``None``, makes it exit.
         """
-        with self._cond:
+        with self._lock:
             if runner is not self._runner or self._items:
                 return True
             runner.scheduled = False
@@ -166,16 +192,16 @@ class Mailbox:
 
     def detach(self, runner: Runnable) -> None:
         """The pooled incarnation exited: nothing wakes it any more."""
-        with self._cond:
+        with self._lock:
             if self._runner is runner:
                 self._runner = None
 
     def new_generation(self) -> int:
         """Hand the mailbox to a new incarnation; the previous one can take nothing more."""
-        with self._cond:
+        with self._lock:
             self._generation += 1
             stale = self._release_runner()
-            self._cond.notify_all()
+            self._notify_all()
             generation = self._generation
         if stale is not None:
             stale.wake()
@@ -191,13 +217,13 @@ class Mailbox:
 
     def close(self, reason: str) -> list[Any]:
         """Refuse further messages and fail every queued ask; returns what was left queued."""
-        with self._cond:
+        with self._lock:
             self._closed = reason
             self._generation += 1
-            drained = list(self._items)
-            self._items.clear()
+            drained = list(self._items or ())
+            self._items = None
             stale = self._release_runner()
-            self._cond.notify_all()
+            self._notify_all()
         if stale is not None:
             stale.wake()
         for envelope in drained:
