@@ -10,8 +10,14 @@ is recorded as a zone event with its reason.
 What must survive lives in PostgreSQL: the settings (versioned), the alerts, the timeline. On (re)start
 the actor answers at once and loads its snapshot (settings, the channels of its nodes, its active alerts)
 as a message; until then every start is refused (``zone_not_ready``): the gate fails closed. Database
-writes go through the bridge and come back as messages; a failed write is logged and retried on the next
-tick (bounded), never blocks the actor.
+writes go through the bridge and come back as messages; a failed write is logged and retried a tick later
+(bounded), never blocks the actor.
+
+Time: the actor does not poll. After every message it asks the state for its next deadline
+(``ZoneState.next_deadline``: a running pump's no-flow window, a stop's settling time, a dry switch going
+stale, a failure leaving its window) and keeps one timer armed for the earliest of those and of a pending
+write retry; an idle zone has no timer at all. The zone clock may run faster than real time: deadlines are
+zone seconds, turned into real ones with ``real_seconds``.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import msgspec
 
 from hydrovisor.protocol import ErrorReport, Event
 from hydrovisor.runtime.bridge import Outcome
+from hydrovisor.runtime.timers import Timer
 from hydrovisor.store.repos import events
 from hydrovisor.supervisors import ActorContext, SupervisedActor
 from hydrovisor.zoneplane.loading import ZoneSnapshot, load_zone
@@ -38,8 +45,14 @@ from hydrovisor.zones.state import ZoneState, ZoneStateView
 
 log = logging.getLogger(__name__)
 
+_UNHANDLED: Any = object()
+
 MAX_PENDING_WRITES = 500
-MIN_TICK_S = 0.05
+MIN_TICK_S = 0.05  # real seconds: the shortest timer (a deadline due sooner waits this long)
+MAX_WAIT_S = 30.0
+"""Zone seconds: while a deadline is pending, look again at least this often. A deadline is armed as a
+real delay; if the wall clock steps forward meanwhile (NTP, a resumed VM), zone time reaches it sooner,
+and this bounds how late it can then be seen. Idle zones are not concerned: they have no deadline."""
 _GATED_TYPES = frozenset({"PUMP", "PERISTALTIC_PUMP", "VALVE"})
 _TIMED_COMMANDS = frozenset({"run_pump", "dose"})  # they stop by themselves: DONE means the run is over
 ZONE_NOT_READY = "zone_not_ready"
@@ -153,7 +166,7 @@ class _Written(msgspec.Struct, frozen=True):
 
 
 class _Tick(msgspec.Struct, frozen=True):
-    pass
+    seq: int = 0  # which arming fired it (a superseded one is cancelled, but may be on its way)
 
 
 class _ActiveAlert(msgspec.Struct, frozen=True):
@@ -190,14 +203,30 @@ class ZoneActor(SupervisedActor):
         # (a node bound, a settings change) is known at once, not after its next sample
         self._latest: dict[tuple[str, str], ZoneReading] = {}
         self._pending: collections.deque[tuple[str, DbCall]] = collections.deque()
+        self._retry_at: float | None = None  # zone time the failed writes are retried at
+        # the one armed tick: its timer, its sequence number, the zone time it is due at
+        self._timer: Timer | None = None
+        self._timer_seq = 0
+        self._armed_at: float | None = None
 
     def on_start(self) -> None:
         self._load()
-        # zone time: a scaled clock (tests, development) ticks as often in zone seconds as a real one
-        self.tell_self_every(max(MIN_TICK_S, real_seconds(self._plane.clock, self._plane.tick_interval)), _Tick())
+
+    def on_stop(self) -> None:
+        self._disarm()
+
+    def on_failure(self, *_: Any) -> None:
+        self._disarm()
 
     def on_receive(self, message: Any) -> Any:
         now = self._plane.clock.now()
+        reply = self._on_message(message, now)
+        if reply is _UNHANDLED:
+            return super().on_receive(message)
+        self._arm(now)
+        return reply
+
+    def _on_message(self, message: Any, now: float) -> Any:
         if isinstance(message, ZoneReading | ZoneDeviceReport):
             self._heard_from(message.node_uid, now)
         if isinstance(message, ZoneReading):
@@ -222,13 +251,40 @@ class ZoneActor(SupervisedActor):
         elif isinstance(message, _Loaded):
             self._loaded(message, now)
         elif isinstance(message, _Tick):
+            if message.seq == self._timer_seq:
+                self._timer = self._armed_at = None
             self._detected(self._state.tick(now))
-            self._retry_writes()
+            if self._retry_at is not None and now >= self._retry_at:
+                self._retry_writes()
         elif isinstance(message, _Written):
-            self._written(message)
+            self._written(message, now)
         else:
-            return super().on_receive(message)
+            return _UNHANDLED
         return None
+
+    # time -------------------------------------------------------------------------------------------------
+
+    def _arm(self, now: float) -> None:
+        """Keep one tick armed for the earliest deadline (none when nothing is pending). A later deadline
+        than the armed one waits for it (the tick re-arms); an earlier one replaces it."""
+        deadline = self._state.next_deadline(now)
+        if self._retry_at is not None:
+            deadline = self._retry_at if deadline is None else min(deadline, self._retry_at)
+        if deadline is None:
+            return  # an armed tick that is no longer needed fires once, finds nothing, and is not renewed
+        deadline = min(deadline, now + MAX_WAIT_S)
+        if self._armed_at is not None and self._armed_at <= deadline:
+            return
+        self._disarm()
+        self._timer_seq += 1
+        self._armed_at = deadline
+        delay = max(MIN_TICK_S, real_seconds(self._plane.clock, deadline - now))
+        self._timer = self.tell_self_after(delay, _Tick(self._timer_seq))
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._armed_at = None
 
     # inputs ------------------------------------------------------------------------------------------
 
@@ -379,18 +435,21 @@ class ZoneActor(SupervisedActor):
     def _write(self, what: str, call: DbCall) -> None:
         self.pipe_to_self(self._plane.db.run(call), lambda outcome: _Written(what, call, outcome))
 
-    def _written(self, message: _Written) -> None:
+    def _written(self, message: _Written, now: float) -> None:
         if message.outcome.ok:
             return
         log.warning("zone %s: %s not stored (%s); will retry", self.uid, message.what, message.outcome.error,
                     extra={"event": "zone_write_failed", "zone_id": self.uid})
         if len(self._pending) < MAX_PENDING_WRITES:
             self._pending.append((message.what, message.call))
+            if self._retry_at is None:
+                self._retry_at = now + self._plane.tick_interval
         else:
             log.error("zone %s: dropping %s after %d failed writes queued", self.uid, message.what,
                       MAX_PENDING_WRITES, extra={"event": "zone_write_dropped", "zone_id": self.uid})
 
     def _retry_writes(self) -> None:
+        self._retry_at = None
         pending, self._pending = self._pending, collections.deque()
         for what, call in pending:
             self._write(what, call)

@@ -25,4 +25,6 @@ class ZonePlane:
     clock: Clock
     liveness_interval: float = 1.0
     hang_timeout: float | None = 30.0
-    tick_interval: float = 1.0  # how often a zone re-evaluates time-based detections (no_flow, staleness)
+    # zone seconds before a zone retries its failed database writes (time-based detections need no polling:
+    # the zone actor arms a timer for its state's next deadline, ZoneState.next_deadline)
+    tick_interval: float = 1.0

@@ -37,6 +37,9 @@ SNAPSHOT_KEYS: dict[str, Role] = {
 
 LEVEL_SWITCH_CHANGED = "level_switch_changed"
 LINK_LOSS_FAILSAFE = "link_loss_failsafe"
+_JUST_AFTER = 1e-3
+"""How long after a strict boundary (``>``) a deadline falls (seconds: far above a float's resolution at
+unix times, far below a tick)."""
 FAILURE_STATUSES = frozenset({"ERROR", "TIMEOUT"})
 """Terminals of a pump start that count as a failure of that pump. ``INVALID``, ``BUSY`` and
 ``SEND_FAILED`` say nothing about the pump (a malformed command, a busy channel, the broker), and
@@ -315,6 +318,56 @@ class ZoneState:
     def tick(self, now: float) -> list[safety.Detection]:
         """Time passed: the detections that need no input (no flow), and failures leave the window."""
         return self._after_change(now)
+
+    def next_deadline(self, now: float) -> float | None:
+        """The earliest time after ``now`` at which :meth:`tick` may find something no input brings, or
+        None when nothing time-based is pending: ticking at any moment before the next input would then
+        change nothing (no detection, no episode ending, no failure leaving the window).
+
+        What depends on time in this state, all of it evaluated by ``_after_change`` (the gate and the view
+        read the clock themselves, when asked), and when each may flip with no input:
+
+        - ``no_flow``: the main pump confirmed running (no stop on its way, a flow sensor bound or heard)
+          for ``no_flow_window_s``, with the last flow reading above ``flow_present_min`` and the last
+          level switch change both older than the window: due at the latest of ``since + window``,
+          ``flow.ts + window`` and ``changed_at + window`` of every level;
+        - ``pump_stuck_on``: a stop was asked ``no_flow_window_s`` ago (``desired_at + window``); after
+          that the evidence (readings taken since) needs no more time;
+        - running dry: its episode ends (so that the next dry report is a new alert) when the dry minimum
+          switch under the running main pump goes stale (``ts + level_stale_s``);
+        - a pump's failure leaves ``failure_window_s`` (``at + window``).
+
+        Each is monotone between two inputs (once flipped it stays flipped until an input changes the
+        state), so a tick at each deadline sees everything a tick every second would, no later.
+        Strict comparisons flip just after their boundary: those deadlines are ``_JUST_AFTER`` later.
+
+        As of the last evaluation: ask after an ``apply_*`` or a :meth:`tick`. What changes the state without
+        one (:meth:`update_settings`, :meth:`reset_safety_locks`) is followed by a tick (the zone actor does).
+        """
+        rules = self.settings.safety
+        due: list[float] = []
+        pump = self.actuators.get(Role.PUMP_MAIN)
+        if pump is not None and pump.confirmed is True and pump.since is not None and pump.desired is not False \
+                and (Role.FLOW in self.devices or Role.FLOW in self.readings):
+            window = rules.no_flow_window_s
+            at = pump.since + window
+            flow = self.readings.get(Role.FLOW)
+            if flow is not None and flow.value > rules.flow_present_min:
+                at = max(at, flow.ts + window + _JUST_AFTER)
+            for level in self.levels.values():
+                if level.changed_at is not None:
+                    at = max(at, level.changed_at + window + _JUST_AFTER)
+            due.append(at)
+        if pump is not None and pump.desired is False and pump.desired_at is not None:
+            due.append(pump.desired_at + rules.no_flow_window_s)
+        if pump is not None and pump.confirmed is True:
+            for tank in safety.source_tanks(self, self.settings, Role.PUMP_MAIN):
+                low = self.levels.get(tank.min_role)
+                if low is not None and not low.state:
+                    due.append(low.ts + rules.level_stale_s + _JUST_AFTER)
+        for ats in self.failures.values():
+            due.extend(at + rules.failure_window_s + _JUST_AFTER for at in ats)
+        return min((at for at in due if at > now), default=None)
 
     # --- alerts ------------------------------------------------------------------------------------------
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -461,3 +463,145 @@ def test_an_untimed_start_is_confirmed_on_by_its_done_and_an_ack_changes_nothing
     assert state.actuators[Role.VALVE_IRRIGATION].confirmed is None
     state.apply_command_terminal(Role.VALVE_IRRIGATION, "open-1", "DONE", None, 101.0)
     assert state.actuators[Role.VALVE_IRRIGATION].confirmed is True
+
+
+# --- time: what a tick can find, and when ---------------------------------------------------------------
+
+def _observable(state: ZoneState) -> tuple[Any, ...]:
+    """Everything a tick may change."""
+    return (dict(state.alerts), set(state._episodes), {role: list(ats) for role, ats in state.failures.items()},
+            dict(state.actuators), dict(state.levels), dict(state.readings))
+
+
+_whole_steps = st.sampled_from([0, 1, 5, 30, 61]) | st.integers(min_value=0, max_value=90)
+_pumped = [Role.FLOW, Role.PUMP_CURRENT, Role.LEVEL_SOLUTION_MIN, Role.LEVEL_CLEAN_MIN, Role.LEVEL_SOLUTION_MAX]
+# biased towards a main pump that starts, runs, stops, with the readings its detections look at
+_timed_inputs = st.one_of(
+    st.tuples(st.sampled_from(["start", "stop", "timed_run", "supply"]), _cmd_ids, _whole_steps),
+    st.tuples(st.just("telemetry"), st.sampled_from(_pumped), st.sampled_from([0.0, 1.0, 12.0, 1800.0]),
+              st.integers(-120, 60), _whole_steps),  # a device clock ahead: evidence that time makes count
+    st.tuples(st.just("telemetry"), _roles, _values, st.integers(-120, 5), _whole_steps),
+    st.tuples(st.just("level_event"), st.sampled_from(sorted(LEVELS)), st.booleans(), _whole_steps),
+    st.tuples(st.just("sent"), _commanded, st.booleans(), _cmd_ids, _whole_steps),
+    st.tuples(st.just("terminal"), _cmd_ids, _statuses, st.sampled_from([None, "overcurrent"]), _whole_steps),
+    st.tuples(st.just("snapshot"), st.dictionaries(st.sampled_from(sorted(SNAPSHOT_KEYS)), st.booleans(),
+                                                   max_size=4), _whole_steps),
+    st.tuples(st.just("error"), st.none() | _roles, st.sampled_from(["overcurrent", "other"]), _whole_steps),
+    st.tuples(st.just("reset"), _whole_steps),
+)
+
+
+def _apply_timed(state: ZoneState, step: tuple[Any, ...], now: float) -> list[Detection]:
+    kind = step[0]
+    if kind in ("start", "stop", "supply"):
+        role, on = (Role.VALVE_SOLUTION_SUPPLY, True) if kind == "supply" else (Role.PUMP_MAIN, kind == "start")
+        found = state.apply_command_sent(role, on, step[1], now)
+        return [*found, *state.apply_command_terminal(role, step[1], "DONE", None, now)]
+    if kind == "timed_run":
+        found = state.apply_command_sent(Role.PUMP_MAIN, True, step[1], now, timed=True)
+        return [*found, *state.apply_command_ack(step[1], now)]
+    if kind == "reset":  # as the zone actor does: a condition still present is evaluated at once
+        state.reset_safety_locks()
+        return state.tick(now)
+    return _apply(state, step, now)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_inputs | _timed_inputs, max_size=40), st.sampled_from(["two_tank", "single_tank"]),
+       st.floats(min_value=0.0, max_value=1.0))
+def test_before_the_next_deadline_a_tick_changes_nothing(steps: list[tuple[Any, ...]], topology: str,
+                                                          fraction: float) -> None:
+    """``next_deadline`` is complete: a tick at any moment before it (each time-based condition is monotone
+    between inputs, so its last moment and one drawn in between stand for all) finds nothing, changes
+    nothing; and after the last deadline nothing is pending, even a week later."""
+    state = ZoneState(ZoneSettings(topology=topology), devices())  # type: ignore[arg-type]
+    now = NOW
+    for step in steps:
+        now += step[-1]
+        for detection in _apply_timed(state, step, now):
+            event(f"detected {detection.code}")
+        deadline = state.next_deadline(now)
+        assert deadline is None or deadline > now
+        last = (now + 7 * 86400) if deadline is None else deadline - 2e-3
+        for at in (last, now + (last - now) * fraction):
+            if at <= now:
+                continue
+            probe = copy.deepcopy(state)
+            before = _observable(probe)
+            assert probe.tick(at) == []
+            assert _observable(probe) == before, (deadline, at)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_timed_inputs, max_size=25), st.integers(min_value=1, max_value=40),
+       st.integers(min_value=1, max_value=60))
+def test_ticking_at_the_deadlines_finds_what_ticking_every_second_found(
+    steps: list[tuple[Any, ...]], window: int, stale: int,
+) -> None:
+    """The old design (a tick every second) against the new one (a tick at each deadline only), inputs on
+    whole seconds: the same detections, in the same order, each at most one tick sooner, never later."""
+    zone_settings = ZoneSettings(safety=Safety(no_flow_window_s=window, level_stale_s=stale))
+    every_second, at_deadlines = ZoneState(zone_settings, devices()), ZoneState(zone_settings, devices())
+    seen: tuple[list[tuple[str, str, float]], list[tuple[str, str, float]]] = ([], [])
+
+    def note(which: int, detections: list[Detection], at: float) -> None:
+        seen[which].extend((d.code, d.dedupe_key, at) for d in detections)
+
+    now = NOW
+    for step in steps:
+        until = now + step[-1]
+        for second in range(1, step[-1] + 1):  # the old ticks, before an input due at the same second
+            note(0, every_second.tick(now + second), now + second)
+        # the new ticks; one due with the input comes first, as above
+        while (deadline := at_deadlines.next_deadline(now)) is not None and deadline <= until:
+            now = deadline
+            note(1, at_deadlines.tick(now), now)
+        now = until
+        note(0, _apply_timed(every_second, step, now), now)
+        note(1, _apply_timed(at_deadlines, step, now), now)
+    for code, _, _ in seen[0]:
+        event(f"detected {code}")
+    assert [d[:2] for d in seen[1]] == [d[:2] for d in seen[0]]
+    for (_, _, new), (_, _, old) in zip(seen[1], seen[0], strict=True):
+        assert old - 1 < new <= old
+    assert set(at_deadlines.alerts) == set(every_second.alerts)
+
+
+def test_the_next_deadline_is_the_moment_each_pending_condition_may_flip() -> None:
+    state = ZoneState(ZoneSettings(safety=Safety(no_flow_window_s=60, level_stale_s=120)), devices())
+    assert state.next_deadline(NOW) is None  # idle: nothing to wait for
+    running_pump(state, NOW)
+    assert state.next_deadline(NOW) == NOW + 60  # no_flow: a whole window of running
+    state.apply_telemetry(Role.FLOW, 12.0, NOW + 30, None, NOW + 30)  # flow: the window starts again
+    assert state.next_deadline(NOW + 30) == pytest.approx(NOW + 90, abs=0.01)
+    assert state.tick(NOW + 89) == []
+    assert codes(state.tick(state.next_deadline(NOW + 89) or 0)) == ["biz_no_flow"]
+    # raised, and counted as a failure of the pump: what is left is that failure leaving its window
+    assert state.next_deadline(NOW + 91) == pytest.approx(NOW + 90 + state.settings.safety.failure_window_s, abs=0.01)
+
+    # a stop settles for a window; a reading stamped after that (a device clock ahead) is evidence then
+    state = ZoneState(ZoneSettings(safety=Safety(no_flow_window_s=60)), devices())
+    state.apply_command_sent(Role.PUMP_MAIN, False, "stop", NOW)
+    state.apply_telemetry(Role.PUMP_CURRENT, 1800.0, NOW + 65, None, NOW + 1)
+    assert state.next_deadline(NOW + 1) == NOW + 60
+    assert state.tick(NOW + 59) == []
+    assert codes(state.tick(NOW + 60)) == ["biz_pump_stuck_on"]
+
+    # running dry ends when the dry switch goes stale: the next dry report is a new alert
+    state = ZoneState(ZoneSettings(safety=Safety(level_stale_s=120)), devices(*set(Role) - {Role.FLOW}))
+    running_pump(state, NOW)
+    assert codes(state.apply_telemetry(Role.LEVEL_SOLUTION_MIN, 0.0, NOW, None, NOW)) == ["biz_dry_run"]
+    deadline = state.next_deadline(NOW)
+    assert deadline == pytest.approx(NOW + 120, abs=0.01)
+    state.tick(deadline or 0)
+    assert codes(state.apply_telemetry(Role.LEVEL_SOLUTION_MIN, 0.0, NOW + 200, None, NOW + 200)) == ["biz_dry_run"]
+
+    # a failure leaves its window
+    state = ZoneState(devices=devices())
+    state.apply_command_sent(Role.PUMP_A, True, "c", NOW)
+    state.apply_command_terminal(Role.PUMP_A, "c", "TIMEOUT", None, NOW)
+    deadline = state.next_deadline(NOW)
+    assert deadline == pytest.approx(NOW + state.settings.safety.failure_window_s, abs=0.01)
+    state.tick(deadline or 0)
+    assert state.failures == {}
+    assert state.next_deadline(deadline or 0) is None
