@@ -46,6 +46,11 @@ FAILURE_STATUSES = frozenset({"ERROR", "TIMEOUT"})
 ``NO_EFFECT`` means it already ran."""
 
 
+
+# the alert each persistent condition of _after_change raises
+_CONDITION_CODES: dict[str, str] = {"no_flow": safety.NO_FLOW, "stuck_on": safety.PUMP_STUCK_ON,
+                                    "running_dry": safety.DRY_RUN}
+
 class Reading(msgspec.Struct, frozen=True, kw_only=True):
     """The latest reading of a role: device time ``ts``, server receipt time, the node's flags."""
 
@@ -387,7 +392,11 @@ class ZoneState:
         None). Returns what was resolved."""
         keys = [key for key in self.alerts if key[0] == code and (dedupe_key is None or key[1] == dedupe_key)]
         resolved = [self.alerts.pop(key) for key in keys]
-        self._episodes.difference_update(keys)
+        # the condition behind it starts a new episode: still present at the next tick, it is raised
+        # again (a reset never silences a pump that still has no flow)
+        self._episodes.difference_update(
+            (name, role) for name, role in list(self._episodes)
+            if _CONDITION_CODES.get(name) == code and (dedupe_key is None or role == dedupe_key))
         return resolved
 
     def reset_safety_locks(self) -> list[ActiveAlert]:

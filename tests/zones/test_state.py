@@ -312,6 +312,16 @@ def test_reset_resolves_the_locks_and_forgets_failures() -> None:
     assert len(state.resolve_alert("biz_high_ph", "ph")) == 1
 
 
+def test_a_reset_with_the_condition_still_present_raises_it_again() -> None:
+    """The operator's reset lifts the lock; a pump that still has no flow is flagged again at once."""
+    state = ZoneState(devices=devices())
+    running_pump(state, NOW)
+    assert codes(state.tick(NOW + 120)) == ["biz_no_flow"]
+    assert state.tick(NOW + 121) == []  # one alert per episode
+    assert [alert.code for alert in state.reset_safety_locks()] == ["biz_no_flow"]
+    assert codes(state.tick(NOW + 122)) == ["biz_no_flow"]
+
+
 def test_the_view_is_json() -> None:
     state = ZoneState(devices=devices())
     running_pump(state, NOW)
