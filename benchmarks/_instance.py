@@ -152,8 +152,10 @@ def hydrovisor_instance(data_dir: Path, kind: type[InstanceT]) -> Iterator[Insta
     from hydrovisor.app import Hydrovisor  # noqa: PLC0415 - measured code, imported after logging setup
     from hydrovisor.config import Settings  # noqa: PLC0415
     from hydrovisor.config.settings import DatabaseSettings, HttpSettings, MqttSettings  # noqa: PLC0415
+    from hydrovisor.runtime import gc_tuning  # noqa: PLC0415
     from hydrovisor.runtime.loop_thread import LoopThread  # noqa: PLC0415
 
+    gc_tuning.install()  # as ``hydrovisor run`` (Hydrovisor.serve) does: slow full collections freeze the heap
     settings = Settings(
         data_dir=str(data_dir), dev_mode=True, http=HttpSettings(host="127.0.0.1", port=0),
         mqtt=MqttSettings(host="127.0.0.1", port=0), database=DatabaseSettings(url=None), shutdown_timeout=30.0,
@@ -163,6 +165,7 @@ def hydrovisor_instance(data_dir: Path, kind: type[InstanceT]) -> Iterator[Insta
     app = Hydrovisor(settings)
     try:
         loop.run(app.start(), timeout=120)
+        gc_tuning.freeze()  # as after boot in ``hydrovisor run``
         assert app.services is not None
         instance = kind(app, loop, f"http://127.0.0.1:{app.http_port}", loop.run(broker_port(app.services.broker)),
                         data_dir)
