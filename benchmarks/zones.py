@@ -595,7 +595,7 @@ def run(args: argparse.Namespace) -> Result:
     with _instance(tmp / "data") as instance:
         time.sleep(1.0)
         res.snaps["start"] = Snapshot.take()
-        res.cores["idle, no zones"] = idle_cores(3.0 if quick else 5.0)
+        res.cores["idle, no zones"] = idle_cores(1.0 if quick else 5.0)
         # 1. zones
         res.setup["create_s"] = create_zones(instance, zones)
         res.setup["loaded_s"] = wait_for(lambda: instance.zone_actors()[0] >= zones, 120) + res.setup["create_s"]
@@ -603,7 +603,7 @@ def run(args: argparse.Namespace) -> Result:
         time.sleep(1.0)
         res.snaps["zones"] = Snapshot.take()
         res.actors["after create"] = instance.zone_actors()
-        res.cores["idle, zones up"] = idle_cores(3.0 if quick else 10.0)
+        res.cores["idle, zones up"] = idle_cores(1.0 if quick else 10.0)
         print(f"   {zones} zones created in {res.setup['create_s']:.1f} s; zone actors live "
               f"{res.actors['after create'][0]}")
         sys.stdout.flush()
@@ -611,7 +611,7 @@ def run(args: argparse.Namespace) -> Result:
         res.setup["register_s"] = register_nodes(instance, zones)
         time.sleep(2.0)
         res.snaps["nodes"] = Snapshot.take()
-        res.cores["idle, nodes registered"] = idle_cores(3.0 if quick else 10.0)
+        res.cores["idle, nodes registered"] = idle_cores(1.0 if quick else 10.0)
         res.device_errors = instance.zone_device_errors(uids[0])
         print(f"   {res.nodes} nodes registered in {res.setup['register_s']:.1f} s; zone 0 device errors: "
               f"{res.device_errors}")

@@ -13,7 +13,7 @@ from tests.app.conftest import Running
 from tests.helpers import wait_until
 
 POOL_MAX = 2
-HOLD_S = 5.0  # longer than the ping's 2 s budget and the readiness age (3 * 0.3 + 2 s)
+HOLD_S = 3.5  # longer than the ping's 2 s budget and the readiness age (3 * 0.3 + 2 s)
 
 
 def test_the_db_probe_stays_up_while_the_pool_is_exhausted(start_app: Callable[..., Running], pg_dsn: str) -> None:

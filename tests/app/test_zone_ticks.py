@@ -76,7 +76,8 @@ def _no_flow(instance: Running) -> list[dict[str, Any]]:
     return [a for a in _state(instance)["state"]["alerts"] if a["code"] == "biz_no_flow"]
 
 
-@pytest.mark.parametrize("scale", [1.0, 20.0])
+# a scaled clock: the deadline goes through real_seconds (scale 1 runs the same code, slower)
+@pytest.mark.parametrize("scale", [20.0])
 def test_an_idle_zone_is_not_ticked_and_a_pending_no_flow_is_raised_on_time(
     start_app: Callable[..., Running], ticks: list[tuple[str, float]], scale: float,
 ) -> None:

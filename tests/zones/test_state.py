@@ -516,7 +516,7 @@ def _apply_timed(state: ZoneState, step: tuple[Any, ...], now: float) -> list[De
     return _apply(state, step, now)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(_inputs | _timed_inputs, max_size=40), st.sampled_from(["two_tank", "single_tank"]),
        st.floats(min_value=0.0, max_value=1.0))
 def test_before_the_next_deadline_a_tick_changes_nothing(steps: list[tuple[Any, ...]], topology: str,
