@@ -38,6 +38,17 @@ PRIMED = PlantOptions(open_path="recirculation")
 """A plant found recirculating: ``valve_solution_supply`` + ``valve_solution_fill`` open at boot."""
 
 
+def set_no_flow_window(base_url: str, seconds: float, zone_uid: str = "zn-1") -> int:
+    """PUT the zone's settings with ``safety.no_flow_window_s`` changed; returns the new version."""
+    current = http("GET", base_url + f"/api/v1/zones/{zone_uid}/settings").json()["data"]
+    settings = current["settings"]
+    settings["safety"]["no_flow_window_s"] = seconds
+    reply = http("PUT", base_url + f"/api/v1/zones/{zone_uid}/settings",
+                 body={"version": current["version"], "settings": settings})
+    assert reply.status == 200, reply.raw
+    return int(current["version"]) + 1
+
+
 def zone_state(base_url: str, zone_uid: str = "zn-1") -> dict[str, Any] | None:
     """``GET /api/v1/zones/{uid}/state``'s ``state``, or None while the zone is not ready."""
     reply = http("GET", f"{base_url}/api/v1/zones/{zone_uid}/state")

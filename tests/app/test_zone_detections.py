@@ -13,7 +13,7 @@ from hydrovisor.sim import Faults
 from tests.app.conftest import Running
 from tests.app.irrig_node import Node
 from tests.helpers import http, wait_until
-from tests.plant import zone_state
+from tests.plant import set_no_flow_window, zone_state
 
 WINDOW_S = 2  # no_flow_window_s: how long a running pump may move no water (the minimum the settings allow: 1)
 
@@ -34,12 +34,7 @@ def node(instance: Running) -> Iterator[Callable[[Faults], Node]]:
 
 
 def _tighten_no_flow_window(instance: Running) -> None:
-    current = http("GET", instance.base_url + "/api/v1/zones/zn-1/settings").json()["data"]
-    settings = current["settings"]
-    settings["safety"]["no_flow_window_s"] = WINDOW_S
-    reply = http("PUT", instance.base_url + "/api/v1/zones/zn-1/settings",
-                 body={"version": current["version"], "settings": settings})
-    assert reply.status == 200, reply.raw
+    set_no_flow_window(instance.base_url, WINDOW_S)
 
 
 def _alerts(instance: Running, code: str, status: str = "ACTIVE") -> list[dict[str, Any]]:

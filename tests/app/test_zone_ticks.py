@@ -14,6 +14,7 @@ from hydrovisor.actors.zone import ZoneActor, ZoneCommandStatus, _Tick
 from hydrovisor.zoneplane.spawn import zone_actor_path
 from tests.app.conftest import Running
 from tests.helpers import http, wait_until
+from tests.plant import set_no_flow_window
 
 NODE = "nd-irr-1"
 CHANNELS = [
@@ -53,15 +54,10 @@ def _zone(instance: Running, window_s: int) -> None:
         "uid": NODE, "hardware_id": "esp32-0000000000a1", "type": "irrig", "zone_uid": "zn-1",
         "node_secret": "s" * 32, "channels": CHANNELS})
     assert reply.status == 201, reply.raw
-    current = http("GET", instance.base_url + "/api/v1/zones/zn-1/settings").json()["data"]
-    settings = current["settings"]
-    settings["safety"]["no_flow_window_s"] = window_s
-    reply = http("PUT", instance.base_url + "/api/v1/zones/zn-1/settings",
-                 body={"version": current["version"], "settings": settings})
-    assert reply.status == 200, reply.raw
+    version = set_no_flow_window(instance.base_url, window_s)
     # the latest load wins (the node's channels were bound before): flow and pump_main have their roles
     wait_until(lambda: http("GET", instance.base_url + "/api/v1/zones/zn-1/state").status == 200
-               and _state(instance)["settings_version"] == current["version"] + 1, what="the new settings")
+               and _state(instance)["settings_version"] == version, what="the new settings")
 
 
 def _relay(instance: Running, cmd_id: str, on: bool) -> None:
