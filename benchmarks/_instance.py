@@ -146,12 +146,19 @@ InstanceT = TypeVar("InstanceT", bound=Instance)
 
 
 @contextlib.contextmanager
-def hydrovisor_instance(data_dir: Path, kind: type[InstanceT]) -> Iterator[InstanceT]:
+def hydrovisor_instance(data_dir: Path, kind: type[InstanceT], *, max_zones: int | None = None,
+                        max_nodes: int | None = None) -> Iterator[InstanceT]:
     """Start a real instance in this process (like ``tests/app/conftest.py``), wait until
-    ``/health/ready`` answers 200 and yield it as a ``kind``; stop it after."""
+    ``/health/ready`` answers 200 and yield it as a ``kind``; stop it after. ``max_zones`` /
+    ``max_nodes`` raise the supervision caps (``[supervision]``) for fleets beyond the defaults."""
     from hydrovisor.app import Hydrovisor  # noqa: PLC0415 - measured code, imported after logging setup
     from hydrovisor.config import Settings  # noqa: PLC0415
-    from hydrovisor.config.settings import DatabaseSettings, HttpSettings, MqttSettings  # noqa: PLC0415
+    from hydrovisor.config.settings import (  # noqa: PLC0415
+        DatabaseSettings,
+        HttpSettings,
+        MqttSettings,
+        SupervisionSettings,
+    )
     from hydrovisor.runtime import gc_tuning  # noqa: PLC0415
     from hydrovisor.runtime.loop_thread import LoopThread  # noqa: PLC0415
 
@@ -159,6 +166,8 @@ def hydrovisor_instance(data_dir: Path, kind: type[InstanceT]) -> Iterator[Insta
     settings = Settings(
         data_dir=str(data_dir), dev_mode=True, http=HttpSettings(host="127.0.0.1", port=0),
         mqtt=MqttSettings(host="127.0.0.1", port=0), database=DatabaseSettings(url=None), shutdown_timeout=30.0,
+        supervision=SupervisionSettings(max_zones=max(max_zones or 0, SupervisionSettings().max_zones),
+                                        max_nodes=max(max_nodes or 0, SupervisionSettings().max_nodes)),
     )
     loop = LoopThread()
     loop.__enter__()
