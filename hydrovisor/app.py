@@ -25,6 +25,7 @@ from hydrovisor.broker.errors import BrokerUnavailable
 from hydrovisor.broker.receipts import ReceiptBook
 from hydrovisor.chaos.engine import ChaosEngine, ChaosTargets
 from hydrovisor.commands.plane import CommandPlane, publish_counter
+from hydrovisor.commands.submit import CommandSubmitter
 from hydrovisor.commands.waiters import CommandWaiters
 from hydrovisor.config import Settings, exposure
 from hydrovisor.devices.credentials import sync_binding
@@ -133,6 +134,7 @@ class Hydrovisor:
             loop_lag=LoopLagMonitor(loop, settings.loop_lag_interval, registry), devices=plane,
             telemetry=telemetry_counters, writer_metrics=WriterMetrics(registry), commands=commands_plane,
             control=control, chaos=chaos, receipts=receipts, zone_plane=zone_plane, zones=zones,
+            submitter=CommandSubmitter(db=db, control=control, zones=zones, plane=commands_plane, system=system),
             telemetry_store=TelemetryStore(lambda: db.pool, receipts, telemetry_counters))
         self.services = services
         self._router = router

@@ -12,6 +12,7 @@ from hydrovisor.broker import DeviceDirectory, EmbeddedBroker
 from hydrovisor.broker.receipts import ReceiptBook
 from hydrovisor.chaos.engine import ChaosEngine
 from hydrovisor.commands.plane import CommandPlane
+from hydrovisor.commands.submit import CommandSubmitter
 from hydrovisor.config import Settings
 from hydrovisor.devices.credentials import identities
 from hydrovisor.devices.ingest import TelemetryCounters
@@ -51,6 +52,7 @@ class Services:
     telemetry_store: TelemetryStore
     zone_plane: ZonePlane
     zones: ZoneRuntime
+    submitter: CommandSubmitter  # the one command path (HTTP API, workflows)
 
     def credentials_changed(self, node: NodeRecord, password_hash: str) -> None:
         """A node got new MQTT credentials: the broker accepts them from now on."""

@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-import time
-import uuid
 from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
 
-from hydrovisor.actors.command import Preload
-from hydrovisor.commands.plane import default_timeout
-from hydrovisor.commands.spawn import StartQueued, start_command_actor
-from hydrovisor.commands.waiters import StatusNews
+from hydrovisor.commands.submit import SubmitRefused, SubmitRequest
 from hydrovisor.http.body import Uid, check_storable, decode_json, path_uid, query_int, query_time, query_uid
 from hydrovisor.http.errors import ApiError, ok
 from hydrovisor.http.keys import SERVICES
-from hydrovisor.protocol import CommandInvalid, CommandStatus, sign_command
+from hydrovisor.protocol import CommandStatus
 from hydrovisor.services import Services
-from hydrovisor.store.repos import commands, nodes
-from hydrovisor.store.repos.commands import CommandRecord, NewCommand
-from hydrovisor.store.repos.nodes import NodeRecord
-from hydrovisor.supervisors import CapacityExceeded
-from hydrovisor.zones.safety import fail_safe_allowed, starts_actuator
+from hydrovisor.store.repos import commands
+from hydrovisor.store.repos.commands import CommandRecord
 
 routes = web.RouteTableDef()
 
 CmdId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,63}$")]
-SYSTEM_CHANNELS = frozenset({"system", "storage_state"})  # firmware channels that accept commands
-SUBMIT_WAIT_S = 5.0
 MAX_WAIT_S = 60
 
 
@@ -75,105 +65,29 @@ def _view(row: CommandRecord) -> dict[str, Any]:
     return data
 
 
-async def _check_target(services: Services, body: CommandBody) -> NodeRecord:
-    """The node must exist, be bound and validated, in the given zone, and own the channel."""
-    node, channel_type = await nodes.get_command_target(services.db.pool, body.node_uid, body.channel)
-    if node is None:
-        raise ApiError(404, "node_not_found", f"node {body.node_uid} does not exist")
-    if node.zone_uid is None:
-        raise ApiError(409, "node_not_bound", f"node {body.node_uid} is not bound to a zone")
-    if not node.validated:
-        raise ApiError(409, "node_not_validated", f"node {body.node_uid} is not validated yet")
-    if body.zone_uid is not None and body.zone_uid != node.zone_uid:
-        raise ApiError(409, "node_zone_mismatch",
-                       f"node {body.node_uid} is bound to {node.zone_uid}, not {body.zone_uid}")
-    if body.channel not in SYSTEM_CHANNELS and channel_type != "ACTUATOR":
-        raise ApiError(400, "channel_not_actuator", f"{body.channel} is not an actuator channel of {node.uid}")
-    return node
-
-
-async def _check_safety(services: Services, body: CommandBody, node: NodeRecord) -> None:
-    """The one pump-safety gate (DOMAIN §4), for operators as for automation: a start the zone refuses is
-    a 409 with the zone's reason code (recorded by the zone as an event); nothing is stored or sent."""
-    if node.zone_uid is None or not starts_actuator(body.cmd, body.params):
-        return
-    refusal = await services.zones.check_start(node.zone_uid, node_uid=node.uid, channel=body.channel, cmd=body.cmd,
-                                               params=body.params, source=body.source)
-    if refusal is not None:
-        raise ApiError(409, "pump_safety_blocked",
-                       f"{body.cmd} on {node.uid}/{body.channel} refused: {refusal.message}",
-                       reason_code=refusal.reason_code)
+def refused(exc: SubmitRefused) -> ApiError:
+    """The API error for a refused submit."""
+    return ApiError(exc.status, exc.code, exc.message, headers=exc.headers, **exc.extra)
 
 
 async def submit(request: web.Request, **forced: str) -> web.Response:
     """Store QUEUED, start the tracker, answer once SENT is stored (202) or the send failed."""
     services = request.app[SERVICES]
     body = await _decode(request, **forced)
-    cmd_id = body.cmd_id or f"cmd-{uuid.uuid4().hex}"
     try:
-        sign_command(body.cmd, cmd_id, body.params, int(time.time()), "transport-sanity-check")
-    except CommandInvalid as exc:
-        raise ApiError(400, exc.code, exc.message) from None
-    if services.control.actuation_blocked:
-        relay_type = await nodes.channel_relay_type(services.db.pool, body.node_uid, body.channel)
-        if not fail_safe_allowed(body.cmd, body.params, relay_type):
-            state = services.control.state.value
-            raise ApiError(503, "safe_mode_active", f"the system is in {state}: only commands that drive an actuator "
-                           "to its fail-safe state are accepted", system_state=state, headers={"Retry-After": "30"})
-    node = await _check_target(services, body)
-    await _check_safety(services, body, node)
-    new = NewCommand(cmd_id=cmd_id, zone_uid=node.zone_uid, node_uid=body.node_uid, channel=body.channel, cmd=body.cmd,
-                     params=body.params, source=body.source, trace_id=body.trace_id,
-                     timeout_s=body.timeout_s or default_timeout(body.params))
-    plane = services.commands
-    with plane.waiters.watching(cmd_id, lambda news: news.settled_submit) as settled:
-        row, created = await commands.insert_queued(services.db.pool, new)
-        if not created:
-            same = (row.node_uid, row.channel, row.cmd, row.params) == (new.node_uid, new.channel, new.cmd, new.params)
-            if not same:
-                raise ApiError(409, "cmd_id_conflict", f"cmd_id {cmd_id} exists with another target or params")
-            if row.status == CommandStatus.SEND_FAILED:  # a resend: the old deadline has likely passed
-                row = await commands.rearm(services.db.pool, cmd_id) or await _row(services, cmd_id)
-            if row.status not in (CommandStatus.QUEUED, CommandStatus.SEND_FAILED):
-                return ok(_view(row))  # the same command again: no second publish
-        try:
-            started = await start_command_actor(services.system, plane, cmd_id, Preload(row=row, node=node))
-        except StartQueued:
-            # the start request is queued at the supervisor: the command is durable (QUEUED) and will
-            # be tracked; a 5xx here would invite a retry under a new cmd_id, i.e. a second actuation
-            return ok(_view(await _row(services, cmd_id)), status=202)
-        except CapacityExceeded:
-            await commands.transition(services.db.pool, cmd_id, CommandStatus.SEND_FAILED, source="server",
-                                      error_code="capacity_exceeded", error_message="too many commands in flight")
-            raise ApiError(429, "too_many_commands", "too many commands in flight; retry with the same cmd_id",
-                           headers={"Retry-After": "1"}) from None
-        if not started and not created:
-            return ok(_view(row))  # its tracker is already publishing it
-        news = await plane.waiters.wait(settled, SUBMIT_WAIT_S)
-    return _answer(await _news_row(services, cmd_id, news), news, created)
-
-
-def _answer(row: CommandRecord, news: StatusNews | None, created: bool) -> web.Response:
-    if news is not None and news.sync_failed:
-        raise ApiError(500, "command_state_sync_failed",
-                       "the command was published but its SENT status could not be stored; "
-                       "its status will be reconciled", command_id=row.cmd_id)
-    if row.status == CommandStatus.SEND_FAILED:
-        raise ApiError(502, "command_send_failed", f"the command could not be sent: {row.error_code}",
-                       command_id=row.cmd_id, error_code=row.error_code)
-    return ok(_view(row), status=202 if created else 200)
+        done = await services.submitter.submit(SubmitRequest(
+            cmd=body.cmd, node_uid=body.node_uid, channel=body.channel, params=body.params, cmd_id=body.cmd_id,
+            zone_uid=body.zone_uid, source=body.source, timeout_s=body.timeout_s, trace_id=body.trace_id))
+    except SubmitRefused as exc:
+        raise refused(exc) from None
+    return ok(_view(done.row), status=202 if done.created else 200)
 
 
 async def _row(services: Services, cmd_id: str) -> CommandRecord:
-    row = await commands.get(services.db.pool, cmd_id)
-    if row is None:
-        raise ApiError(404, "command_not_found", f"command {cmd_id} does not exist")
-    return row
-
-
-async def _news_row(services: Services, cmd_id: str, news: StatusNews | None) -> CommandRecord:
-    """The row the news was stored with (no read), else the stored row."""
-    return news.row if news is not None and news.row is not None else await _row(services, cmd_id)
+    try:
+        return await services.submitter.row(cmd_id)
+    except SubmitRefused as exc:
+        raise refused(exc) from None
 
 
 def _cmd_id(request: web.Request) -> str:
@@ -209,11 +123,10 @@ async def read(request: web.Request) -> web.Response:
     wait = query_int(request, "wait", 0, low=0, high=MAX_WAIT_S)
     if not wait:
         return ok(_view(await _row(services, cmd_id)))
-    waiters = services.commands.waiters
-    with waiters.watching(cmd_id, lambda news: news.terminal) as terminal:
-        row = await _row(services, cmd_id)
-        if not row.terminal:
-            row = await _news_row(services, cmd_id, await waiters.wait(terminal, wait))
+    try:
+        row = await services.submitter.wait_terminal(cmd_id, wait)
+    except SubmitRefused as exc:
+        raise refused(exc) from None
     return ok(_view(row))
 
 
