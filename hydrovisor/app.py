@@ -50,6 +50,8 @@ from hydrovisor.store.errors import StoreError
 from hydrovisor.store.migrations import apply_migrations
 from hydrovisor.supervisors import ActorSystem, ExitReason, PoolCollector, SupervisionError, TreeCollector
 from hydrovisor.tree import build_tree, root_flags
+from hydrovisor.workflows.plane import WorkflowPlane
+from hydrovisor.workflows.runtime import WorkflowRuntime
 from hydrovisor.zoneplane.plane import ZonePlane
 from hydrovisor.zoneplane.runtime import ZoneRuntime
 from hydrovisor.zones.clock import clock_for_scale
@@ -102,7 +104,8 @@ class Hydrovisor:
         clock = clock_for_scale(settings.time_scale)  # one clock: zones, time responses, command signatures
         zone_plane = ZonePlane(db=db, registry=nodes_view, clock=clock,
                                liveness_interval=settings.supervision.liveness_interval,
-                               hang_timeout=settings.supervision.hang_timeout)
+                               hang_timeout=settings.supervision.hang_timeout,
+                               adopt=lambda uid: services.workflows.adopt(uid))  # noqa: PLW0108 - bound later
         zones = ZoneRuntime(system, zone_plane, registry)
 
         def binding_changed(view: NodeView) -> None:
@@ -128,13 +131,15 @@ class Hydrovisor:
             system=system, kick_broker=broker.kick, end_kick=broker.end_kick, silence_node=router.silence,
             node_exists=lambda uid: nodes_view.get(uid) is not None,
             db_outage=self._db_outage if settings.database.url is None else None), control.incidents)
+        submitter = CommandSubmitter(db=db, control=control, zones=zones, plane=commands_plane, system=system)
         services = Services(
             settings=settings, registry=registry, bridge=bridge, system=system, db=db, broker=broker,
             directory=directory, health=health,
             loop_lag=LoopLagMonitor(loop, settings.loop_lag_interval, registry), devices=plane,
             telemetry=telemetry_counters, writer_metrics=WriterMetrics(registry), commands=commands_plane,
             control=control, chaos=chaos, receipts=receipts, zone_plane=zone_plane, zones=zones,
-            submitter=CommandSubmitter(db=db, control=control, zones=zones, plane=commands_plane, system=system),
+            submitter=submitter, workflows=WorkflowRuntime(system, WorkflowPlane(
+                db=db, clock=clock, submitter=submitter, hang_timeout=settings.supervision.hang_timeout), zones),
             telemetry_store=TelemetryStore(lambda: db.pool, receipts, telemetry_counters))
         self.services = services
         self._router = router

@@ -25,6 +25,7 @@ from hydrovisor.runtime.loop_lag import LoopLagMonitor
 from hydrovisor.store.database import Database
 from hydrovisor.store.repos.nodes import NodeRecord
 from hydrovisor.supervisors import ActorSystem
+from hydrovisor.workflows.runtime import WorkflowRuntime
 from hydrovisor.zoneplane.plane import ZonePlane
 from hydrovisor.zoneplane.runtime import ZoneRuntime
 
@@ -53,6 +54,7 @@ class Services:
     zone_plane: ZonePlane
     zones: ZoneRuntime
     submitter: CommandSubmitter  # the one command path (HTTP API, workflows)
+    workflows: WorkflowRuntime
 
     def credentials_changed(self, node: NodeRecord, password_hash: str) -> None:
         """A node got new MQTT credentials: the broker accepts them from now on."""

@@ -24,16 +24,18 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
 import msgspec
+import pykka
 
 from hydrovisor.protocol import ErrorReport, Event
 from hydrovisor.runtime.bridge import Outcome
 from hydrovisor.runtime.timers import Timer
-from hydrovisor.store.repos import events
+from hydrovisor.store.repos import events, workflows
 from hydrovisor.supervisors import ActorContext, SupervisedActor
 from hydrovisor.zoneplane.loading import ZoneSnapshot, load_zone
 from hydrovisor.zoneplane.plane import DbCall, ZonePlane
@@ -46,6 +48,9 @@ from hydrovisor.zones.state import ZoneState, ZoneStateView
 log = logging.getLogger(__name__)
 
 _UNHANDLED: Any = object()
+EMERGENCY_STOP_ACTIVE = "emergency_stop_active"
+EMERGENCY_STOP_EVENT = "emergency_stop_activated"
+WATCH_TTL_S = 60.0  # real seconds a watch lasts without being renewed (a dead watcher is dropped sooner)
 
 MAX_PENDING_WRITES = 500
 MIN_TICK_S = 0.05  # real seconds: the shortest timer (a deadline due sooner waits this long)
@@ -110,6 +115,10 @@ class ZoneReload(msgspec.Struct, frozen=True):
     """The zone's settings or its nodes' channels changed: load the snapshot again."""
 
 
+class GetZoneObserved(msgspec.Struct, frozen=True):
+    """Ask: the zone as its watchers see it (:class:`ZoneObserved`), or ``ZoneNotReady``."""
+
+
 class GetZoneState(msgspec.Struct, frozen=True):
     """Ask: the zone's :class:`ZoneStateReply`, or ``ZoneNotReady``."""
 
@@ -148,6 +157,56 @@ class ZoneAlertResolved(msgspec.Struct, frozen=True):
     dedupe_key: str
 
 
+class WatchZone(msgspec.Struct, frozen=True):
+    """A workflow of the zone wants every change of the zone's state (:class:`ZoneObserved`) told to
+    ``ref``. Sent again now and then: a restarted zone actor has no watchers until they do."""
+
+    path: str
+    ref: Any
+
+
+class UnwatchZone(msgspec.Struct, frozen=True):
+    """The workflow at ``path`` no longer watches."""
+
+    path: str
+
+
+class ObservedEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A node event as a workflow sees it: its code (lower case), the role it came from, its fields."""
+
+    code: str
+    role: str | None
+    node_uid: str
+    details: dict[str, Any]
+
+
+class ZoneObserved(msgspec.Struct, frozen=True, kw_only=True):
+    """Told to watchers after every input: the zone's state, its settings and devices, and the event that
+    came in (if the input was one). ``ready``: the zone has loaded its snapshot."""
+
+    zone_uid: str
+    at: float
+    ready: bool
+    settings: ZoneSettings
+    devices: dict[Role, ResolvedDevice]
+    state: ZoneStateView
+    estop: str | None
+    event: ObservedEvent | None = None
+
+
+class SetEmergencyStop(msgspec.Struct, frozen=True):
+    """The emergency stop was latched (``reason``) or cleared (None) in the database by the caller."""
+
+    reason: str | None
+
+
+class SetWaterState(msgspec.Struct, frozen=True):
+    """A workflow left the zone's water in ``water_state`` (stored by it)."""
+
+    water_state: str
+    workflow: str | None = None
+
+
 class ZoneNotReady(msgspec.Struct, frozen=True):
     """The zone has not loaded its snapshot yet."""
 
@@ -169,6 +228,14 @@ class _Tick(msgspec.Struct, frozen=True):
     seq: int = 0  # which arming fired it (a superseded one is cancelled, but may be on its way)
 
 
+class _Adopt(msgspec.Struct, frozen=True):
+    pass
+
+
+class _Adopted(msgspec.Struct, frozen=True):
+    outcome: Outcome
+
+
 class _ActiveAlert(msgspec.Struct, frozen=True):
     code: str
     dedupe_key: str
@@ -181,6 +248,7 @@ class _ActiveAlert(msgspec.Struct, frozen=True):
 class _Boot(msgspec.Struct, frozen=True):
     snapshot: ZoneSnapshot | None
     alerts: list[_ActiveAlert]
+    automation: workflows.Automation | None = None
 
 
 # --- the actor --------------------------------------------------------------------------------------------
@@ -208,6 +276,8 @@ class ZoneActor(SupervisedActor):
         self._timer: Timer | None = None
         self._timer_seq = 0
         self._armed_at: float | None = None
+        self._watchers: dict[str, tuple[Any, float]] = {}  # path -> (ref, real monotonic time of the last watch)
+        self._estop: str | None = None  # the latched emergency stop's reason: every start is refused
 
     def on_start(self) -> None:
         self._load()
@@ -224,6 +294,8 @@ class ZoneActor(SupervisedActor):
         if reply is _UNHANDLED:
             return super().on_receive(message)
         self._arm(now)
+        if self._watchers and isinstance(message, _OBSERVED_INPUTS):
+            self._tell_watchers(now, message)
         return reply
 
     def _on_message(self, message: Any, now: float) -> Any:
@@ -242,6 +314,9 @@ class ZoneActor(SupervisedActor):
             return self._check_start(message, now)
         elif isinstance(message, GetZoneState):
             return self._view(now)
+        elif isinstance(message, GetZoneObserved):
+            return self._observed(now, None) if self._ready else ZoneNotReady(
+                reason=f"zone {self.uid} is still loading its state")
         elif isinstance(message, ResetSafety):
             return self._reset(now)
         elif isinstance(message, ZoneAlertResolved):
@@ -258,9 +333,59 @@ class ZoneActor(SupervisedActor):
                 self._retry_writes()
         elif isinstance(message, _Written):
             self._written(message, now)
+        elif isinstance(message, _Adopt):
+            self._adopt()
+        elif isinstance(message, _Adopted):
+            if not message.outcome.ok:
+                log.warning("zone %s: running workflows not adopted (%s); retrying", self.uid, message.outcome.error,
+                            extra={"event": "workflow_adopt_failed", "zone_id": self.uid})
+                self.tell_self_after(1.0, _Adopt())
+        elif isinstance(message, WatchZone):
+            self._watchers[message.path] = (message.ref, time.monotonic())
+            self._tell_watchers(now, None, only=message.path)
+        elif isinstance(message, UnwatchZone):
+            self._watchers.pop(message.path, None)
+        elif isinstance(message, SetEmergencyStop):
+            self._estop = message.reason
+        elif isinstance(message, SetWaterState):
+            self._state.water_state = message.water_state
+            self._state.workflow = message.workflow
         else:
             return _UNHANDLED
         return None
+
+    # watchers ---------------------------------------------------------------------------------------------
+
+    def _adopt(self) -> None:
+        if self._plane.adopt is not None:
+            self.pipe_to_self(self._plane.adopt(self.uid), _Adopted)
+
+    def _observed(self, now: float, message: Any) -> ZoneObserved:
+        event = None
+        if isinstance(message, ZoneDeviceReport) and isinstance(message.report, Event):
+            report = message.report
+            channel = message.channel
+            role = self._state.role_of(message.node_uid, channel) if channel else None
+            event = ObservedEvent(code=report.event_code.lower(), role=role.value if role else None,
+                                  node_uid=message.node_uid, details={**(report.details or {}), **report.payload})
+        return ZoneObserved(zone_uid=self.uid, at=now, ready=self._ready, settings=self._state.settings,
+                            devices=dict(self._state.devices), state=self._state.to_view(now), estop=self._estop,
+                            event=event)
+
+    def _tell_watchers(self, now: float, message: Any, only: str | None = None) -> None:
+        """Tell the zone's workflows what changed; a watcher gone or not renewed in time is dropped."""
+        observed = self._observed(now, message)
+        expired_before = time.monotonic() - WATCH_TTL_S
+        for path, (ref, renewed) in list(self._watchers.items()):
+            if only is not None and path != only:
+                continue
+            if renewed < expired_before:
+                del self._watchers[path]
+                continue
+            try:
+                ref.tell(observed)
+            except pykka.ActorDeadError:
+                del self._watchers[path]
 
     # time -------------------------------------------------------------------------------------------------
 
@@ -303,6 +428,8 @@ class ZoneActor(SupervisedActor):
         # an error report names its channel as `component` when it comes on the node-level topic
         channel = message.channel or (report.component if isinstance(report, ErrorReport) else None)
         role = self._state.role_of(message.node_uid, channel) if channel else None
+        if isinstance(report, Event) and report.event_code.lower() == EMERGENCY_STOP_EVENT and self._estop is None:
+            self._latch_estop(message.node_uid, report)
         if isinstance(report, Event):
             # the whole decoded event: level switches carry `state`, failsafes `stopped_pumps`, ...
             details: dict[str, Any] = {"channel": channel, **(report.details or {}), **report.payload}
@@ -311,6 +438,19 @@ class ZoneActor(SupervisedActor):
         elif (report.level or "").upper() == "ERROR":
             details = {"error_code": report.error_code, "message": report.message, **dict(report.details or {})}
             self._detected(self._state.apply_error(role, report.error_code, details, now))
+
+    def _latch_estop(self, node_uid: str, report: Event) -> None:
+        """The node's emergency stop latches the zone's: nothing starts until an operator clears it."""
+        reason = f"node {node_uid}: {report.event_code}"
+        self._estop = reason
+        log.error("zone %s: emergency stop from %s", self.uid, node_uid,
+                  extra={"event": "zone_emergency_stop", "zone_id": self.uid})
+
+        async def latch(pool: asyncpg.Pool) -> None:
+            if await workflows.set_estop(pool, self.uid, reason):
+                await events.add_zone_event(pool, self.uid, node_uid, "EMERGENCY_STOP", {"reason": reason},
+                                            decision="stop", reason_code=EMERGENCY_STOP_ACTIVE)
+        self._write("emergency_stop", latch)
 
     def _command_status(self, message: ZoneCommandStatus, now: float) -> None:
         role = self._state.role_of(message.node_uid, message.channel)
@@ -333,9 +473,13 @@ class ZoneActor(SupervisedActor):
         if not safety.starts_actuator(message.cmd, message.params):
             return None  # stops and reads are never gated
         role = self._state.role_of(message.node_uid, message.channel)
-        if self._loading:
-            # the roles are being resolved again (a node bound, settings changed): no verdict on old ones
+        if self._estop is not None and not self._loading:
             refusal: safety.Refusal | None = safety.Refusal(
+                reason_code=EMERGENCY_STOP_ACTIVE,
+                message=f"the zone's emergency stop is latched ({self._estop}); an operator must clear it")
+        elif self._loading:
+            # the roles are being resolved again (a node bound, settings changed): no verdict on old ones
+            refusal = safety.Refusal(
                 reason_code=ZONE_NOT_READY, message=f"zone {self.uid} is still loading its state")
         elif role is None:
             if self._actuator_types.get((message.node_uid, message.channel)) not in _GATED_TYPES:
@@ -418,7 +562,11 @@ class ZoneActor(SupervisedActor):
             self._device_errors = []
         self._state.update_settings(snapshot.settings, devices)
         self._version = snapshot.version
+        if boot.automation is not None:
+            self._estop = boot.automation.estop_reason or "latched" if boot.automation.estop_active else None
+            self._state.water_state = boot.automation.water_state
         if not self._ready:
+            self._adopt()
             for alert in boot.alerts:
                 self._state.restore_alert(alert.code, alert.dedupe_key, _severity(alert.severity),
                                           first_seen=alert.first_seen, last_seen=alert.last_seen, count=alert.count)
@@ -455,6 +603,11 @@ class ZoneActor(SupervisedActor):
             self._write(what, call)
 
 
+# inputs after which the watchers hear of the zone's state (asks and bookkeeping change nothing they see)
+_OBSERVED_INPUTS = (ZoneReading, ZoneDeviceReport, ZoneNodeLiveness, ZoneCommandStatus, _Loaded, _Tick,
+                    ZoneAlertResolved, SetEmergencyStop, SetWaterState, ResetSafety)
+
+
 def _devices(settings: ZoneSettings, channels: Any) -> dict[Role, ResolvedDevice] | list[FieldError]:
     return resolve_devices(settings, [(c.node_uid, c.name) for c in channels])
 
@@ -485,5 +638,5 @@ def _boot(uid: str) -> DbCall:
             "SELECT code, dedupe_key, severity, date_part('epoch', first_seen_at) AS first_seen, "
             "date_part('epoch', last_seen_at) AS last_seen, count FROM alerts "
             "WHERE zone_uid = $1 AND status = 'ACTIVE' AND source = 'biz'", uid)
-        return _Boot(snapshot, [_ActiveAlert(**dict(r)) for r in rows])
+        return _Boot(snapshot, [_ActiveAlert(**dict(r)) for r in rows], await workflows.automation(pool, uid))
     return call

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter
 from hydrovisor.actors.zone import (
     ZONE_NOT_READY,
     CheckStart,
+    GetZoneObserved,
     GetZoneState,
     ResetSafety,
     ZoneAlertResolved,
@@ -27,6 +28,7 @@ from hydrovisor.actors.zone import (
     ZoneDeviceReport,
     ZoneNodeLiveness,
     ZoneNotReady,
+    ZoneObserved,
     ZoneReading,
     ZoneReload,
     ZoneStateReply,
@@ -126,6 +128,14 @@ class ZoneRuntime:
         if isinstance(reply, ZoneNotReady):
             raise ZoneUnavailable("zone_not_ready", reply.reason)
         assert isinstance(reply, ZoneStateReply)
+        return reply
+
+    async def observed(self, zone_uid: str) -> ZoneObserved:
+        """The zone as its workflows see it (settings, devices, state); raises :class:`ZoneUnavailable`."""
+        reply = await self._until_loaded(zone_uid, lambda _: GetZoneObserved(), lambda r: isinstance(r, ZoneNotReady))
+        if isinstance(reply, ZoneNotReady):
+            raise ZoneUnavailable("zone_not_ready", reply.reason)
+        assert isinstance(reply, ZoneObserved)
         return reply
 
     async def check_start(self, zone_uid: str, *, node_uid: str, channel: str, cmd: str, params: dict[str, Any],

@@ -118,6 +118,27 @@ class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     irrigation_s: Seconds = 600
 
 
+class Correction(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """pH/EC correction (DOMAIN §4): how a dose is sized from the error, and how decisions are made.
+
+    A decision needs ``min_samples`` readings within ``window_s`` (never one sample), none older than
+    ``stale_s``; a dose is ``ml_per_unit x error`` ml (pH units, mS/cm), at most ``max_dose_ml``; the next one
+    waits ``cooldown_s`` after the last DONE; ``max_no_effect`` doses in a row that move nothing stop
+    corrections for ``fail_closed_s``.
+    """
+
+    window_s: Annotated[int, msgspec.Meta(ge=5, le=3600)] = 60
+    min_samples: Annotated[int, msgspec.Meta(ge=2, le=100)] = 3
+    stale_s: Annotated[int, msgspec.Meta(ge=5, le=300)] = 120
+    ph_ml_per_unit: Annotated[float, msgspec.Meta(gt=0.0, le=500.0)] = 40.0
+    ec_ml_per_unit: Annotated[float, msgspec.Meta(gt=0.0, le=500.0)] = 120.0
+    max_dose_ml: Annotated[float, msgspec.Meta(gt=0.0, le=500.0)] = 20.0
+    cooldown_s: Annotated[int, msgspec.Meta(ge=1, le=86400)] = 120
+    max_no_effect: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3
+    fail_closed_s: Annotated[int, msgspec.Meta(ge=60, le=7 * 86400)] = 3600
+    max_rounds: Annotated[int, msgspec.Meta(ge=1, le=100)] = 10
+
+
 class Safety(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The pump-safety gate's parameters (DOMAIN §4); each may only be made stricter than the default."""
 
@@ -145,6 +166,7 @@ class ZoneSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     irrigation: Irrigation = Irrigation()
     timeouts: Timeouts = Timeouts()
     safety: Safety = Safety()
+    correction: Correction = Correction()
 
 
 class FieldError(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,0 +1,539 @@
+"""``WorkflowActor``: one running workflow (``/zones/<uid>/wf-<id>``), the driver of its script.
+
+The script (``two_tank``, ``irrigation``) is a generator of effects; this actor carries each one out
+without ever blocking: commands and writes are piped to the loop and come back as messages, waits are a
+condition re-evaluated on every :class:`ZoneObserved` the zone actor tells it (it watches the zone) plus
+one timer. Every stage change, decision and command is persisted (the command before it is submitted),
+and every decision is a zone event.
+
+Failure paths, all ending in a compensating stop before the outcome is stored:
+
+- the script fails (``Fail``), or raises (a bug: ``workflow_error``);
+- an operator cancels (``Cancel``) or the zone's emergency stop latches (the node's
+  ``emergency_stop_activated`` or ``POST .../emergency-stop``): ``cancelled`` / ``failed emergency_stop``;
+- this actor crashes and is restarted, or the process dies and the zone adopts the workflow again: the
+  new incarnation knows nothing it did not store, so it stops every pump and valve of the plant
+  (confirmed) and then resumes *only* a resumable stage (whose first step is a probe that must find the
+  plant stopped); otherwise it fails ``workflow_interrupted``.
+
+The compensating stop stops every role a start was sent to (confirmed or not: an unanswered start may
+have run) that no DONE stop followed, pumps first; a stop that is never DONE makes the outcome
+``failed <stage>_stop_not_confirmed``, whatever it would have been.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+import msgspec
+
+from hydrovisor.actors.zone import EMERGENCY_STOP_EVENT, SetWaterState, UnwatchZone, WatchZone, ZoneObserved
+from hydrovisor.commands.submit import SubmitRequest
+from hydrovisor.runtime.bridge import Outcome
+from hydrovisor.runtime.timers import Timer
+from hydrovisor.store.repos.workflows import CommandRef, Progress, StageRecord, WorkflowRecord
+from hydrovisor.supervisors import ActorContext, SupervisedActor, SupervisionError
+from hydrovisor.workflows import catalog, steps
+from hydrovisor.workflows.context import WorkflowContext
+from hydrovisor.workflows.effects import Decide, Effect, Fail, Finish, Script, Send, Sent, Stage, Wait, Waited
+from hydrovisor.workflows.plane import WorkflowPlane
+from hydrovisor.zoneplane.spawn import zone_actor_path
+from hydrovisor.zones.clock import real_seconds
+from hydrovisor.zones.roles import PUMPS, VALVES, Role
+from hydrovisor.zones.safety import starts_actuator
+
+log = logging.getLogger(__name__)
+
+RENEW_WATCH_S = 15.0  # real seconds: a restarted zone actor learns its watchers again within this
+SAVE_RETRY_S = 1.0
+INTERRUPTED = "workflow_interrupted"
+EMERGENCY_STOP = "emergency_stop"
+
+
+class Cancel(msgspec.Struct, frozen=True):
+    """An operator cancelled the workflow (stored as requested by the caller)."""
+
+
+class EmergencyStop(msgspec.Struct, frozen=True):
+    """The zone's emergency stop latched: fail now, after the compensating stop."""
+
+    reason: str
+
+
+class _Loaded(msgspec.Struct, frozen=True):
+    outcome: Outcome
+
+
+class _Sent(msgspec.Struct, frozen=True):
+    seq: int
+    outcome: Outcome
+
+
+class _Terminal(msgspec.Struct, frozen=True):
+    cmd_id: str
+    outcome: Outcome
+
+
+class _Timeout(msgspec.Struct, frozen=True):
+    seq: int
+
+
+class _Saved(msgspec.Struct, frozen=True):
+    what: str
+    outcome: Outcome
+
+
+class _FinalStored(msgspec.Struct, frozen=True):
+    outcome: Outcome
+
+
+class _RetryFinal(msgspec.Struct, frozen=True):
+    pass
+
+
+class _Renew(msgspec.Struct, frozen=True):
+    pass
+
+
+class _Interrupt(msgspec.Struct, frozen=True, kw_only=True):
+    status: str  # failed | cancelled
+    reason_code: str
+    message: str
+
+
+class WorkflowActor(SupervisedActor):
+    """See the module docstring."""
+
+    def __init__(self, ctx: ActorContext, *, wf_id: str, zone_uid: str, plane: WorkflowPlane) -> None:
+        super().__init__(ctx)
+        self.wf_id = wf_id
+        self.zone_uid = zone_uid
+        self._plane = plane
+        self._record: WorkflowRecord | None = None
+        self._context: WorkflowContext | None = None
+        self._script: Script | None = None
+        self._stages: list[StageRecord] = []
+        self._commands: list[CommandRef] = []
+        self._maybe_on: set[Role] = set()  # roles a start went to that no DONE stop followed
+        self._sensors_active = False
+        self._seq = 0
+        self._pending: Effect | None = None  # the Send or Wait the script waits on
+        self._timer: Timer | None = None
+        self._terminals: dict[str, str] = {}  # cmd_id -> terminal status, for commands sent without waiting
+        self._interrupt: _Interrupt | None = None  # why the script was (or is to be) abandoned
+        self._compensating = False
+        self._resuming = False
+        self._done = False
+        self._failed_water_state: str | None = None
+        self._final: tuple[Progress, str | None, str | None] | None = None
+
+    # lifecycle ------------------------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self.pipe_to_self(self._plane.load(self.wf_id), _Loaded)
+
+    def on_stop(self) -> None:
+        self._cancel_timer()
+        with contextlib.suppress(SupervisionError):  # the zone is being stopped too
+            self.ctx.system.tell(zone_actor_path(self.zone_uid), UnwatchZone(self.path))
+
+    def on_failure(self, *_: Any) -> None:
+        self._cancel_timer()
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, _Loaded):
+            self._loaded(message.outcome)
+        elif isinstance(message, ZoneObserved):
+            self._observed(message)
+        elif isinstance(message, _Sent):
+            if message.seq == self._seq and isinstance(self._pending, Send):
+                self._pending_sent(message.outcome)
+        elif isinstance(message, _Terminal):
+            self._terminal(message)
+        elif isinstance(message, _Timeout):
+            if message.seq == self._seq and isinstance(self._pending, Wait):
+                self._resume(Waited("timeout"))
+        elif isinstance(message, Cancel):
+            self._abandon(_Interrupt(status="cancelled", reason_code="cancelled", message="cancelled by an operator"))
+        elif isinstance(message, EmergencyStop):
+            self._abandon(_Interrupt(status="failed", reason_code=EMERGENCY_STOP, message=message.reason))
+        elif isinstance(message, _Saved):
+            if not message.outcome.ok:  # the next write carries everything again; the final one is retried
+                log.warning("workflow %s: %s not stored (%s)", self.wf_id, message.what, message.outcome.error,
+                            extra={"event": "workflow_write_failed", "zone_id": self.zone_uid})
+        elif isinstance(message, _FinalStored):
+            self._final_stored(message.outcome)
+        elif isinstance(message, _RetryFinal):
+            self._store_final()
+        elif isinstance(message, _Renew):
+            self._watch()
+        else:
+            return super().on_receive(message)
+        return None
+
+    def _watch(self) -> None:
+        self.ctx.system.tell(zone_actor_path(self.zone_uid), WatchZone(self.path, self.actor_ref))
+
+    def _loaded(self, outcome: Outcome) -> None:
+        if outcome.error is not None:
+            raise outcome.error  # a crash: restarted, the next incarnation loads again
+        record: WorkflowRecord | None = outcome.value
+        if record is None or record.status != "running":
+            self.stop()
+            return
+        self._record = record
+        self._stages = list(record.stages)
+        self._commands = list(record.commands)
+        kind = catalog.KINDS[record.type]
+        self._context = WorkflowContext(record.zone_uid, record.id, msgspec.convert(record.params, kind.params))
+        self._watch()
+        self.tell_self_every(RENEW_WATCH_S, _Renew())
+        # nothing runs before the zone's first view arrives (its settings, devices and state)
+
+    # inputs ---------------------------------------------------------------------------------------------
+
+    def _observed(self, observed: ZoneObserved) -> None:
+        ctx = self._context
+        if ctx is None or self._done or not observed.ready:
+            return
+        first = ctx.observed is None
+        ctx.observe(observed)
+        if first:
+            self._begin()
+            return
+        event = observed.event
+        estop = observed.estop or (f"{EMERGENCY_STOP_EVENT} from {event.node_uid}"
+                                   if event is not None and event.code == EMERGENCY_STOP_EVENT else None)
+        if estop is not None and not self._compensating:
+            self._abandon(_Interrupt(status="failed", reason_code=EMERGENCY_STOP, message=estop))
+            return
+        if isinstance(self._pending, Wait):
+            reason = self._wait_reason(self._pending, event.code if event is not None else None)
+            if reason is not None:
+                self._resume(Waited(reason))
+
+    def _terminal(self, message: _Terminal) -> None:
+        sent: Sent = message.outcome.value if message.outcome.ok else Sent(cmd_id=message.cmd_id, status="TIMEOUT")
+        status = sent.status or "TIMEOUT"
+        self._terminals[message.cmd_id] = status
+        self._note_result(message.cmd_id, sent)
+        pending = self._pending
+        if isinstance(pending, Wait) and pending.command == message.cmd_id:
+            self._resume(Waited(f"command:{status}"))
+
+    # the script -----------------------------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        record, ctx = self._record, self._context
+        assert record is not None and ctx is not None
+        kind = catalog.KINDS[record.type]
+        if record.cancel_requested:
+            self._resuming = bool(self._stages)
+            self._abandon(_Interrupt(status="cancelled", reason_code="cancelled", message="cancelled by an operator"))
+            return
+        if ctx.estop() is not None:
+            self._resuming = bool(self._stages)
+            self._abandon(_Interrupt(status="failed", reason_code=EMERGENCY_STOP, message=ctx.estop() or ""))
+            return
+        if not self._stages:
+            self._script = kind.script(ctx, None)
+            self._event("WORKFLOW_STARTED", "run", "workflow_started", {"params": record.params})
+            self._advance(None)
+            return
+        # a new incarnation: everything this workflow may have started is stopped first (confirmed)
+        self._resuming = True
+        last = self._stages[-1]
+        resume_at = last.name if last.resumable else None
+        self._maybe_on = set(steps.PLANT)
+        self._sensors_active = True
+        self._compensating = True
+        if resume_at is None:
+            self._interrupt = _Interrupt(status="failed", reason_code=INTERRUPTED,
+                                         message=f"interrupted in stage {last.name}, which cannot be resumed")
+        self._event("WORKFLOW_RECOVERY", "retry" if resume_at else "fail",
+                    "workflow_resumed" if resume_at else INTERRUPTED, {"stage": last.name})
+        self._script = self._compensation(then=resume_at)
+        self._advance(None)
+
+    def _compensation(self, then: str | None) -> Script:
+        """Stop what may be on; then resume ``then`` (a resumable stage) or end as interrupted."""
+        ctx = self._context
+        assert ctx is not None
+        unconfirmed: list[Role] = yield from steps.compensate(sorted(self._maybe_on), ctx, self._sensors_active)
+        stage = self._stages[-1].name if self._stages else "startup"
+        if unconfirmed:
+            raise Fail(f"{stage}_stop_not_confirmed",
+                       f"compensating stop of {', '.join(r.value for r in unconfirmed)} not confirmed")
+        if then is None or self._interrupt is not None:
+            interrupt = self._interrupt
+            assert interrupt is not None
+            raise _Ended(interrupt)
+        self._compensating = False
+        self._resuming = False
+        record = self._record
+        assert record is not None
+        result: Finish = yield from catalog.KINDS[record.type].script(ctx, then)
+        return result
+
+    def _advance(self, value: Any) -> None:
+        """Run the script until it waits on a command or a condition, or ends."""
+        script = self._script
+        assert script is not None
+        while True:
+            self._pending = None
+            try:
+                effect = script.send(value)
+            except StopIteration as stop:
+                self._script_finished(stop.value)
+                return
+            except _Ended as ended:
+                self._finish(ended.interrupt.status, ended.interrupt.reason_code, ended.interrupt.message)
+                return
+            except Fail as failed:
+                self._script_failed(failed)
+                return
+            except Exception as exc:  # a bug in a script: contain it, stop the plant, say so
+                log.exception("workflow %s: script raised", self.wf_id,
+                              extra={"event": "workflow_script_error", "zone_id": self.zone_uid})
+                self._script_failed(Fail("workflow_error", f"{type(exc).__name__}: {exc}"))
+                return
+            value = None
+            if isinstance(effect, Stage):
+                self._stage(effect)
+            elif isinstance(effect, Decide):
+                self._event("WORKFLOW_DECISION", effect.decision, effect.reason_code, dict(effect.details))
+            elif isinstance(effect, Send):
+                immediate = self._send(effect)
+                if immediate is None:
+                    return
+                value = immediate
+            else:
+                reason = self._wait(effect)
+                if reason is None:
+                    return
+                value = Waited(reason)
+
+    def _resume(self, value: Any) -> None:
+        self._cancel_timer()
+        self._pending = None
+        if self._interrupt is not None and not self._compensating:
+            self._start_compensation()
+            return
+        self._advance(value)
+
+    def _script_finished(self, finish: Finish) -> None:
+        self._finish("completed", finish.reason_code, None, water_state=finish.water_state)
+
+    def _script_failed(self, failed: Fail) -> None:
+        if self._compensating or (not self._maybe_on and not self._sensors_active):
+            interrupt = self._interrupt
+            if interrupt is not None and self._compensating and not failed.reason_code.endswith("_stop_not_confirmed"):
+                failed = Fail(interrupt.reason_code, interrupt.message)
+            self._finish(self._status_for(failed), failed.reason_code, failed.message,
+                         water_state=failed.water_state or "unknown", alert=_alert_for(failed.reason_code))
+            return
+        self._interrupt = _Interrupt(status="failed", reason_code=failed.reason_code, message=failed.message)
+        self._failed_water_state = failed.water_state
+        self._start_compensation()
+
+    def _status_for(self, failed: Fail) -> str:
+        interrupt = self._interrupt
+        if interrupt is not None and interrupt.status == "cancelled" and not failed.reason_code.endswith(
+                "_stop_not_confirmed"):
+            return "cancelled"
+        return "failed"
+
+    def _abandon(self, interrupt: _Interrupt) -> None:
+        """Cancel / emergency stop: the script is abandoned, the compensating stop runs next."""
+        if self._done:
+            return
+        if self._compensating:  # already stopping everything: end with this instead of resuming
+            self._interrupt = self._interrupt or interrupt
+            return
+        self._interrupt = interrupt
+        if isinstance(self._pending, Send):
+            return  # a command is on its way: its result arrives first, then the compensation starts
+        self._cancel_timer()
+        self._start_compensation()
+
+    def _start_compensation(self) -> None:
+        if self._script is not None:
+            self._script.close()
+        self._compensating = True
+        self._script = self._compensation(then=None)
+        self._advance(None)
+
+    # effects --------------------------------------------------------------------------------------------
+
+    def _stage(self, stage: Stage) -> None:
+        now = self._plane.clock.now()
+        if self._stages and self._stages[-1].ended_at is None:
+            self._stages[-1].ended_at = now
+            self._stages[-1].outcome = "ok"
+        self._stages.append(StageRecord(name=stage.name, started_at=now, resumable=stage.resumable))
+        self._event("WORKFLOW_STAGE", "run", f"stage_{stage.name}", {"stage": stage.name})
+        self._save()
+
+    def _send(self, send: Send) -> Sent | None:
+        """Start a command; a result known at once (the role is not bound) is returned."""
+        ctx, record = self._context, self._record
+        assert ctx is not None and record is not None
+        device = ctx.device(send.role)
+        if device is None:
+            return Sent(cmd_id=None, status=None, refused="role_not_configured",
+                        message=f"{send.role.value} is not bound to a node channel")
+        cmd_id = f"{self.wf_id}-{len(self._commands) + 1:03d}"
+        stage = self._stages[-1].name if self._stages else "startup"
+        channel = send.channel or device.channel
+        self._commands.append(CommandRef(cmd_id=cmd_id, stage=stage, role=send.role.value, node_uid=device.node_uid,
+                                         channel=channel, cmd=send.cmd, params=dict(send.params)))
+        if (send.role in PUMPS or send.role in VALVES) and starts_actuator(send.cmd, send.params):
+            self._maybe_on.add(send.role)  # an unanswered start may have run: assume it did
+        if send.cmd == "activate_sensor_mode":
+            self._sensors_active = True
+        request = SubmitRequest(cmd=send.cmd, node_uid=device.node_uid, channel=channel, params=dict(send.params),
+                                cmd_id=cmd_id, zone_uid=self.zone_uid, source=f"workflow:{record.type}",
+                                trace_id=self.wf_id)
+        self._seq += 1
+        seq = self._seq
+        self._pending = send
+        self.pipe_to_self(self._plane.send(self.wf_id, self._progress(), request, send.wait),
+                          lambda outcome: _Sent(seq, outcome))
+        return None
+
+    def _pending_sent(self, outcome: Outcome) -> None:
+        send = self._pending
+        assert isinstance(send, Send)
+        cmd_id = self._commands[-1].cmd_id
+        if outcome.ok:
+            sent: Sent = outcome.value
+        else:  # the loop side failed (the database): the command may or may not have gone out
+            sent = Sent(cmd_id=cmd_id, status=None, refused="command_outcome_unknown", message=str(outcome.error))
+        self._note_result(cmd_id, sent)
+        if sent.refused is not None and send.role in self._maybe_on and starts_actuator(send.cmd, send.params) \
+                and sent.refused != "command_outcome_unknown":
+            self._maybe_on.discard(send.role)  # refused before it was stored: it never went out
+        if not send.wait and sent.status is not None and sent.status not in ("SENT", "ACK", "QUEUED"):
+            self._terminals[cmd_id] = sent.status
+        elif not send.wait and sent.cmd_id is not None and sent.status is not None:
+            self.pipe_to_self(self._plane.wait_terminal(cmd_id, send.params),
+                              lambda outcome: _Terminal(cmd_id, outcome))
+        self._resume(sent)
+
+    def _note_result(self, cmd_id: str, sent: Sent) -> None:
+        for ref in self._commands:
+            if ref.cmd_id == cmd_id:
+                ref.status = sent.status or (f"REFUSED:{sent.refused}" if sent.refused else None)
+                ref.error_code = sent.reason_code or sent.error_code
+                role = Role(ref.role)
+                stopping = not starts_actuator(ref.cmd, ref.params) and ref.cmd not in ("state", "activate_sensor_mode")
+                if sent.done and (stopping or ref.cmd == "run_pump"):
+                    self._maybe_on.discard(role)  # confirmed stopped (a timed run is over when DONE)
+                if sent.done and ref.cmd == "deactivate_sensor_mode":
+                    self._sensors_active = False
+                return
+
+    def _wait(self, wait: Wait) -> str | None:
+        """Arm a wait; a reason already true is returned at once."""
+        reason = self._wait_reason(wait, None)
+        if reason is not None:
+            return reason
+        if wait.timeout_s <= 0:
+            return "timeout"
+        self._seq += 1
+        self._pending = wait
+        delay = real_seconds(self._plane.clock, wait.timeout_s)
+        self._timer = self.tell_self_after(max(0.0, delay), _Timeout(self._seq))
+        return None
+
+    def _wait_reason(self, wait: Wait, event_code: str | None) -> str | None:
+        if event_code is not None and event_code in wait.events:
+            return f"event:{event_code}"
+        if wait.command is not None and wait.command in self._terminals:
+            return f"command:{self._terminals[wait.command]}"
+        if wait.until is not None and self._context is not None:
+            return wait.until(self._context)
+        return None
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # persistence ----------------------------------------------------------------------------------------
+
+    def _progress(self, status: str = "running", reason_code: str | None = None,
+                  message: str | None = None) -> Progress:
+        stage = self._stages[-1].name if self._stages else "startup"
+        return Progress(stage=stage, stages=[msgspec.structs.replace(s) for s in self._stages],
+                        commands=[msgspec.structs.replace(c) for c in self._commands], status=status,
+                        reason_code=reason_code, message=message)
+
+    def _save(self) -> None:
+        self.pipe_to_self(self._plane.save(self.wf_id, self._progress()), lambda outcome: _Saved("progress", outcome))
+
+    def _finish(self, status: str, reason_code: str, message: str | None, *, water_state: str | None = None,
+                alert: str | None = None) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._cancel_timer()
+        if self._stages and self._stages[-1].ended_at is None:
+            self._stages[-1].ended_at = self._plane.clock.now()
+            self._stages[-1].outcome = "ok" if status == "completed" else status
+            self._stages[-1].reason_code = None if status == "completed" else reason_code
+        if status != "completed" and water_state is None:
+            water_state = self._failed_water_state or "unknown"
+        self._final = (self._progress(status, reason_code, message), water_state, alert)
+        log.log(logging.INFO if status == "completed" else logging.WARNING, "workflow %s %s: %s", self.wf_id, status,
+                reason_code, extra={"event": "workflow_ended", "zone_id": self.zone_uid, "reason_code": reason_code})
+        self._store_final()
+
+    def _store_final(self) -> None:
+        record, final = self._record, self._final
+        assert record is not None and final is not None
+        progress, water_state, alert = final
+        block = record.type == "correction" and progress.reason_code == "correction_no_effect"
+        cfg = self._context.settings.correction if self._context is not None else None
+
+        async def store() -> bool:
+            return await self._plane.finish(record, progress, water_state, alert,
+                                            cfg.fail_closed_s if block and cfg is not None else None)
+
+        self.pipe_to_self(store(), _FinalStored)
+
+    def _final_stored(self, outcome: Outcome) -> None:
+        if not outcome.ok:
+            log.warning("workflow %s: outcome not stored (%s); retrying", self.wf_id, outcome.error,
+                        extra={"event": "workflow_write_failed", "zone_id": self.zone_uid})
+            self.tell_self_after(SAVE_RETRY_S, _RetryFinal())
+            return
+        assert self._final is not None
+        _, water_state, _ = self._final
+        if water_state is not None:
+            self.ctx.system.tell(zone_actor_path(self.zone_uid), SetWaterState(water_state))
+        self.stop()
+
+    def _event(self, event_type: str, decision: str, reason_code: str, details: dict[str, Any]) -> None:
+        record = self._record
+        details = {"workflow_id": self.wf_id, "type": record.type if record else None, **details}
+        self.pipe_to_self(self._plane.event(self.zone_uid, event_type, details, decision=decision,
+                                            reason_code=reason_code), lambda outcome: _Saved(event_type, outcome))
+
+
+class _Ended(Exception):
+    """The compensation of an interrupted workflow is over: end with the interrupt's status."""
+
+    def __init__(self, interrupt: _Interrupt) -> None:
+        super().__init__(interrupt.reason_code)
+        self.interrupt = interrupt
+
+
+def _alert_for(reason_code: str) -> str | None:
+    if reason_code == "correction_no_effect":
+        return "biz_correction_no_effect"
+    if reason_code.endswith("_stop_not_confirmed"):
+        return "biz_stop_not_confirmed"
+    return None

@@ -1,0 +1,100 @@
+"""What workflow actors need from the process, as loop-side coroutines they pipe to themselves.
+
+Every command goes through :class:`~hydrovisor.commands.submit.CommandSubmitter` (SAFE_MODE, the target
+checks, the pump-safety gate, the durable row): a workflow has no back door. The command is written into
+the workflow's row *before* it is submitted (write-ahead): after a crash the next incarnation knows every
+``cmd_id`` that may have gone out, so it never reuses one for another command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from hydrovisor.commands.plane import default_timeout
+from hydrovisor.commands.submit import CommandSubmitter, SubmitRefused, SubmitRequest
+from hydrovisor.store.database import Database
+from hydrovisor.store.repos import events, workflows
+from hydrovisor.store.repos.commands import CommandRecord
+from hydrovisor.store.repos.workflows import Progress, WorkflowRecord
+from hydrovisor.workflows.effects import Sent
+from hydrovisor.zones.clock import Clock
+
+REPLY_GRACE_S = 5.0  # real seconds past a command's own timeout before the workflow stops waiting for it
+DbCall = Callable[[asyncpg.Pool], Coroutine[Any, Any, Any]]
+
+
+@dataclass(frozen=True)
+class WorkflowPlane:
+    """Dependencies of workflow actors, built once by the app."""
+
+    db: Database
+    clock: Clock
+    submitter: CommandSubmitter
+    hang_timeout: float | None = 30.0
+
+    async def load(self, wf_id: str) -> WorkflowRecord | None:
+        """The workflow's row."""
+        return await workflows.by_id(self.db.pool, wf_id)
+
+    async def save(self, wf_id: str, progress: Progress) -> bool:
+        """Write the workflow's progress; False when its row is terminal already."""
+        return await workflows.save(self.db.pool, wf_id, progress)
+
+    async def send(self, wf_id: str, progress: Progress, request: SubmitRequest, wait: bool) -> Sent:
+        """Write-ahead the command into the workflow's row, submit it, and (``wait``) await its terminal."""
+        await workflows.save(self.db.pool, wf_id, progress)
+        assert request.cmd_id is not None
+        try:
+            submitted = await self.submitter.submit(request)
+        except SubmitRefused as exc:
+            return Sent(cmd_id=request.cmd_id, status=None, refused=exc.code, reason_code=exc.extra.get("reason_code"),
+                        message=exc.message)
+        row = submitted.row
+        if wait and not row.terminal:
+            row = await self.submitter.wait_terminal(request.cmd_id, _wait_s(row))
+        return _sent(row)
+
+    async def wait_terminal(self, cmd_id: str, params: dict[str, Any]) -> Sent:
+        """The terminal of a command sent without waiting."""
+        return _sent(await self.submitter.wait_terminal(cmd_id, default_timeout(params) + REPLY_GRACE_S))
+
+    async def event(self, zone_uid: str, event_type: str, details: dict[str, Any], *, decision: str | None = None,
+                    reason_code: str | None = None, cmd_id: str | None = None, node_uid: str | None = None) -> None:
+        """A zone event (the timeline)."""
+        await events.add_zone_event(self.db.pool, zone_uid, node_uid, event_type, details, cmd_id=cmd_id,
+                                    correlation_id=details.get("workflow_id"), decision=decision,
+                                    reason_code=reason_code)
+
+    async def finish(self, record: WorkflowRecord, progress: Progress, water_state: str | None,
+                     alert: str | None, block_corrections_s: float | None) -> bool:
+        """Store the terminal status (once), the water state it leaves, its alert and its timeline entry."""
+        async with self.db.pool.acquire() as conn, conn.transaction():
+            stored = await workflows.save(conn, record.id, progress)
+            if not stored:
+                return False
+            if water_state is not None:
+                await workflows.set_water_state(conn, record.zone_uid, water_state)
+            if block_corrections_s is not None:
+                await workflows.block_corrections(conn, record.zone_uid, block_corrections_s)
+            if alert is not None:
+                await events.raise_alert(conn, zone_uid=record.zone_uid, node_uid=None, source="biz", code=alert,
+                                         alert_type=alert, details={"workflow_id": record.id,
+                                                                    "reason_code": progress.reason_code},
+                                         dedupe_key=record.type, severity="warning")
+            await events.add_zone_event(conn, record.zone_uid, None, "WORKFLOW_ENDED", {
+                "workflow_id": record.id, "type": record.type, "status": progress.status, "stage": progress.stage,
+                "message": progress.message}, correlation_id=record.id,
+                decision="fail" if progress.status == "failed" else progress.status, reason_code=progress.reason_code)
+        return True
+
+
+def _wait_s(row: CommandRecord) -> float:
+    return (row.timeout_s or default_timeout(row.params)) + REPLY_GRACE_S
+
+
+def _sent(row: CommandRecord) -> Sent:
+    return Sent(cmd_id=row.cmd_id, status=str(row.status), error_code=row.error_code, details=row.details)

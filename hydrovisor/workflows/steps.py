@@ -1,0 +1,137 @@
+"""Building blocks every workflow script shares (sub-generators, used with ``yield from``).
+
+The DOMAIN §4 guards live here once: a probe of ``storage_state`` before each critical stage that must
+match what the workflow believes (``irr_state_mismatch``); pumps stop before valves close and valves open
+before pumps start; a stop counts only when DONE (retried, it is always safe to send again); a start
+that is not DONE fails the stage, and the driver's compensating stop runs before the outcome is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterable, Mapping
+from typing import Any
+
+from hydrovisor.workflows.context import WorkflowContext
+from hydrovisor.workflows.effects import Decide, Effect, Fail, Send, Sent
+from hydrovisor.zones.roles import PUMPS, VALVES, Role
+from hydrovisor.zones.state import SNAPSHOT_KEYS
+
+Steps = Generator[Effect, Any, Any]
+STOP_ATTEMPTS = 3
+SENSOR_CHANNEL = "system"  # pH/EC nodes take sensor mode commands on their system channel
+SENSORS = (Role.PH_SENSOR, Role.EC_SENSOR)
+PLANT = (Role.PUMP_MAIN, Role.VALVE_CLEAN_FILL, Role.VALVE_CLEAN_SUPPLY, Role.VALVE_SOLUTION_FILL,
+         Role.VALVE_SOLUTION_SUPPLY, Role.VALVE_IRRIGATION)
+"""What a ``storage_state`` snapshot reports and a compensating stop may have to stop, pump first."""
+
+
+def stop_order(roles: Iterable[Role]) -> list[Role]:
+    """Pumps first, then valves (a pump must never push against a closing path)."""
+    unique = set(roles)
+    return [r for r in PLANT if r in unique] + sorted(r for r in unique if r not in PLANT)
+
+
+def snapshot_state(snapshot: Mapping[str, Any]) -> dict[Role, bool]:
+    """A ``storage_state`` snapshot as roles -> on/wet (unknown keys ignored)."""
+    state: dict[Role, bool] = {}
+    for key, role in SNAPSHOT_KEYS.items():
+        value = snapshot.get(key)
+        if isinstance(value, bool | int) and not isinstance(value, float):
+            state[role] = bool(value)
+    return state
+
+
+def probe(stage: str) -> Steps:
+    """``state{}`` on ``storage_state``: the node's own snapshot (roles -> on/wet), or fail the stage."""
+    sent: Sent = yield Send(Role.STORAGE_STATE, "state")
+    snapshot = (sent.details or {}).get("snapshot") if sent.done else None
+    if not isinstance(snapshot, Mapping):
+        raise Fail(f"{stage}_probe_failed", f"state probe failed: {sent.why}")
+    return snapshot_state(snapshot)
+
+
+def expect_stopped(stage: str) -> Steps:
+    """Probe; anything found running or open is stopped (confirmed) and probed again; still not stopped:
+    ``irr_state_mismatch``. Returns the last snapshot (its levels are fresh)."""
+    state: dict[Role, bool] = yield from probe(stage)
+    running = [r for r in PLANT if state.get(r)]
+    if not running:
+        return state
+    yield Decide("run", "stopping_leftovers", {"stage": stage, "roles": [r.value for r in running]})
+    yield from stop_or_fail(running, stage)
+    state = yield from probe(stage)
+    still = [r.value for r in PLANT if state.get(r)]
+    if still:
+        raise Fail("irr_state_mismatch", f"{', '.join(still)} still on after a confirmed stop")
+    return state
+
+
+def inconsistent(state: Mapping[Role, bool], tank: str) -> bool:
+    """``level_<tank>_max`` wet while ``level_<tank>_min`` dry: ``sensor_state_inconsistent``."""
+    return bool(state.get(Role(f"level_{tank}_max"))) and state.get(Role(f"level_{tank}_min")) is False
+
+
+def check_levels(state: Mapping[Role, bool]) -> None:
+    """Fail on an impossible pair of level switches."""
+    for tank in ("clean", "solution"):
+        if inconsistent(state, tank):
+            raise Fail("sensor_state_inconsistent", f"level_{tank}_max=1 while level_{tank}_min=0")
+
+
+def start(roles: Iterable[Role], stage: str) -> Steps:
+    """Open/start ``roles`` in order (valves before the pump: callers list them so); each must be DONE."""
+    for role in roles:
+        sent: Sent = yield Send(role, "set_relay", {"state": 1})
+        if not sent.done:
+            raise Fail(f"{stage}_start_failed", f"{role.value} did not start: {sent.why}")
+
+
+def stop(roles: Iterable[Role]) -> Steps:
+    """Stop ``roles`` (pumps first), each retried up to ``STOP_ATTEMPTS`` times; returns those not confirmed."""
+    unconfirmed: list[Role] = []
+    for role in stop_order(roles):
+        for _ in range(STOP_ATTEMPTS):
+            sent: Sent = yield Send(role, "set_relay", {"state": 0})
+            if sent.done or sent.refused == "role_not_configured":
+                break
+        else:
+            unconfirmed.append(role)
+    return unconfirmed
+
+
+def stop_or_fail(roles: Iterable[Role], stage: str) -> Steps:
+    """:func:`stop`, failing with ``<stage>_stop_not_confirmed`` when a stop is not DONE."""
+    unconfirmed: list[Role] = yield from stop(roles)
+    if unconfirmed:
+        raise Fail(f"{stage}_stop_not_confirmed", f"stop of {', '.join(r.value for r in unconfirmed)} not confirmed")
+
+
+def sensor_mode(ctx: WorkflowContext, on: bool) -> Steps:
+    """(De)activate sensor mode on the zone's pH and EC nodes (one command per node); returns the nodes
+    whose command was not DONE."""
+    cmd = "activate_sensor_mode" if on else "deactivate_sensor_mode"
+    failed: list[str] = []
+    seen: set[str] = set()
+    for role in SENSORS:
+        device = ctx.device(role)
+        if device is None or device.node_uid in seen:
+            continue
+        seen.add(device.node_uid)
+        sent: Sent = yield Send(role, cmd, channel=SENSOR_CHANNEL)
+        if not sent.done:
+            failed.append(device.node_uid)
+    return failed
+
+
+def compensate(roles: Iterable[Role], ctx: WorkflowContext, sensors_active: bool) -> Steps:
+    """The compensating stop after a failure, a cancel, an emergency stop or an interrupted run: every
+    role that may be on is stopped (pumps first), sensor mode is left; returns the roles not confirmed."""
+    unconfirmed: list[Role] = yield from stop(roles)
+    if sensors_active:
+        yield from sensor_mode(ctx, False)
+    return unconfirmed
+
+
+def pumps_and_valves(roles: Iterable[Role]) -> list[Role]:
+    """The roles a compensating stop is about."""
+    return [r for r in roles if r in PUMPS or r in VALVES]
