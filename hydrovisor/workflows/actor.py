@@ -433,6 +433,9 @@ class WorkflowActor(SupervisedActor):
                     self._maybe_on.discard(role)  # confirmed stopped (a timed run is over when DONE)
                 if sent.done and ref.cmd == "deactivate_sensor_mode":
                     self._sensors_active = False
+                snapshot = (sent.details or {}).get("snapshot") if sent.done and ref.cmd == "state" else None
+                if isinstance(snapshot, dict):  # the node's own word: what it shows off is confirmed off
+                    self._maybe_on -= {r for r, on in steps.snapshot_state(snapshot).items() if not on}
                 return
 
     def _wait(self, wait: Wait) -> str | None:

@@ -1,9 +1,10 @@
 """``irrigation`` ``{duration_s}`` (DOMAIN §4) and ``correction`` as workflows of a ready zone.
 
 Irrigation: only from ``ready`` (checked when it is started); a probe must find the plant stopped and
-the solution tank above its minimum; supply and irrigation valves open (DONE), then ``run_pump`` for the
-duration. The solution level is watched for the whole run: ``irrigation_solution_low`` (the node's event
-or the switch) stops the pump and closes the valves, confirmed, and leaves the zone ``solution_low``.
+the solution tank above its minimum; supply and irrigation valves open (DONE), then the pump (DONE), for
+the duration, then a confirmed stop. The solution level is watched for the whole run:
+``irrigation_solution_low`` (the node's event or the switch) stops the pump and closes the valves,
+confirmed, and leaves the zone ``solution_low``.
 
 Correction: recirculate, correct pH then EC with the recovery tolerances until both are in band (or
 ``max_rounds``), stop confirmed, sensor mode off.
@@ -13,13 +14,12 @@ from __future__ import annotations
 
 from hydrovisor.workflows.context import WorkflowContext
 from hydrovisor.workflows.correction import DOSED, FLOW_STOPPED, IN_BAND, SKIPPED, SOLUTION_LOW, Corrector
-from hydrovisor.workflows.effects import Fail, Finish, Script, Send, Sent, Stage, Wait, Waited
+from hydrovisor.workflows.effects import Fail, Finish, Script, Stage, Wait, Waited
 from hydrovisor.workflows.steps import check_levels, expect_stopped, sensor_mode, start, stop, stop_or_fail
 from hydrovisor.workflows.two_tank import RECIRCULATION
 from hydrovisor.zones.roles import Role
 
 IRRIGATION_VALVES = (Role.VALVE_SOLUTION_SUPPLY, Role.VALVE_IRRIGATION)
-REPLY_MARGIN_S = 30.0  # zone seconds past the run's duration before its DONE counts as missing
 RECOVERY_TOLERANCE = (0.05, 0.10)  # pH, EC while the zone is in production (DOMAIN §4)
 
 
@@ -33,25 +33,19 @@ def irrigation(ctx: WorkflowContext, start_at: str | None = None) -> Script:
     if not state.get(Role.LEVEL_SOLUTION_MIN):
         raise Fail("irrigation_solution_low", "the solution tank is below its minimum", water_state="solution_low")
     yield Stage("irrigation")
-    yield from start(IRRIGATION_VALVES, "irrigation")
-    sent: Sent = yield Send(Role.PUMP_MAIN, "run_pump", {"duration_ms": duration_s * 1000}, wait=False)
-    if sent.cmd_id is None or sent.status in (None, "SEND_FAILED"):
-        raise Fail("irrigation_start_failed", f"run_pump not sent: {sent.why}")
+    # set_relay with our own clock and a confirmed stop, not run_pump: a node busy with a timed run answers a
+    # stop BUSY, and a solution running low must stop the pump at once (a dead controller is the node's
+    # link-loss failsafe's business)
+    yield from start((*IRRIGATION_VALVES, Role.PUMP_MAIN), "irrigation")
 
     def low(c: WorkflowContext) -> str | None:
         return "solution_low" if c.level(Role.LEVEL_SOLUTION_MIN) is False else None
 
-    waited: Waited = yield Wait(duration_s + REPLY_MARGIN_S, until=low, command=sent.cmd_id,
-                                events=frozenset({"irrigation_solution_low"}))
-    if waited.reason == "command:DONE":
-        yield from stop_or_fail(IRRIGATION_VALVES, "irrigation")
-        return Finish("irrigation_completed", water_state="ready")
+    waited: Waited = yield Wait(duration_s, until=low, events=frozenset({"irrigation_solution_low"}))
     yield from stop_or_fail((Role.PUMP_MAIN, *IRRIGATION_VALVES), "irrigation")
     if waited.reason in ("solution_low", "event:irrigation_solution_low"):
         raise Fail("irrigation_solution_low", "the solution tank ran low during irrigation", water_state="solution_low")
-    if waited.reason == "timeout":
-        raise Fail("irrigation_timeout", "run_pump did not finish in time; stop confirmed")
-    raise Fail("irrigation_pump_failed", f"run_pump ended {waited.reason.removeprefix('command:')}")
+    return Finish("irrigation_completed", water_state="ready")
 
 
 def correction(ctx: WorkflowContext, start_at: str | None = None) -> Script:

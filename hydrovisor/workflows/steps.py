@@ -13,7 +13,7 @@ from typing import Any
 
 from hydrovisor.workflows.context import WorkflowContext
 from hydrovisor.workflows.effects import Decide, Effect, Fail, Send, Sent
-from hydrovisor.zones.roles import PUMPS, VALVES, Role
+from hydrovisor.zones.roles import Role
 from hydrovisor.zones.state import SNAPSHOT_KEYS
 
 Steps = Generator[Effect, Any, Any]
@@ -43,11 +43,17 @@ def snapshot_state(snapshot: Mapping[str, Any]) -> dict[Role, bool]:
 
 def probe(stage: str) -> Steps:
     """``state{}`` on ``storage_state``: the node's own snapshot (roles -> on/wet), or fail the stage."""
+    state: dict[Role, bool] | None = yield from probe_quietly()
+    if state is None:
+        raise Fail(f"{stage}_probe_failed", "the state probe was not answered DONE with a snapshot")
+    return state
+
+
+def probe_quietly() -> Steps:
+    """:func:`probe` that returns None instead of failing."""
     sent: Sent = yield Send(Role.STORAGE_STATE, "state")
     snapshot = (sent.details or {}).get("snapshot") if sent.done else None
-    if not isinstance(snapshot, Mapping):
-        raise Fail(f"{stage}_probe_failed", f"state probe failed: {sent.why}")
-    return snapshot_state(snapshot)
+    return snapshot_state(snapshot) if isinstance(snapshot, Mapping) else None
 
 
 def expect_stopped(stage: str) -> Steps:
@@ -87,16 +93,27 @@ def start(roles: Iterable[Role], stage: str) -> Steps:
 
 
 def stop(roles: Iterable[Role]) -> Steps:
-    """Stop ``roles`` (pumps first), each retried up to ``STOP_ATTEMPTS`` times; returns those not confirmed."""
+    """Stop ``roles`` (pumps first), each retried up to ``STOP_ATTEMPTS`` times; returns those not confirmed.
+
+    Only DONE confirms a stop. ``NO_EFFECT`` ("already off") is the node's word, not a confirmation: a
+    probe follows, and its snapshot (a DONE reply) must show the role off.
+    """
     unconfirmed: list[Role] = []
+    already_off: list[Role] = []
     for role in stop_order(roles):
         for _ in range(STOP_ATTEMPTS):
             sent: Sent = yield Send(role, "set_relay", {"state": 0})
             if sent.done or sent.refused == "role_not_configured":
                 break
+            if sent.status == "NO_EFFECT":
+                already_off.append(role)
+                break
         else:
             unconfirmed.append(role)
-    return unconfirmed
+    if already_off:
+        state: dict[Role, bool] | None = yield from probe_quietly()
+        unconfirmed += [r for r in already_off if state is None or state.get(r) is not False]
+    return stop_order(unconfirmed)
 
 
 def stop_or_fail(roles: Iterable[Role], stage: str) -> Steps:
@@ -125,13 +142,16 @@ def sensor_mode(ctx: WorkflowContext, on: bool) -> Steps:
 
 def compensate(roles: Iterable[Role], ctx: WorkflowContext, sensors_active: bool) -> Steps:
     """The compensating stop after a failure, a cancel, an emergency stop or an interrupted run: every
-    role that may be on is stopped (pumps first), sensor mode is left; returns the roles not confirmed."""
-    unconfirmed: list[Role] = yield from stop(roles)
+    role that may be on is stopped (pumps first), sensor mode is left; returns the roles not confirmed.
+
+    A probe comes first: a role its snapshot shows off is confirmed off already (no stop to send, which
+    the node would answer ``NO_EFFECT``); without an answer every role is stopped."""
+    candidates = list(roles)
+    if candidates:
+        state: dict[Role, bool] | None = yield from probe_quietly()
+        if state is not None:
+            candidates = [r for r in candidates if state.get(r) is not False]
+    unconfirmed: list[Role] = yield from stop(candidates)
     if sensors_active:
         yield from sensor_mode(ctx, False)
     return unconfirmed
-
-
-def pumps_and_valves(roles: Iterable[Role]) -> list[Role]:
-    """The roles a compensating stop is about."""
-    return [r for r in roles if r in PUMPS or r in VALVES]

@@ -15,8 +15,8 @@ SCALE = 20.0  # zone seconds per real second: the node's ±10 s command window i
 
 @pytest.fixture
 def plant_instance(start_app: Callable[..., Running]) -> Running:  # noqa: F811 - the fixture above
-    """An instance whose zone clock runs ``SCALE`` times faster."""
-    return start_app(time_scale=SCALE)
+    """An instance whose zone clock runs ``SCALE`` times faster (chaos enabled: tests crash workflow actors)."""
+    return start_app(time_scale=SCALE, chaos_enabled=True)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 import msgspec
@@ -89,7 +88,7 @@ async def ingest(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     if not body.samples:
         return ok({"count": 0, "dropped": 0, "total": 0})
-    now = time.time()
+    now = services.zone_plane.clock.now()  # the process clock: device timestamps are checked against it
     reasons: dict[str, int] = {}
     stored = ReceiptGroup()
     for raw in body.samples:
@@ -124,7 +123,7 @@ async def series(request: web.Request) -> web.Response:
     """Samples of a zone in ``[from, to)`` (default: the last hour), raw or per ``bucket``."""
     zone = query_uid(request, "zone_uid", required=True)
     assert zone is not None
-    now = time.time()
+    now = request.app[SERVICES].zone_plane.clock.now()
     start = query_time(request, "from", now - 3600)
     end = query_time(request, "to", now + 1)
     if end <= start:
