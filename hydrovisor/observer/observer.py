@@ -10,7 +10,7 @@ No I/O and no clock: the caller passes ``at`` (zone-clock seconds, one time line
 
 What it believes about each node comes only from the wire: a valve is open once a ``set_relay`` to it was
 answered ``DONE`` (or a ``state`` snapshot / ``storage_state`` event says so), a stop is confirmed once it
-was answered ``DONE``. Replies are matched by ``cmd_id`` (PROTOCOL §4) and only the first terminal status
+was answered ``DONE`` or a later snapshot shows its channel off. Replies are matched by ``cmd_id`` (PROTOCOL §4) and only the first terminal status
 counts (PROTOCOL §5). Rule codes and what each one means: ``model.RULES`` and the README of this package
 (``__init__``).
 """
@@ -320,6 +320,11 @@ class SafetyObserver:
             if valve in snapshot:
                 node.valves[valve] = ValveState(open=snapshot[valve])
                 node.valves_changed_at = at
+        # the node's own snapshot showing a channel off confirms the stops sent to it before (a stop answered
+        # NO_EFFECT "already off" is confirmed this way: DONE to a probe, not to the stop)
+        for cmd_id, stop in list(node.stops.items()):
+            if snapshot.get(stop.channel) is False and stop.at <= at:
+                del node.stops[cmd_id]
         levels = self._zone(zone_uid).levels
         for key, channel in _SNAPSHOT_LEVELS.items():
             if key in snapshot:

@@ -194,6 +194,20 @@ def test_start_after_a_stop_that_was_not_done_is_flagged_until_a_later_stop_is(o
     assert len(observer.violations) == 1
 
 
+def test_a_stop_answered_no_effect_is_confirmed_by_a_later_snapshot_showing_it_off(observer: SafetyObserver,
+                                                                                   wire: Wire) -> None:
+    wire.relay(IRR, "valve_clean_fill", False, 1.0, status="NO_EFFECT")  # "already off": the node's word only
+    probe = wire.command(IRR, "storage_state", "state", 2.0)
+    wire.reply(IRR, "storage_state", probe, "DONE", 2.1, details={"snapshot": {"valve_clean_fill": False}})
+    wire.relay(IRR, "valve_irrigation", True, 3.0)
+    assert observer.violations == []
+    wire.relay(IRR, "valve_solution_fill", False, 4.0, status="NO_EFFECT")
+    probe = wire.command(IRR, "storage_state", "state", 5.0)  # a snapshot showing it on confirms nothing
+    wire.reply(IRR, "storage_state", probe, "DONE", 5.1, details={"snapshot": {"valve_solution_fill": True}})
+    wire.relay(IRR, "valve_clean_supply", True, 6.0)
+    assert rules_of(observer) == [START_WITHOUT_CONFIRMED_STOP]
+
+
 def test_the_first_terminal_is_final(observer: SafetyObserver, wire: Wire) -> None:
     """Simulators answer some commands twice (DONE then BUSY, or BUSY then DONE): the first one counts."""
     stop = wire.relay(IRR, "pump_main", False, 1.0, status="BUSY")
