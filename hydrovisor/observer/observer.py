@@ -10,9 +10,9 @@ No I/O and no clock: the caller passes ``at`` (zone-clock seconds, one time line
 
 What it believes about each node comes only from the wire: a valve is open once a ``set_relay`` to it was
 answered ``DONE`` (or a ``state`` snapshot / ``storage_state`` event says so), a stop is confirmed once it
-was answered ``DONE`` or a later snapshot shows its channel off. Replies are matched by ``cmd_id`` (PROTOCOL §4) and only the first terminal status
-counts (PROTOCOL §5). Rule codes and what each one means: ``model.RULES`` and the README of this package
-(``__init__``).
+was answered ``DONE`` or a later snapshot shows its channel off. Replies are matched by ``cmd_id``
+(PROTOCOL §4) and only the first terminal status counts (PROTOCOL §5). Rule codes and what each one
+means: ``model.RULES`` and the README of this package (``__init__``).
 """
 
 from __future__ import annotations

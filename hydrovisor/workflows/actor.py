@@ -127,6 +127,7 @@ class WorkflowActor(SupervisedActor):
         self._resuming = False
         self._done = False
         self._failed_water_state: str | None = None
+        self._solution_started = False
         self._final: tuple[Progress, str | None, str | None] | None = None
 
     # lifecycle ------------------------------------------------------------------------------------------
@@ -258,24 +259,33 @@ class WorkflowActor(SupervisedActor):
         self._advance(None)
 
     def _compensation(self, then: str | None) -> Script:
-        """Stop what may be on; then resume ``then`` (a resumable stage) or end as interrupted."""
-        ctx = self._context
-        assert ctx is not None
+        """Stop what may be on; then resume ``then`` (a resumable stage) or end as interrupted (after putting
+        the type's ``restore`` roles back on: their fail-safe state)."""
+        ctx, record = self._context, self._record
+        assert ctx is not None and record is not None
+        kind = catalog.KINDS[record.type]
         unconfirmed: list[Role] = yield from steps.compensate(sorted(self._maybe_on), ctx, self._sensors_active)
-        stage = self._stages[-1].name if self._stages else "startup"
+        stage = self._stages[-1].name if self._stages else kind.first_stage
         if unconfirmed:
             raise Fail(f"{stage}_stop_not_confirmed",
                        f"compensating stop of {', '.join(r.value for r in unconfirmed)} not confirmed")
         if then is None or self._interrupt is not None:
+            yield from self._restore(kind)
             interrupt = self._interrupt
             assert interrupt is not None
             raise _Ended(interrupt)
         self._compensating = False
         self._resuming = False
-        record = self._record
-        assert record is not None
-        result: Finish = yield from catalog.KINDS[record.type].script(ctx, then)
+        result: Finish = yield from kind.script(ctx, then)
         return result
+
+    def _restore(self, kind: catalog.Kind) -> Script:
+        """Put ``kind.restore`` roles back on; a refusal (the gate: an empty tank) is a decision, not a failure."""
+        for role in kind.restore:
+            sent: Sent = yield Send(role, "set_relay", {"state": 1})
+            if not sent.done:
+                yield Decide("skip", "restore_refused", {"role": role.value, "why": sent.why})
+        return Finish("restored")
 
     def _advance(self, value: Any) -> None:
         """Run the script until it waits on a command or a condition, or ends."""
@@ -324,6 +334,7 @@ class WorkflowActor(SupervisedActor):
         self._advance(value)
 
     def _script_finished(self, finish: Finish) -> None:
+        self._solution_started = finish.solution_started
         self._finish("completed", finish.reason_code, None, water_state=finish.water_state)
 
     def _script_failed(self, failed: Fail) -> None:
@@ -331,8 +342,10 @@ class WorkflowActor(SupervisedActor):
             interrupt = self._interrupt
             if interrupt is not None and self._compensating and not failed.reason_code.endswith("_stop_not_confirmed"):
                 failed = Fail(interrupt.reason_code, interrupt.message)
+            kind = catalog.KINDS[self._record.type] if self._record is not None else None
             self._finish(self._status_for(failed), failed.reason_code, failed.message,
-                         water_state=failed.water_state or "unknown", alert=_alert_for(failed.reason_code))
+                         water_state=failed.water_state or "unknown",
+                         alert=_alert_for(failed.reason_code) or (kind.alert if kind else None))
             return
         self._interrupt = _Interrupt(status="failed", reason_code=failed.reason_code, message=failed.message)
         self._failed_water_state = failed.water_state
@@ -503,7 +516,8 @@ class WorkflowActor(SupervisedActor):
 
         async def store() -> bool:
             return await self._plane.finish(record, progress, water_state, alert,
-                                            cfg.fail_closed_s if block and cfg is not None else None)
+                                            cfg.fail_closed_s if block and cfg is not None else None,
+                                            solution_started=self._solution_started)
 
         self.pipe_to_self(store(), _FinalStored)
 

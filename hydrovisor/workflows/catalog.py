@@ -12,6 +12,7 @@ from hydrovisor.workflows.context import WorkflowContext
 from hydrovisor.workflows.effects import Script
 from hydrovisor.workflows.irrigation import correction, irrigation
 from hydrovisor.workflows.two_tank import two_tank_startup
+from hydrovisor.workflows.water_change import water_change
 from hydrovisor.zones.roles import Role
 
 
@@ -27,7 +28,9 @@ class IrrigationParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 @dataclass(frozen=True)
 class Kind:
-    """A workflow type. ``gate_role``: the start the safety gate is asked about before it is accepted."""
+    """A workflow type. ``gate_role``: the start the safety gate is asked about before it is accepted;
+    ``alert``: raised on every failure; ``restore``: roles put back on after a failure's compensating stop
+    (their fail-safe state: the normally-closed recirculation pump)."""
 
     name: str
     params: type[Any]
@@ -36,10 +39,14 @@ class Kind:
     needs_ready: bool
     first_stage: str
     gate_role: Role
+    alert: str | None = None
+    restore: tuple[Role, ...] = ()
 
 
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("two_tank_startup", NoParams, two_tank_startup, "two_tank", False, "startup", Role.VALVE_CLEAN_FILL),
     Kind("irrigation", IrrigationParams, irrigation, "two_tank", True, "irrigation_check", Role.PUMP_MAIN),
     Kind("correction", NoParams, correction, "two_tank", True, "correction_check", Role.PUMP_MAIN),
+    Kind("water_change", NoParams, water_change, "single_tank", False, "normal_recirc", Role.PUMP_DRAIN,
+         alert="biz_water_change_failed", restore=(Role.PUMP_MAIN,)),
 )}

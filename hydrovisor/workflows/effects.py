@@ -97,10 +97,12 @@ class Decide:
 
 @dataclass(frozen=True)
 class Finish:
-    """What a script returns: the workflow completed (``water_state``: what it leaves the zone in)."""
+    """What a script returns: the workflow completed (``water_state``: what it leaves the zone in;
+    ``solution_started``: the zone's solution is new from now on)."""
 
     reason_code: str
     water_state: str | None = None
+    solution_started: bool = False
 
 
 class Fail(Exception):

@@ -70,14 +70,14 @@ class WorkflowPlane:
                                     reason_code=reason_code)
 
     async def finish(self, record: WorkflowRecord, progress: Progress, water_state: str | None,
-                     alert: str | None, block_corrections_s: float | None) -> bool:
+                     alert: str | None, block_corrections_s: float | None, *, solution_started: bool = False) -> bool:
         """Store the terminal status (once), the water state it leaves, its alert and its timeline entry."""
         async with self.db.pool.acquire() as conn, conn.transaction():
             stored = await workflows.save(conn, record.id, progress)
             if not stored:
                 return False
             if water_state is not None:
-                await workflows.set_water_state(conn, record.zone_uid, water_state)
+                await workflows.set_water_state(conn, record.zone_uid, water_state, solution_started=solution_started)
             if block_corrections_s is not None:
                 await workflows.block_corrections(conn, record.zone_uid, block_corrections_s)
             if alert is not None:

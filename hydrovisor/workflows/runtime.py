@@ -115,6 +115,9 @@ class WorkflowRuntime:
         if settings.topology != kind.topology:
             raise WorkflowRefused(409, "topology_mismatch",
                                   f"{kind.name} needs a {kind.topology} zone; {zone_uid} is {settings.topology}")
+        if kind.restore and not settings.water_cycle.recirc.enabled:
+            raise WorkflowRefused(409, "recirc_not_automated", f"{kind.name} stops and restarts the recirculation "
+                                  "pump, and water_cycle.recirc.enabled is false (automation may not touch it)")
         if automation.estop_active:
             raise WorkflowRefused(409, "emergency_stop_active",
                                   f"the zone's emergency stop is latched ({automation.estop_reason}); clear it first")

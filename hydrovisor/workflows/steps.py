@@ -20,9 +20,10 @@ Steps = Generator[Effect, Any, Any]
 STOP_ATTEMPTS = 3
 SENSOR_CHANNEL = "system"  # pH/EC nodes take sensor mode commands on their system channel
 SENSORS = (Role.PH_SENSOR, Role.EC_SENSOR)
-PLANT = (Role.PUMP_MAIN, Role.VALVE_CLEAN_FILL, Role.VALVE_CLEAN_SUPPLY, Role.VALVE_SOLUTION_FILL,
-         Role.VALVE_SOLUTION_SUPPLY, Role.VALVE_IRRIGATION)
-"""What a ``storage_state`` snapshot reports and a compensating stop may have to stop, pump first."""
+PLANT = (Role.PUMP_MAIN, Role.PUMP_DRAIN, Role.VALVE_CLEAN_FILL, Role.VALVE_CLEAN_SUPPLY, Role.VALVE_SOLUTION_FILL,
+         Role.VALVE_SOLUTION_SUPPLY, Role.VALVE_IRRIGATION, Role.VALVE_FILL)
+"""What a ``storage_state`` snapshot reports (two tanks or one) and a compensating stop may have to stop, pumps
+first."""
 
 
 def stop_order(roles: Iterable[Role]) -> list[Role]:
@@ -56,17 +57,18 @@ def probe_quietly() -> Steps:
     return snapshot_state(snapshot) if isinstance(snapshot, Mapping) else None
 
 
-def expect_stopped(stage: str) -> Steps:
+def expect_stopped(stage: str, keep_on: tuple[Role, ...] = ()) -> Steps:
     """Probe; anything found running or open is stopped (confirmed) and probed again; still not stopped:
-    ``irr_state_mismatch``. Returns the last snapshot (its levels are fresh)."""
+    ``irr_state_mismatch``. ``keep_on``: roles that may stay as they are (a normally-closed recirculation
+    pump runs by default). Returns the last snapshot (its levels are fresh)."""
     state: dict[Role, bool] = yield from probe(stage)
-    running = [r for r in PLANT if state.get(r)]
+    running = [r for r in PLANT if state.get(r) and r not in keep_on]
     if not running:
         return state
     yield Decide("run", "stopping_leftovers", {"stage": stage, "roles": [r.value for r in running]})
     yield from stop_or_fail(running, stage)
     state = yield from probe(stage)
-    still = [r.value for r in PLANT if state.get(r)]
+    still = [r.value for r in PLANT if state.get(r) and r not in keep_on]
     if still:
         raise Fail("irr_state_mismatch", f"{', '.join(still)} still on after a confirmed stop")
     return state
@@ -77,9 +79,9 @@ def inconsistent(state: Mapping[Role, bool], tank: str) -> bool:
     return bool(state.get(Role(f"level_{tank}_max"))) and state.get(Role(f"level_{tank}_min")) is False
 
 
-def check_levels(state: Mapping[Role, bool]) -> None:
+def check_levels(state: Mapping[Role, bool], tanks: tuple[str, ...] = ("clean", "solution")) -> None:
     """Fail on an impossible pair of level switches."""
-    for tank in ("clean", "solution"):
+    for tank in tanks:
         if inconsistent(state, tank):
             raise Fail("sensor_state_inconsistent", f"level_{tank}_max=1 while level_{tank}_min=0")
 

@@ -9,6 +9,8 @@ class Role(enum.StrEnum):
     """A part of the zone's plant, bound to one node channel by the zone's settings."""
 
     PUMP_MAIN = "pump_main"
+    PUMP_DRAIN = "pump_drain"
+    VALVE_FILL = "valve_fill"
     VALVE_CLEAN_FILL = "valve_clean_fill"
     VALVE_CLEAN_SUPPLY = "valve_clean_supply"
     VALVE_SOLUTION_FILL = "valve_solution_fill"
@@ -34,12 +36,12 @@ class Role(enum.StrEnum):
     LIGHT = "light"
 
 
-PUMPS = frozenset({Role.PUMP_MAIN, Role.PUMP_ACID, Role.PUMP_BASE, Role.PUMP_A, Role.PUMP_B, Role.PUMP_C,
-                   Role.PUMP_D})
+PUMPS = frozenset({Role.PUMP_MAIN, Role.PUMP_DRAIN, Role.PUMP_ACID, Role.PUMP_BASE, Role.PUMP_A, Role.PUMP_B,
+                   Role.PUMP_C, Role.PUMP_D})
 """Roles that move water or dose: every start passes ``safety.can_run_pump``."""
 
 VALVES = frozenset({Role.VALVE_CLEAN_FILL, Role.VALVE_CLEAN_SUPPLY, Role.VALVE_SOLUTION_FILL,
-                    Role.VALVE_SOLUTION_SUPPLY, Role.VALVE_IRRIGATION})
+                    Role.VALVE_SOLUTION_SUPPLY, Role.VALVE_IRRIGATION, Role.VALVE_FILL})
 """Roles that open a water path: every opening passes the gate too."""
 
 LEVELS = frozenset({Role.LEVEL_CLEAN_MIN, Role.LEVEL_CLEAN_MAX, Role.LEVEL_SOLUTION_MIN, Role.LEVEL_SOLUTION_MAX})

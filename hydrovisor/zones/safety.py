@@ -124,11 +124,14 @@ def can_run_pump(
 def source_tanks(state: ZoneState, settings: ZoneSettings, role: Role) -> tuple[Tank, ...]:
     """The tanks ``role`` would draw water from when started now.
 
-    Only the main pump draws from a tank (dosing pumps draw from their reservoirs, which have no switches;
-    valves move no water by themselves). On a single tank it is the solution tank; on two tanks it is the
-    tank whose supply valve is open or being opened, and both when neither is: the node would refuse the
-    start anyway (interlock), and not knowing the source must not be the way around the level check.
+    Only the main and drain pumps draw from a tank (dosing pumps draw from their reservoirs, which have no
+    switches; valves move no water by themselves); the drain pump empties the solution tank. The main pump
+    draws, on a single tank, from the solution tank; on two tanks from the tank whose supply valve is open
+    or being opened, and both when neither is: the node would refuse the start anyway (interlock), and not
+    knowing the source must not be the way around the level check.
     """
+    if role is Role.PUMP_DRAIN:
+        return (SOLUTION_TANK,)
     if role is not Role.PUMP_MAIN:
         return ()
     if settings.topology == "single_tank":

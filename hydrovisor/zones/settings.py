@@ -110,12 +110,16 @@ class Irrigation(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
 
 
 class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Stage timeouts of the two-tank workflow (DOMAIN §4 defaults)."""
+    """Stage timeouts of the workflows (DOMAIN §4 defaults for the two-tank ones)."""
 
     clean_fill_s: Seconds = 1200
     solution_fill_s: Seconds = 1800
     prepare_recirculation_s: Seconds = 1200
     irrigation_s: Seconds = 600
+    # the single-tank water change (DOMAIN §4): drain to empty, fill to the max switch, then let it settle
+    drain_s: Seconds = 1800
+    fill_s: Seconds = 1800
+    stabilize_s: Seconds = 300
 
 
 class Correction(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -32,8 +32,11 @@ SNAPSHOT_KEYS: dict[str, Role] = {
     "valve_solution_supply": Role.VALVE_SOLUTION_SUPPLY,
     "valve_irrigation": Role.VALVE_IRRIGATION,
     "pump_main": Role.PUMP_MAIN,
+    "pump_drain": Role.PUMP_DRAIN,
+    "valve_fill": Role.VALVE_FILL,
 }
-"""``storage_state`` snapshot keys (PROTOCOL §4) -> roles; the level keys differ from the role names."""
+"""``storage_state`` snapshot keys (PROTOCOL §4; the last two from a single-tank node) -> roles; the level keys
+differ from the role names."""
 
 LEVEL_SWITCH_CHANGED = "level_switch_changed"
 LINK_LOSS_FAILSAFE = "link_loss_failsafe"
