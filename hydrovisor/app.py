@@ -105,7 +105,7 @@ class Hydrovisor:
         zone_plane = ZonePlane(db=db, registry=nodes_view, clock=clock,
                                liveness_interval=settings.supervision.liveness_interval,
                                hang_timeout=settings.supervision.hang_timeout,
-                               adopt=lambda uid: services.workflows.adopt(uid))  # noqa: PLW0108 - bound later
+                               adopt=lambda uid, topology: services.workflows.adopt(uid, topology))  # noqa: PLW0108
         zones = ZoneRuntime(system, zone_plane, registry)
 
         def binding_changed(view: NodeView) -> None:
@@ -139,7 +139,8 @@ class Hydrovisor:
             telemetry=telemetry_counters, writer_metrics=WriterMetrics(registry), commands=commands_plane,
             control=control, chaos=chaos, receipts=receipts, zone_plane=zone_plane, zones=zones,
             submitter=submitter, workflows=WorkflowRuntime(system, WorkflowPlane(
-                db=db, clock=clock, submitter=submitter, hang_timeout=settings.supervision.hang_timeout), zones),
+                db=db, clock=clock, submitter=submitter, hang_timeout=settings.supervision.hang_timeout), zones,
+                timezone=settings.timezone),
             telemetry_store=TelemetryStore(lambda: db.pool, receipts, telemetry_counters))
         self.services = services
         self._router = router

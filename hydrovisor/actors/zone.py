@@ -358,7 +358,7 @@ class ZoneActor(SupervisedActor):
 
     def _adopt(self) -> None:
         if self._plane.adopt is not None:
-            self.pipe_to_self(self._plane.adopt(self.uid), _Adopted)
+            self.pipe_to_self(self._plane.adopt(self.uid, self._state.settings.topology), _Adopted)
 
     def _observed(self, now: float, message: Any) -> ZoneObserved:
         event = None
@@ -565,8 +565,8 @@ class ZoneActor(SupervisedActor):
         if boot.automation is not None:
             self._estop = boot.automation.estop_reason or "latched" if boot.automation.estop_active else None
             self._state.water_state = boot.automation.water_state
+        self._adopt()
         if not self._ready:
-            self._adopt()
             for alert in boot.alerts:
                 self._state.restore_alert(alert.code, alert.dedupe_key, _severity(alert.severity),
                                           first_seen=alert.first_seen, last_seen=alert.last_seen, count=alert.count)

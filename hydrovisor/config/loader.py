@@ -12,6 +12,7 @@ import math
 import os
 import tomllib
 import urllib.parse
+import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ ENV_KEYS: dict[str, str] = {
     "HYDROVISOR_DEBUG_LOOP": "debug_loop",
     "HYDROVISOR_SHUTDOWN_TIMEOUT": "shutdown_timeout",
     "HYDROVISOR_TIME_SCALE": "time_scale",
+    "HYDROVISOR_TIMEZONE": "timezone",
     "HYDROVISOR_HTTP_HOST": "http.host",
     "HYDROVISOR_HTTP_PORT": "http.port",
     "HYDROVISOR_HTTP_MAX_BODY_BYTES": "http.max_body_bytes",
@@ -152,6 +154,11 @@ def _check(settings: Settings) -> None:
         # a scaled clock shortens (or stretches) every safety timeout and staleness limit: tests only
         raise ConfigError(f"HYDROVISOR_TIME_SCALE={settings.time_scale:g} is refused with HYDROVISOR_ENV=production "
                           "(only 1 is allowed)")
+    try:
+        zoneinfo.ZoneInfo(settings.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"timezone must be an IANA time zone such as Europe/Moscow, got {settings.timezone!r}") \
+            from None
     for name in ("api_token", "admin_token"):
         token = getattr(settings, name)
         if token is not None and len(token) < 16:

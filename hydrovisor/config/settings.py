@@ -135,6 +135,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # clock seconds per real second for every timer, the zone logic and the simulator (zones/clock.py):
     # > 1 runs a simulated day in minutes (tests, development); production refuses anything but 1.0
     time_scale: PositiveFloat = 1.0
+    # the greenhouse's IANA time zone: schedules (recirculation windows, water changes) are in its local time
+    timezone: str = "UTC"
     # notifications: command status changes are POSTed to every URL (empty: acknowledged, not sent)
     webhook_urls: list[str] = []
     http: HttpSettings = HttpSettings()

@@ -343,6 +343,49 @@ def _zone_paths() -> dict[str, Any]:
 
 
 # --- controlled failure (hydrovisor/http/routes/system.py, chaos.py) -----------------------------
+def _workflow_paths() -> dict[str, Any]:
+    from hydrovisor.http.routes import workflows as routes_wf  # noqa: PLC0415 - the routes import this module's peers
+    from hydrovisor.store.repos.workflows import Automation, WorkflowRecord  # noqa: PLC0415
+    from hydrovisor.workflows.runtime import EmergencyStopReport  # noqa: PLC0415
+
+    for kind in (WorkflowRecord, Automation, EmergencyStopReport):
+        _schema(kind)  # registers each as a component, exactly as the routes encode them
+    status_q = {"name": "status", "in": "query", "required": False,
+                "schema": {"type": "string", "enum": list(routes_wf.STATUSES)}, "description": "only this status"}
+    wf_params = [*_UID_PARAM, {"name": "wf_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    record = _ok(_ref("WorkflowRecord"))
+    refused = _resp("refused: workflow_already_running, zone_not_ready, emergency_stop_active, topology_mismatch, "
+                    "pump_safety_blocked (with reason_code), ...", _ERROR)
+    return {
+        "/api/v1/zones/{uid}/workflows": {
+            "post": _op("start a workflow (two_tank_startup, irrigation {duration_s}, correction, water_change)",
+                        {"202": _resp("started", record), "400": _BAD, "404": _NOT_FOUND, "409": refused,
+                         "422": _resp("invalid_params", _ERROR)}, body=routes_wf.StartBody, params=_UID_PARAM),
+            "get": _op("the zone's workflows, newest first",
+                       {"200": _resp("workflows", _ok({"type": "array", "items": _ref("WorkflowRecord")}))},
+                       params=[*_UID_PARAM, status_q, _q("limit", "max workflows (1-1000, default 100)",
+                                                         kind="integer")])},
+        "/api/v1/zones/{uid}/workflows/{wf_id}": {"get": _op(
+            "one workflow: status, current stage, every stage, reason codes, the commands it sent",
+            {"200": _resp("the workflow", record), "404": _NOT_FOUND}, params=wf_params)},
+        "/api/v1/zones/{uid}/workflows/{wf_id}/cancel": {"post": _op(
+            "cancel: a confirmed compensating stop, then cancelled",
+            {"202": _resp("cancel requested", record), "404": _NOT_FOUND,
+             "409": _resp("workflow_not_running", _ERROR)}, params=wf_params)},
+        "/api/v1/zones/{uid}/emergency-stop": {"post": _op(
+            "emergency stop: latch, fail the running workflow, stop every pump and valve (each confirmed)",
+            {"202": _resp("stopped", _ok(_ref("EmergencyStopReport"))), "404": _NOT_FOUND},
+            body=routes_wf.StopBody, params=_UID_PARAM)},
+        "/api/v1/zones/{uid}/emergency-stop/clear": {"post": _op(
+            "clear the emergency-stop latch (audited)",
+            {"200": _resp("cleared", _ok(_ref("Automation"))), "404": _NOT_FOUND,
+             "409": _resp("emergency_stop_not_active", _ERROR)}, body=routes_wf.ClearBody, params=_UID_PARAM)},
+        "/api/v1/zones/{uid}/automation": {"get": _op(
+            "the zone's automation state: water state, emergency-stop latch, corrections failed closed until",
+            {"200": _resp("automation", _ok(_ref("Automation"))), "404": _NOT_FOUND}, params=_UID_PARAM)},
+    }
+
+
 def _system_paths() -> dict[str, Any]:
     incident_param = [{"name": "incident_id", "in": "path", "required": True, "schema": {"type": "string"},
                        "description": "e.g. stall-1a2b3c4d, state-…, chaos-…"}]
@@ -378,3 +421,4 @@ DOCUMENT["paths"].update(_device_plane_paths())
 DOCUMENT["paths"].update(_dlq_paths())
 DOCUMENT["paths"].update(_zone_paths())
 DOCUMENT["paths"].update(_system_paths())
+DOCUMENT["paths"].update(_workflow_paths())

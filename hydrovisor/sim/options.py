@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import msgspec
 
 from hydrovisor.protocol import validate_segment
 
-__all__ = ["PATHS", "PUMP_PATHS", "FieldConfig", "NodeOptions", "PlantOptions"]
+__all__ = ["PATHS", "PUMP_PATHS", "TOPOLOGIES", "FieldConfig", "NodeOptions", "PlantOptions", "Topology"]
 
 PATHS: dict[str, frozenset[str]] = {
     "clean_fill": frozenset({"valve_clean_fill"}),
@@ -21,20 +22,31 @@ PATHS: dict[str, frozenset[str]] = {
 PUMP_PATHS: tuple[str, ...] = ("solution_fill", "recirculation", "irrigation")
 """The paths ``pump_main`` may run on (the interlock); when several are open the first one is the one in use."""
 
+Topology = Literal["two_tank", "single_tank"]
+TOPOLOGIES: tuple[str, ...] = ("two_tank", "single_tank")
+"""The plants the simulator models: the two-tank irrigation plant (clean + solution tank, node type ``irrig``)
+and the single-tank recirculating plant of the water-change workflow (node type ``recirculation``)."""
+
 
 class PlantOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """The two-tank plant behind a simulated irrigation node (volumes in litres, times in simulated seconds).
+    """The plant behind a simulated irrigation node (volumes in litres, times in simulated seconds).
 
     - ``clean_start_pct`` / ``solution_start_pct``: how full each tank is at boot (default full, so a fresh
       plant can pump; 0 starts it empty).
-    - ``mains_fill_lpm``: mains water into the clean tank while ``valve_clean_fill`` is open;
-      ``pump_flow_lpm``: what ``pump_main`` moves on an open path.
+    - ``mains_fill_lpm``: mains water into the clean tank while ``valve_clean_fill`` is open (single tank: into
+      the solution tank while ``valve_fill`` is open); ``pump_flow_lpm``: what ``pump_main`` moves on an open
+      path (single tank: round the solution tank while it holds water).
     - ``min_switch_pct`` / ``max_switch_pct``: where ``level_*_min`` ("holds water") and ``level_*_max`` trip.
     - ``interlock``: the firmware refuses ``pump_main`` on unless a pump path is open (False: a bare relay
       board, for load tests that toggle relays in any order; its pump circulates the solution tank whatever
       the valves).
     - ``open_path``: one of ``PATHS`` whose valves are open at boot (a plant found mid-recirculation);
       a reboot closes every valve, as the real NO valves do.
+    - ``topology``: ``two_tank`` (the default: clean tank + solution tank, DOMAIN §4 "Hydraulics") or
+      ``single_tank`` (DOMAIN §4 "Water cycle": one solution tank with the NC recirculation pump ``pump_main``,
+      a drain pump ``pump_drain`` and a mains fill valve ``valve_fill``, no paths and no interlock; the clean
+      tank stays empty, its switches read 0 and ``clean_*`` options are ignored; ``open_path`` must stay None).
+    - ``drain_lpm``: what ``pump_drain`` takes from the solution tank to waste (single tank only).
     """
 
     clean_capacity_l: float = 200.0
@@ -47,9 +59,11 @@ class PlantOptions(msgspec.Struct, frozen=True, kw_only=True):
     max_switch_pct: float = 90.0
     interlock: bool = True
     open_path: str | None = None
+    topology: Topology = "two_tank"
+    drain_lpm: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("clean_capacity_l", "solution_capacity_l", "mains_fill_lpm", "pump_flow_lpm"):
+        for name in ("clean_capacity_l", "solution_capacity_l", "mains_fill_lpm", "pump_flow_lpm", "drain_lpm"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"PlantOptions.{name} must be a positive number, not {value!r}")
@@ -62,6 +76,10 @@ class PlantOptions(msgspec.Struct, frozen=True, kw_only=True):
         if self.open_path is not None and self.open_path not in PATHS:
             raise ValueError(f"PlantOptions.open_path must be one of {sorted(PATHS)} or None, "
                              f"not {self.open_path!r}")
+        if self.topology not in TOPOLOGIES:
+            raise ValueError(f"PlantOptions.topology must be one of {TOPOLOGIES}, not {self.topology!r}")
+        if self.topology == "single_tank" and self.open_path is not None:
+            raise ValueError("PlantOptions.open_path names a two-tank path: a single-tank plant has none")
 
 
 class NodeOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,7 +95,9 @@ class NodeOptions(msgspec.Struct, frozen=True, kw_only=True):
       (``run_pump{duration_ms:2500}`` takes 2.5 s times ``time_scale``; 0.01 makes it 25 ms). The node then
       runs on ``hydrovisor.zones.clock.clock_for_scale(1 / time_scale)``; a node given a shared ``Clock``
       (``SimNode(clock=...)``) runs on that one instead and ``time_scale`` must stay 1.
-    - ``plant``: the two-tank plant of an irrigation node (``PlantOptions``).
+    - ``plant``: the plant of an irrigation node (``PlantOptions``; two-tank by default). A ``recirculation``
+      node left with the default ``PlantOptions()`` gets its own single-tank plant
+      (``profiles.Profile.plant``).
     - ``plant_tick_s``: how often (real seconds) a plant with water moving is stepped to fire its events.
     - ``sensor_stabilize_s``: simulated seconds after ``activate_sensor_mode`` until pH/EC readings are stable.
     - ``trust_local_clock``: consider the clock synced at boot (real firmware never does; for load tests

@@ -14,6 +14,7 @@ reported as not confirmed. Nothing resumes by itself; an operator clears the lat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from typing import Any
@@ -24,11 +25,19 @@ from hydrovisor.actors.zone import SetEmergencyStop, ZoneObserved
 from hydrovisor.commands.submit import SubmitRefused, SubmitRequest
 from hydrovisor.store.repos import events, fleet, workflows
 from hydrovisor.store.repos.workflows import WorkflowRecord
-from hydrovisor.supervisors import ActorSystem, DuplicateChild, NoSuchActor, StartChild, SupervisionError
+from hydrovisor.supervisors import (
+    ActorSystem,
+    DuplicateChild,
+    NoSuchActor,
+    StartChild,
+    SupervisionError,
+    TerminateChild,
+)
 from hydrovisor.workflows import catalog, steps
 from hydrovisor.workflows.actor import Cancel, EmergencyStop
 from hydrovisor.workflows.plane import WorkflowPlane
-from hydrovisor.workflows.spawn import workflow_path, workflow_spec
+from hydrovisor.workflows.spawn import WATER_CYCLE, water_cycle_spec, workflow_path, workflow_spec
+from hydrovisor.workflows.water_cycle import WaterCyclePlane
 from hydrovisor.zoneplane.runtime import ZoneRuntime, ZoneUnavailable
 from hydrovisor.zoneplane.spawn import zone_actor_path, zone_path
 
@@ -74,10 +83,11 @@ class EmergencyStopReport(msgspec.Struct, frozen=True, kw_only=True):
 class WorkflowRuntime:
     """See the module docstring."""
 
-    def __init__(self, system: ActorSystem, plane: WorkflowPlane, zones: ZoneRuntime) -> None:
+    def __init__(self, system: ActorSystem, plane: WorkflowPlane, zones: ZoneRuntime, *, timezone: str = "UTC") -> None:
         self._system = system
         self._plane = plane
         self._zones = zones
+        self._water_cycle = WaterCyclePlane(plane, self.start, timezone)
 
     @property
     def _pool(self) -> Any:
@@ -155,12 +165,20 @@ class WorkflowRuntime:
         except DuplicateChild:
             return
 
-    async def adopt(self, zone_uid: str) -> None:
-        """Start an actor for each running workflow of the zone that has none (after a restart)."""
+    async def adopt(self, zone_uid: str, topology: str) -> None:
+        """Start an actor for each running workflow of the zone that has none (after a restart), and the
+        zone's water cycle when it is single-tank (stopped when it no longer is)."""
         for wf_id in await workflows.running_ids(self._pool, zone_uid):
             log.info("zone %s: adopting workflow %s", zone_uid, wf_id,
                      extra={"event": "workflow_adopted", "zone_id": zone_uid})
             await self._start_actor(zone_uid, wf_id)
+        if topology == "single_tank":
+            with contextlib.suppress(DuplicateChild):
+                await self._system.bridge.ask(zone_path(zone_uid), StartChild(
+                    water_cycle_spec(zone_uid, self._water_cycle)), within=START_WITHIN_S)
+        else:
+            with contextlib.suppress(NoSuchActor):
+                await self._system.bridge.ask(zone_path(zone_uid), TerminateChild(WATER_CYCLE), within=START_WITHIN_S)
 
     async def cancel(self, zone_uid: str, wf_id: str) -> WorkflowRecord:
         """Request the cancel (stored), tell the actor; the compensating stop runs there."""

@@ -28,6 +28,7 @@ class ZonePlane:
     # zone seconds before a zone retries its failed database writes (time-based detections need no polling:
     # the zone actor arms a timer for its state's next deadline, ZoneState.next_deadline)
     tick_interval: float = 1.0
-    # starts an actor for each running workflow of a zone without one; a zone actor calls it whenever it
-    # (re)starts, so neither a process restart nor a zone subtree restart leaves a workflow unattended
-    adopt: Callable[[str], Coroutine[Any, Any, None]] | None = None
+    # (zone uid, topology): starts an actor for each running workflow of a zone without one, and its water
+    # cycle if single-tank; a zone actor calls it after every load of its snapshot, so neither a process
+    # restart nor a zone subtree restart leaves a workflow unattended, and a topology change takes effect
+    adopt: Callable[[str, str], Coroutine[Any, Any, None]] | None = None
