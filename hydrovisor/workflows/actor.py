@@ -122,6 +122,9 @@ class WorkflowActor(SupervisedActor):
         self._pending: Effect | None = None  # the Send or Wait the script waits on
         self._timer: Timer | None = None
         self._terminals: dict[str, str] = {}  # cmd_id -> terminal status, for commands sent without waiting
+        # node events since the stage began: one that arrives while a command is on its way (no wait armed
+        # yet) still ends the stage's next wait (a leak reported before the pump's DONE is not lost)
+        self._stage_events: list[str] = []
         self._interrupt: _Interrupt | None = None  # why the script was (or is to be) abandoned
         self._compensating = False
         self._resuming = False
@@ -210,6 +213,8 @@ class WorkflowActor(SupervisedActor):
         if estop is not None and not self._compensating:
             self._abandon(_Interrupt(status="failed", reason_code=EMERGENCY_STOP, message=estop))
             return
+        if event is not None:
+            self._stage_events.append(event.code)
         if isinstance(self._pending, Wait):
             reason = self._wait_reason(self._pending, event.code if event is not None else None)
             if reason is not None:
@@ -386,6 +391,7 @@ class WorkflowActor(SupervisedActor):
             self._stages[-1].ended_at = now
             self._stages[-1].outcome = "ok"
         self._stages.append(StageRecord(name=stage.name, started_at=now, resumable=stage.resumable))
+        self._stage_events.clear()
         self._event("WORKFLOW_STAGE", "run", f"stage_{stage.name}", {"stage": stage.name})
         self._save()
 
@@ -452,7 +458,11 @@ class WorkflowActor(SupervisedActor):
                 return
 
     def _wait(self, wait: Wait) -> str | None:
-        """Arm a wait; a reason already true is returned at once."""
+        """Arm a wait; a reason already true (an event of this stage included) is returned at once."""
+        seen = next((code for code in self._stage_events if code in wait.events), None)
+        if seen is not None:
+            self._stage_events.clear()  # consumed: a later wait of the stage waits for a new one
+            return f"event:{seen}"
         reason = self._wait_reason(wait, None)
         if reason is not None:
             return reason

@@ -23,6 +23,7 @@ from hydrovisor.store.repos.workflows import Progress, WorkflowRecord
 from hydrovisor.workflows.effects import Sent
 from hydrovisor.zones.clock import Clock
 
+CRITICAL_ALERTS = frozenset({"biz_stop_not_confirmed"})  # something may be left running: a person must look
 REPLY_GRACE_S = 5.0  # real seconds past a command's own timeout before the workflow stops waiting for it
 DbCall = Callable[[asyncpg.Pool], Coroutine[Any, Any, Any]]
 
@@ -84,7 +85,8 @@ class WorkflowPlane:
                 await events.raise_alert(conn, zone_uid=record.zone_uid, node_uid=None, source="biz", code=alert,
                                          alert_type=alert, details={"workflow_id": record.id,
                                                                     "reason_code": progress.reason_code},
-                                         dedupe_key=record.type, severity="warning")
+                                         dedupe_key=record.type,
+                                         severity="critical" if alert in CRITICAL_ALERTS else "warning")
             await events.add_zone_event(conn, record.zone_uid, None, "WORKFLOW_ENDED", {
                 "workflow_id": record.id, "type": record.type, "status": progress.status, "stage": progress.stage,
                 "message": progress.message}, correlation_id=record.id,

@@ -14,6 +14,7 @@ reported as not confirmed. Nothing resumes by itself; an operator clears the lat
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -40,6 +41,7 @@ from hydrovisor.workflows.spawn import WATER_CYCLE, water_cycle_spec, workflow_p
 from hydrovisor.workflows.water_cycle import WaterCyclePlane
 from hydrovisor.zoneplane.runtime import ZoneRuntime, ZoneUnavailable
 from hydrovisor.zoneplane.spawn import zone_actor_path, zone_path
+from hydrovisor.zones.roles import PUMPS, Role
 
 log = logging.getLogger(__name__)
 
@@ -218,26 +220,50 @@ class WorkflowRuntime:
         return cleared
 
     async def _stop_everything(self, zone_uid: str) -> list[StopOutcome]:
+        """Pumps first (each awaited), then every valve at once; a stop answered ``NO_EFFECT`` ("already off")
+        is confirmed by the node's own snapshot (a ``state`` probe) showing it off, as in the workflows."""
         view = await self._observed(zone_uid)
-        outcomes: list[StopOutcome] = []
-        for role in steps.PLANT:
-            device = view.devices.get(role)
-            if device is None:
-                continue
-            cmd_id = f"estop-{uuid.uuid4().hex[:12]}"
-            request = SubmitRequest(cmd="set_relay", node_uid=device.node_uid, channel=device.channel,
-                                    params={"state": 0}, cmd_id=cmd_id, zone_uid=zone_uid, source="emergency_stop")
-            try:
-                await self._plane.submitter.submit(request)
-                row = await self._plane.submitter.wait_terminal(cmd_id, STOP_WAIT_S)
-            except SubmitRefused as exc:
-                outcomes.append(StopOutcome(role=role.value, node_uid=device.node_uid, channel=device.channel,
-                                            cmd_id=cmd_id, status=None, confirmed=False, error=exc.code))
-                continue
-            outcomes.append(StopOutcome(role=role.value, node_uid=device.node_uid, channel=device.channel,
-                                        cmd_id=cmd_id, status=row.status, confirmed=row.status == "DONE",
-                                        error=row.error_code))
+        bound = [(role, device) for role in steps.PLANT if (device := view.devices.get(role)) is not None]
+        pumps = [item for item in bound if item[0] in PUMPS]
+        outcomes = [await self._stop_one(zone_uid, role, device) for role, device in pumps]
+        outcomes += await asyncio.gather(*(self._stop_one(zone_uid, role, device) for role, device in bound
+                                           if role not in PUMPS))
+        if any(o.status == "NO_EFFECT" for o in outcomes):
+            off = await self._probe_off(zone_uid, view)
+            outcomes = [msgspec.structs.replace(o, confirmed=True) if o.status == "NO_EFFECT" and o.role in off else o
+                        for o in outcomes]
         return outcomes
+
+    async def _stop_one(self, zone_uid: str, role: Any, device: Any) -> StopOutcome:
+        cmd_id = f"estop-{uuid.uuid4().hex[:12]}"
+        request = SubmitRequest(cmd="set_relay", node_uid=device.node_uid, channel=device.channel,
+                                params={"state": 0}, cmd_id=cmd_id, zone_uid=zone_uid, source="emergency_stop")
+        try:
+            await self._plane.submitter.submit(request)
+            row = await self._plane.submitter.wait_terminal(cmd_id, STOP_WAIT_S)
+        except SubmitRefused as exc:
+            return StopOutcome(role=role.value, node_uid=device.node_uid, channel=device.channel, cmd_id=cmd_id,
+                               status=None, confirmed=False, error=exc.code)
+        return StopOutcome(role=role.value, node_uid=device.node_uid, channel=device.channel, cmd_id=cmd_id,
+                           status=row.status, confirmed=row.status == "DONE", error=row.error_code)
+
+    async def _probe_off(self, zone_uid: str, view: ZoneObserved) -> set[str]:
+        """The roles the zone's ``storage_state`` snapshot shows off (empty when it cannot be had)."""
+        device = view.devices.get(Role.STORAGE_STATE)
+        if device is None:
+            return set()
+        cmd_id = f"estop-probe-{uuid.uuid4().hex[:12]}"
+        try:
+            await self._plane.submitter.submit(SubmitRequest(
+                cmd="state", node_uid=device.node_uid, channel=device.channel, cmd_id=cmd_id, zone_uid=zone_uid,
+                source="emergency_stop"))
+            row = await self._plane.submitter.wait_terminal(cmd_id, STOP_WAIT_S)
+        except SubmitRefused:
+            return set()
+        snapshot = (row.details or {}).get("snapshot") if row.status == "DONE" else None
+        if not isinstance(snapshot, dict):
+            return set()
+        return {role.value for role, on in steps.snapshot_state(snapshot).items() if not on}
 
     def _tell_zone(self, zone_uid: str, message: Any) -> None:
         try:
