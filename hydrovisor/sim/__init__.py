@@ -7,8 +7,9 @@
   overcurrent, no flow, stuck relays, frozen sensors, inconsistent level switches, offline windows, bad JSON,
   uptime timestamps).
 - ``physics``: ``WaterPhysics`` — the seeded plant behind the sensors: the two-tank hydraulics of DOMAIN §4
-  (volumes, valves, ``pump_main``, level switches, the node's fill stages and tank events) and the water
-  chemistry; several nodes of a zone may share one.
+  (volumes, valves, ``pump_main``, level switches, the node's fill stages and tank events) or, with
+  ``PlantOptions(topology="single_tank")``, the single tank of the water cycle (NC recirculation pump, drain
+  pump, fill valve; node type ``recirculation``), and the water chemistry; several nodes of a zone may share one.
 - ``options``: ``NodeOptions`` (timings, ``time_scale``, ``PlantOptions``) and ``FieldConfig`` (a node
   already bound).
 - ``commands`` (admission, ``cmd_id`` cache), ``actions`` (execution), ``responder`` (ACK/terminal replies
@@ -25,10 +26,11 @@ from hydrovisor.sim.node import SimNode
 from hydrovisor.sim.nodeconfig import StoredConfig
 from hydrovisor.sim.options import PATHS, FieldConfig, NodeOptions, PlantOptions
 from hydrovisor.sim.physics import PlantEvent, WaterPhysics
-from hydrovisor.sim.profiles import SIM_NODE_TYPES, Profile, Sensor, profile_for
+from hydrovisor.sim.profiles import ALL_SIM_NODE_TYPES, SIM_NODE_TYPES, Profile, Sensor, profile_for
 from hydrovisor.sim.stats import NodeStats
 
 __all__ = [
+    "ALL_SIM_NODE_TYPES",
     "PATHS",
     "SIM_NODE_TYPES",
     "CommandCache",

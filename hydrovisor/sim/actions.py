@@ -10,6 +10,11 @@ The two-tank node's firmware rules (DOMAIN §4 "Hydraulics"): ``pump_main`` on (
 after an emergency stop every start is ``ERROR estop_active`` until it is released. ``dose`` needs sensor
 mode (``ERROR node_not_activated``). A timed ``set_relay{state, timeout_ms, stage}`` that times out reports
 ``{stage}_timeout`` on ``storage_state`` (``solution_fill_timeout``, ``prepare_recirculation_timeout``).
+
+The single-tank ``recirculation`` node has no interlock: ``pump_main`` is its NC recirculation pump, which
+runs at power-on; ``set_relay{state:0}`` stops it and ``state:1`` runs it (``state`` is the load's state, as
+everywhere), ``set_relay{state:0, duration_ms}`` is an OFF window after which it runs again, and a reboot or
+a stopped node leaves it running (``Profile.unpowered_on``) unless the emergency stop is latched.
 """
 
 from __future__ import annotations
@@ -165,17 +170,32 @@ class Actions:
 
     def reset(self) -> None:
         """Reboot: everything of this node off (a shared plant's other nodes keep theirs), sensor mode off,
-        background actions cancelled. The emergency stop is a latch in hardware: it survives a reboot."""
+        background actions cancelled. The emergency stop is a latch in hardware: it survives a reboot.
+
+        Loads on NC relays the profile runs unpowered (``Profile.unpowered_on``) run again, as they do while
+        nobody drives their relay, unless the emergency stop is latched (it cuts them)."""
         for task in self._background:
             task.cancel()
         self._background.clear()
+        unpowered_on = self._profile.unpowered_on
         for config in self._profile.channels:
+            if config.name in unpowered_on:
+                continue
             if config.actuator_type in _PUMPS and config.name in self._physics.commanded:
                 self._physics.stop_pump(config.name)
             elif config.actuator_type == "VALVE" and config.name in self._physics.commanded:
                 self._physics.set_valve(config.name, False)
             elif config.actuator_type == "LED":
                 self._physics.set_light(0)
+        for name in unpowered_on:
+            if self.estop:
+                if name in self._physics.commanded:
+                    self._physics.stop_pump(name)
+            elif name not in self._physics.commanded:
+                channel = self._profile.channel(name)
+                main = channel is not None and channel.actuator_type == "PUMP"
+                flowing = not (main and self._rng.random() < self._faults.no_flow)
+                self._physics.start_pump(name, main=main, flowing=flowing)
         self.relays.clear()
         self.pwm.clear()
         self.busy.clear()
@@ -253,7 +273,7 @@ class Actions:
         """The firmware's refusal of a start on ``config`` (emergency stop, pump interlock), or None."""
         if self.estop and config.actuator_type in _SWITCHABLE:
             return _error("estop_active", "the emergency stop is active; release it first")
-        if (config.name == PUMP_MAIN and self._options.plant.interlock
+        if (config.name == PUMP_MAIN and self._options.plant.interlock and not self._physics.single_tank
                 and self._physics.pump_path() is None):
             return _error("pump_interlock_blocked", "no pump path is open: open the valves of a path first",
                           channel=config.name, open_valves=sorted(v for v in self._physics.commanded

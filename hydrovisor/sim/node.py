@@ -8,9 +8,9 @@ Lifecycle, as the firmware does it (PROTOCOL §4, §7):
 2. publish ``hydro/time/request`` (repeated until answered), the retained ``status`` ONLINE (then every
    ``status_interval_s``), ``node_hello`` when unbound and ``config_report``; heartbeats every
    ``heartbeat_interval_s``; telemetry — one message per sensor channel every ``telemetry_interval_s``, the
-   first round at once — only once the clock is synced, as real firmware does; a node with a two-tank plant
-   (``storage_state``) also publishes its plant's events (level switches, fill stages, tank alarms) as they
-   happen;
+   first round at once — only once the clock is synced, as real firmware does; a node with a plant
+   (``storage_state``: two-tank ``irrig``, single-tank ``recirculation``) also publishes its plant's events
+   (level switches, fill stages, tank alarms) as they happen;
 3. a valid config push with a new namespace makes the node disconnect cleanly and reconnect there (the LWT
    moves) and report its config from there; a push into ``gh-temp/zn-temp`` unbinds;
 4. commands are admitted by ``commands.check_command``, de-duplicated by the firmware's ``cmd_id`` cache and
@@ -59,7 +59,7 @@ from hydrovisor.sim.actions import Actions
 from hydrovisor.sim.clock import DeviceClock
 from hydrovisor.sim.faults import Faults
 from hydrovisor.sim.nodeconfig import StoredConfig, config_report, initial_config, parse_config_push
-from hydrovisor.sim.options import FieldConfig, NodeOptions
+from hydrovisor.sim.options import FieldConfig, NodeOptions, PlantOptions
 from hydrovisor.sim.physics import STORAGE_STATE, WaterPhysics
 from hydrovisor.sim.profiles import Profile, Sensor, profile_for
 from hydrovisor.sim.responder import Responder
@@ -105,7 +105,10 @@ class SimNode:
     ``seed`` makes physics and faults reproducible (default: derived from the hardware id).
     ``connect_gate`` bounds how many nodes connect at once (shared by a fleet).
     ``clock``: a shared clock (see the module docstring; ``options.time_scale`` must then stay 1).
-    ``physics``: a plant shared with the zone's other nodes (default: one of its own, ``options.plant``).
+    ``physics``: a plant shared with the zone's other nodes (default: one of its own, ``options.plant``; a
+    ``recirculation`` node whose ``options.plant`` is the default gets a single-tank one). A node whose type
+    needs a plant topology (``irrig``: two tank, ``recirculation``: single tank) refuses another one
+    (``ValueError``).
     All methods must be called on the event loop that runs the node.
     """
 
@@ -143,7 +146,11 @@ class SimNode:
         self._clock = DeviceClock(clock.monotonic) if clock is not None else DeviceClock()
         seed_physics = self._rng.randrange(2**32)
         self._physics = physics if physics is not None else WaterPhysics(
-            seed_physics, clock=self._time, plant=self._options.plant)
+            seed_physics, clock=self._time, plant=self._own_plant())
+        topology = self._profile.topology
+        if topology is not None and self._physics.plant.topology != topology:
+            raise ValueError(f"a {node_type} node needs a {topology} plant, not a {self._physics.plant.topology} "
+                             f"one (PlantOptions(topology={topology!r}))")
         self._actions = Actions(self._profile, self._physics, self._clock, faults=self._faults, options=self._options,
                                 rng=self._rng, time=self._time, report_error=self._report_error)
         self._has_plant = self._profile.channel(STORAGE_STATE) is not None
@@ -174,6 +181,14 @@ class SimNode:
         if self._options.trust_local_clock:
             self._sync_clock(self._wall_time())
 
+    def _own_plant(self) -> PlantOptions:
+        """The plant of a node not given a shared one: ``options.plant``, or the profile's own plant when
+        ``options.plant`` is left at its default (a ``recirculation`` node comes with its single tank)."""
+        plant = self._options.plant
+        if self._profile.plant is not None and plant == PlantOptions():
+            return self._profile.plant
+        return plant
+
     def _wall_time(self) -> float:
         return self._shared_clock.now() if self._shared_clock is not None else time.time()
 
@@ -186,7 +201,7 @@ class SimNode:
 
     @property
     def node_type(self) -> str:
-        """One of ``profiles.SIM_NODE_TYPES``."""
+        """One of ``profiles.ALL_SIM_NODE_TYPES``."""
         return self._profile.node_type
 
     @property

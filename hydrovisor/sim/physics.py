@@ -23,6 +23,21 @@ irrigation node recirculates.
 - pH drifts up towards 6.8, EC down with plant uptake; acid/base/nutrient doses mix in over time, about ten
   times faster while the solution recirculates.
 
+The single-tank plant (``PlantOptions(topology="single_tank")``, DOMAIN §4 "Water cycle", the ``recirculation``
+node): one solution tank, no paths, no interlock.
+
+- ``pump_main`` is the recirculation pump on a normally-closed relay: it runs at power-on (a new model starts
+  with it running and commanded on) and whenever the node does not drive it; while it runs with water in the
+  tank the solution recirculates (doses mix fast) and the main line flows at ``pump_flow_lpm``.
+- ``pump_drain`` takes the solution to waste at ``drain_lpm``; on an empty tank it runs dry (no flow, current
+  on). ``valve_fill`` lets mains water in at ``mains_fill_lpm`` (capped at the tank's capacity): fresh water
+  dilutes the solution in proportion to the volume added (EC towards 0, pH towards 7.0, undissolved doses
+  likewise), and the drain takes undissolved doses out with the water.
+- ``flow`` reads what the node's pumps move: recirculation plus drain. The clean tank stays empty (its
+  switches read 0 whatever the faults). The snapshot has ``solution_level_min``/``solution_level_max``,
+  ``pump_main``, ``pump_drain`` and ``valve_fill``; there are no stage events (the controller watches the level
+  switches and their ``level_switch_changed`` events).
+
 ``advance(dt)`` is deterministic for a given seed and sequence of steps; ``update()`` advances by the time
 elapsed on the model's ``Clock`` (``hydrovisor.zones.clock``), which is what a running node uses. Readings add
 a little seeded noise (the switches none).
@@ -40,7 +55,8 @@ import msgspec
 from hydrovisor.sim.options import PATHS, PUMP_PATHS, PlantOptions
 from hydrovisor.zones.clock import Clock, SystemClock
 
-__all__ = ["LEVEL_SWITCHES", "OVERCURRENT_THRESHOLD_MA", "VALVES", "PlantEvent", "PumpRun", "WaterPhysics"]
+__all__ = ["LEVEL_SWITCHES", "OVERCURRENT_THRESHOLD_MA", "SINGLE_TANK_SNAPSHOT_KEYS", "VALVES", "PlantEvent",
+           "PumpRun", "WaterPhysics"]
 
 _MAIN_CURRENT_MA = 1800.0
 _DOSING_CURRENT_MA = 250.0
@@ -49,6 +65,7 @@ OVERCURRENT_THRESHOLD_MA = 2500.0
 _PH_PER_ML = 0.01  # per ml of acid/base in the solution tank
 _EC_PER_ML = 0.004  # mS/cm per ml of nutrient concentrate
 _MIX_SLOW, _MIX_FAST = 0.05, 0.5  # 1/s: how fast a dose mixes in, still vs recirculating
+_MAINS_PH, _MAINS_EC = 7.0, 0.0  # fresh mains water (single-tank fill)
 
 VALVES: tuple[str, ...] = ("valve_clean_fill", "valve_clean_supply", "valve_solution_fill",
                            "valve_solution_supply", "valve_irrigation")
@@ -64,6 +81,11 @@ _SNAPSHOT_LEVELS = {"level_clean_max": "clean_level_max", "level_clean_min": "cl
 _SWITCH_SOURCES = {"clean_level_min": "level_clean_min", "solution_level_min": "level_solution_min"}
 STORAGE_STATE = "storage_state"
 PUMP_MAIN = "pump_main"
+PUMP_DRAIN = "pump_drain"
+VALVE_FILL = "valve_fill"
+SINGLE_TANK_SNAPSHOT_KEYS: tuple[str, ...] = ("solution_level_max", "solution_level_min", PUMP_MAIN, PUMP_DRAIN,
+                                              VALVE_FILL)
+"""What ``state{}`` reports for a single-tank plant."""
 
 
 class PumpRun(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,7 +117,8 @@ class WaterPhysics:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._last = self._clock.monotonic()
         self.plant = plant if plant is not None else PlantOptions()
-        self.clean_l = self.plant.clean_capacity_l * self.plant.clean_start_pct / 100.0
+        self.single_tank = self.plant.topology == "single_tank"
+        self.clean_l = 0.0 if self.single_tank else self.plant.clean_capacity_l * self.plant.clean_start_pct / 100.0
         self.solution_l = self.plant.solution_capacity_l * self.plant.solution_start_pct / 100.0
         self.ph = 6.0 + self._rng.uniform(-0.3, 0.3)
         self.ec = 1.6 + self._rng.uniform(-0.2, 0.2)
@@ -118,6 +141,9 @@ class WaterPhysics:
             for valve in PATHS[self.plant.open_path]:
                 self.valves.add(valve)
                 self.commanded.add(valve)
+        if self.single_tank:  # the NC recirculation pump runs from power-on
+            self.pumps[PUMP_MAIN] = PumpRun(main=True)
+            self.commanded.add(PUMP_MAIN)
         self._switches = self.switches()
         self._update_stages()
 
@@ -158,6 +184,10 @@ class WaterPhysics:
                                            + rng.gauss(0, 0.01) * walk))
         self.co2_ppm = max(300.0, _toward(self.co2_ppm, 600.0, 1e-3, dt) + rng.gauss(0, 0.5) * walk)
         self._mix(dt)
+        if self.single_tank:
+            self._advance_single_tank(dt)
+            self._check()
+            return
         plant = self.plant
         if "valve_clean_fill" in self.valves:
             self.clean_l = min(plant.clean_capacity_l, self.clean_l + plant.mains_fill_lpm / 60.0 * dt)
@@ -171,6 +201,25 @@ class WaterPhysics:
             elif path == "irrigation":
                 self.solution_l = max(0.0, self.solution_l - wanted)
         self._check()
+
+    def _advance_single_tank(self, dt: float) -> None:
+        plant = self.plant
+        if VALVE_FILL in self.valves:
+            before = self.solution_l
+            added = min(plant.solution_capacity_l - before, plant.mains_fill_lpm / 60.0 * dt)
+            if added > 0:
+                self.solution_l = before + added
+                old_share = before / self.solution_l  # fresh water dilutes in proportion to the volume added
+                self.ph = self.ph * old_share + _MAINS_PH * (1.0 - old_share)
+                self.ec = self.ec * old_share + _MAINS_EC * (1.0 - old_share)
+                self._unmixed_ph *= old_share
+                self._unmixed_ec *= old_share
+        if self.draining():
+            before = self.solution_l
+            self.solution_l = max(0.0, before - plant.drain_lpm / 60.0 * dt)
+            left = self.solution_l / before  # undissolved doses go out with the water
+            self._unmixed_ph *= left
+            self._unmixed_ec *= left
 
     def _mix(self, dt: float) -> None:
         if not (self._unmixed_ph or self._unmixed_ec):
@@ -243,6 +292,8 @@ class WaterPhysics:
         run = self.pumps.get(PUMP_MAIN)
         if run is None or not run.flowing:
             return None
+        if self.single_tank:  # no valves: the pump circulates the tank while it holds water
+            return "recirculation" if self.solution_l > 0 else None
         path = self.pump_path(self.valves)
         if path is None:
             if self.plant.interlock:
@@ -255,8 +306,17 @@ class WaterPhysics:
         """True while the main pump moves solution round the recirculation path."""
         return self._flowing_path() == "recirculation"
 
+    def draining(self) -> bool:
+        """True while ``pump_drain`` takes solution out of a single-tank plant (not when it runs dry)."""
+        if not self.single_tank:
+            return False
+        run = self.pumps.get(PUMP_DRAIN)
+        return run is not None and run.flowing and self.solution_l > 0
+
     def moving(self) -> bool:
         """True while water moves (events may fire as time passes)."""
+        if self.single_tank:  # recirculation alone never moves a level
+            return VALVE_FILL in self.valves or self.draining()
         return "valve_clean_fill" in self.valves or self._flowing_path() is not None
 
     # -- level switches, stages, events ----------------------------------------------------------
@@ -265,6 +325,9 @@ class WaterPhysics:
         """The four level switches by channel (``inconsistent`` tanks read max=1, min=0)."""
         plant, out = self.plant, {}
         for channel, (tank, which) in LEVEL_SWITCHES.items():
+            if self.single_tank and tank == "clean":
+                out[channel] = False  # there is no clean tank
+                continue
             if tank in self.inconsistent:
                 out[channel] = which == "max"
                 continue
@@ -346,8 +409,11 @@ class WaterPhysics:
     # -- sensors -------------------------------------------------------------------------------
 
     def flow_lpm_true(self) -> float:
-        """Noise-free flow of the main line."""
-        return self.plant.pump_flow_lpm if self._flowing_path() is not None else 0.0
+        """Noise-free flow of the main line (single tank: recirculation plus drain)."""
+        flow = self.plant.pump_flow_lpm if self._flowing_path() is not None else 0.0
+        if self.draining():
+            flow += self.plant.drain_lpm
+        return flow
 
     def pump_current_ma_true(self) -> float:
         """Noise-free current drawn by all running pumps."""
@@ -384,8 +450,12 @@ class WaterPhysics:
 
     def snapshot(self) -> dict[str, Any]:
         """The two-tank snapshot (PROTOCOL §4 snapshot keys) as ``state{}`` reports it: the switches and
-        what the node believes its valves and pump are doing."""
+        what the node believes its valves and pump are doing (single tank: ``SINGLE_TANK_SNAPSHOT_KEYS``)."""
         switches = self.switches()
+        if self.single_tank:
+            return {"solution_level_max": switches["level_solution_max"],
+                    "solution_level_min": switches["level_solution_min"],
+                    **{name: name in self.commanded for name in (PUMP_MAIN, PUMP_DRAIN, VALVE_FILL)}}
         snapshot: dict[str, Any] = {key: switches[channel] for channel, key in _SNAPSHOT_LEVELS.items()}
         for valve in VALVES:
             snapshot[valve] = valve in self.commanded

@@ -9,11 +9,16 @@ from __future__ import annotations
 import msgspec
 
 from hydrovisor.protocol import ChannelConfig, SafeLimits
+from hydrovisor.sim.options import PlantOptions
 
-__all__ = ["LEVEL_SWITCH_CHANNELS", "SIM_NODE_TYPES", "Profile", "Sensor", "profile_for"]
+__all__ = ["ALL_SIM_NODE_TYPES", "LEVEL_SWITCH_CHANNELS", "SIM_NODE_TYPES", "Profile", "Sensor", "profile_for"]
 
 SIM_NODE_TYPES: tuple[str, ...] = ("ph", "ec", "irrig", "climate", "light", "water_sensor")
-"""Node types the simulator can play."""
+"""Node types the simulator can play, and the default round-robin mix of a fleet (``SimFleet.create``, the
+benchmarks): kept as it is so that existing fleets do not change; see ``ALL_SIM_NODE_TYPES``."""
+ALL_SIM_NODE_TYPES: tuple[str, ...] = (*SIM_NODE_TYPES, "recirculation")
+"""Every node type the simulator can play: ``SIM_NODE_TYPES`` plus ``recirculation`` (the single-tank plant's
+node, which needs a single-tank plant and so is not in the default fleet mix)."""
 
 
 class Sensor(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,13 +39,24 @@ class Sensor(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Profile(msgspec.Struct, frozen=True, kw_only=True):
-    """A node type's hardware. ``dose_kinds`` maps dosing pumps to their chemistry (acid, base, nutrient)."""
+    """A node type's hardware. ``dose_kinds`` maps dosing pumps to their chemistry (acid, base, nutrient).
+
+    - ``topology``: the plant topology the node needs (``PlantOptions.topology``), None for any.
+    - ``plant``: the plant a node of this type gets when its ``NodeOptions.plant`` is left at the default
+      ``PlantOptions()`` and it is given no shared physics (None: ``NodeOptions.plant`` as it is).
+    - ``unpowered_on``: loads on normally-closed relays that the simulator runs while the node does not
+      drive them: at power-on, after a reboot and once the node stops (the ``recirculation`` node's
+      ``pump_main``; the two-tank node's NC ``pump_main`` is modelled as off until switched on).
+    """
 
     node_type: str
     sensors: tuple[Sensor, ...]
     channels: tuple[ChannelConfig, ...]
     capabilities: tuple[str, ...]
     dose_kinds: dict[str, str] = {}
+    topology: str | None = None
+    plant: PlantOptions | None = None
+    unpowered_on: tuple[str, ...] = ()
 
     def channel(self, name: str) -> ChannelConfig | None:
         """The channel called ``name``, or None."""
@@ -70,16 +86,18 @@ _SYSTEM = _actuator("system", "SYSTEM")
 
 
 def _profile(node_type: str, sensors: list[Sensor], actuators: list[ChannelConfig], capabilities: list[str],
-             dose_kinds: dict[str, str] | None = None) -> Profile:
+             dose_kinds: dict[str, str] | None = None, *, topology: str | None = None,
+             plant: PlantOptions | None = None, unpowered_on: tuple[str, ...] = ()) -> Profile:
     channels = (*(_sensor_channel(sensor) for sensor in sensors), *actuators, _SYSTEM)
     return Profile(node_type=node_type, sensors=tuple(sensors), channels=channels, capabilities=tuple(capabilities),
-                   dose_kinds=dose_kinds or {})
+                   dose_kinds=dose_kinds or {}, topology=topology, plant=plant, unpowered_on=unpowered_on)
 
 
 _PH = Sensor(channel="ph_sensor", metric="PH", unit="pH", source="ph", decimals=3, raw_scale=1000, gated=True)
 _EC = Sensor(channel="ec_sensor", metric="EC", unit="mS/cm", source="ec", decimals=3, raw_scale=1000, gated=True)
 _EC_PUMPS = ("pump_a", "pump_b", "pump_c", "pump_d")
 LEVEL_SWITCH_CHANNELS = ("level_clean_min", "level_clean_max", "level_solution_min", "level_solution_max")
+SOLUTION_SWITCH_CHANNELS = ("level_solution_min", "level_solution_max")
 _VALVES = ("valve_clean_fill", "valve_clean_supply", "valve_solution_fill", "valve_solution_supply",
            "valve_irrigation")
 
@@ -102,7 +120,20 @@ PROFILES: dict[str, Profile] = {
         [_actuator("pump_main", "PUMP", relay_type="NC", max_duration_ms=300_000),
          *(_actuator(valve, "VALVE", relay_type="NO") for valve in _VALVES),
          _actuator("storage_state", "SYSTEM")],
-        ["irrigation", "two_tank", "flow", "current"]),
+        ["irrigation", "two_tank", "flow", "current"], topology="two_tank"),
+    "recirculation": _profile(
+        "recirculation",
+        [Sensor(channel="flow", metric="FLOW_RATE", unit="l/min", source="flow_lpm"),
+         Sensor(channel="pump_current", metric="PUMP_CURRENT", unit="mA", source="pump_current_ma", decimals=0),
+         *(Sensor(channel=switch, metric="WATER_LEVEL_SWITCH", unit="bool", source=switch, decimals=0)
+           for switch in SOLUTION_SWITCH_CHANNELS),
+         Sensor(channel="solution_temp", metric="TEMPERATURE", unit="°C", source="water_temp")],
+        [_actuator("pump_main", "PUMP", relay_type="NC", max_duration_ms=300_000),
+         _actuator("pump_drain", "PUMP", relay_type="NO", max_duration_ms=300_000),
+         _actuator("valve_fill", "VALVE", relay_type="NO"),
+         _actuator("storage_state", "SYSTEM")],
+        ["recirculation", "single_tank", "water_change", "flow", "current"],
+        topology="single_tank", plant=PlantOptions(topology="single_tank"), unpowered_on=("pump_main",)),
     "climate": _profile(
         "climate",
         [Sensor(channel="air_temp", metric="TEMPERATURE", unit="°C", source="air_temp"),
@@ -126,8 +157,8 @@ PROFILES: dict[str, Profile] = {
 
 
 def profile_for(node_type: str) -> Profile:
-    """The profile of ``node_type`` (one of ``SIM_NODE_TYPES``); raises ``ValueError`` otherwise."""
+    """The profile of ``node_type`` (one of ``ALL_SIM_NODE_TYPES``); raises ``ValueError`` otherwise."""
     try:
         return PROFILES[node_type]
     except KeyError:
-        raise ValueError(f"unknown simulated node type {node_type!r}; expected one of {SIM_NODE_TYPES}") from None
+        raise ValueError(f"unknown simulated node type {node_type!r}; expected one of {ALL_SIM_NODE_TYPES}") from None

@@ -14,7 +14,7 @@ from typing import TextIO
 from hydrovisor import exitcodes
 from hydrovisor.sim.fleet import FleetStats, SimFleet
 from hydrovisor.sim.options import NodeOptions
-from hydrovisor.sim.profiles import SIM_NODE_TYPES
+from hydrovisor.sim.profiles import ALL_SIM_NODE_TYPES
 from hydrovisor.sim.transport import broker_uri, redact_uri
 
 __all__ = ["parse_types", "run", "status_line"]
@@ -23,9 +23,9 @@ __all__ = ["parse_types", "run", "status_line"]
 def parse_types(text: str) -> tuple[str, ...]:
     """``ph,ec,...`` → a tuple of node types; raises ``ValueError`` for unknown ones."""
     types = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [t for t in types if t not in SIM_NODE_TYPES]
+    unknown = [t for t in types if t not in ALL_SIM_NODE_TYPES]
     if not types or unknown:
-        raise ValueError(f"node types must be a comma-separated subset of {','.join(SIM_NODE_TYPES)}")
+        raise ValueError(f"node types must be a comma-separated subset of {','.join(ALL_SIM_NODE_TYPES)}")
     return types
 
 
