@@ -362,7 +362,8 @@ def _workflow_paths() -> dict[str, Any]:
                         {"202": _resp("started", record), "400": _BAD, "404": _NOT_FOUND, "409": refused,
                          "422": _resp("invalid_params", _ERROR)}, body=routes_wf.StartBody, params=_UID_PARAM),
             "get": _op("the zone's workflows, newest first",
-                       {"200": _resp("workflows", _ok({"type": "array", "items": _ref("WorkflowRecord")}))},
+                       {"200": _resp("workflows", _ok({"type": "array", "items": _ref("WorkflowRecord")})),
+                        "404": _NOT_FOUND},
                        params=[*_UID_PARAM, status_q, _q("limit", "max workflows (1-1000, default 100)",
                                                          kind="integer")])},
         "/api/v1/zones/{uid}/workflows/{wf_id}": {"get": _op(
@@ -374,8 +375,9 @@ def _workflow_paths() -> dict[str, Any]:
              "409": _resp("workflow_not_running", _ERROR)}, params=wf_params)},
         "/api/v1/zones/{uid}/emergency-stop": {"post": _op(
             "emergency stop: latch, fail the running workflow, stop every pump and valve (each confirmed)",
-            {"202": _resp("stopped", _ok(_ref("EmergencyStopReport"))), "404": _NOT_FOUND},
-            body=routes_wf.StopBody, params=_UID_PARAM)},
+            {"202": _resp("stopped", _ok(_ref("EmergencyStopReport"))), "404": _NOT_FOUND,
+             "409": _resp("zone_not_running / zone_not_ready: latched, but the zone cannot stop its plant now",
+                          _ERROR)}, body=routes_wf.StopBody, params=_UID_PARAM)},
         "/api/v1/zones/{uid}/emergency-stop/clear": {"post": _op(
             "clear the emergency-stop latch (audited)",
             {"200": _resp("cleared", _ok(_ref("Automation"))), "404": _NOT_FOUND,
