@@ -13,6 +13,13 @@ as a message; until then every start is refused (``zone_not_ready``): the gate f
 writes go through the bridge and come back as messages; a failed write is logged and retried a tick later
 (bounded), never blocks the actor.
 
+Workflows and the water cycle of the zone *watch* it (``WatchZone``, renewed now and then): after every
+input they are told a :class:`ZoneObserved` (the state view, settings, devices, the event that came in),
+so they never ask it anything. The emergency-stop latch lives here too (loaded with the snapshot, set by
+the node's ``emergency_stop_activated`` or the operator's stop, cleared by an operator): while it is set
+every start is refused ``emergency_stop_active``. After every snapshot load the zone asks the workflow
+runtime to adopt its running workflows (``ZonePlane.adopt``).
+
 Time: the actor does not poll. After every message it asks the state for its next deadline
 (``ZoneState.next_deadline``: a running pump's no-flow window, a stop's settling time, a dry switch going
 stale, a failure leaving its window) and keeps one timer armed for the earliest of those and of a pending
