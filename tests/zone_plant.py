@@ -28,6 +28,15 @@ FAST_SETTINGS: dict[str, Any] = {
 }
 """Settings for a fast plant: short correction windows (the nodes report every few zone seconds)."""
 NODE_TYPES = ("irrig", "ph", "ec")
+SINGLE_TANK_TYPES = ("recirculation", "ph", "ec")
+SINGLE_TANK_PLANT = PlantOptions(topology="single_tank", solution_capacity_l=20.0, solution_start_pct=100.0,
+                                 mains_fill_lpm=60.0, pump_flow_lpm=60.0, drain_lpm=60.0)
+"""A full single tank that drains and refills in tens of zone seconds."""
+SINGLE_TANK_SETTINGS: dict[str, Any] = {
+    "topology": "single_tank",
+    "timeouts": {"drain_s": 300, "fill_s": 300, "stabilize_s": 20},
+    "correction": FAST_SETTINGS["correction"],
+}
 CHANNEL_FIELDS = ("name", "type", "metric", "unit", "actuator_type", "relay_type", "safe_limits", "ml_per_second")
 """What ``POST /api/v1/nodes`` takes of a channel."""
 TERMINAL = ("completed", "failed", "cancelled")
@@ -49,7 +58,8 @@ class PlantZone:
 
     def __init__(self, instance: Any, zone_uid: str = "zn-1", *, gh_uid: str = "gh-1",
                  plant: PlantOptions = SMALL_PLANT, settings: dict[str, Any] | None = None, seed: int = 1,
-                 telemetry_interval_s: float = 0.25, faults: dict[str, Faults] | None = None) -> None:
+                 telemetry_interval_s: float = 0.25, faults: dict[str, Faults] | None = None,
+                 node_types: tuple[str, ...] = NODE_TYPES) -> None:
         self.instance = instance
         self.zone_uid = zone_uid
         self.gh_uid = gh_uid
@@ -58,7 +68,7 @@ class PlantZone:
         assert services is not None
         self.clock = services.zone_plane.clock
         self.physics = WaterPhysics(seed, clock=self.clock, plant=plant)
-        self.uids = {node_type: node_uid(zone_uid, node_type) for node_type in NODE_TYPES}
+        self.uids = {node_type: node_uid(zone_uid, node_type) for node_type in node_types}
         options = NodeOptions(heartbeat_interval_s=1.0, telemetry_interval_s=telemetry_interval_s,
                               reconnect_delay_s=0.1, plant=plant, plant_tick_s=0.05)
         self.nodes = {
@@ -103,7 +113,8 @@ class PlantZone:
         state = self.state()
         if state is None or not all(state["nodes_online"].get(uid) for uid in self.uids.values()):
             return False
-        return all(name in state["levels"] for name in ("level_clean_min", "level_solution_min"))
+        tanks = ("level_clean_min", "level_solution_min") if "irrig" in self.uids else ("level_solution_min",)
+        return all(name in state["levels"] for name in tanks)
 
     def stop(self) -> None:
         """Disconnect the nodes."""

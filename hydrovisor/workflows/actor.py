@@ -343,14 +343,13 @@ class WorkflowActor(SupervisedActor):
         self._finish("completed", finish.reason_code, None, water_state=finish.water_state)
 
     def _script_failed(self, failed: Fail) -> None:
-        if self._compensating or (not self._maybe_on and not self._sensors_active):
+        restore = catalog.KINDS[self._record.type].restore if self._record is not None else ()
+        if self._compensating or (not self._maybe_on and not self._sensors_active and not restore):
             interrupt = self._interrupt
             if interrupt is not None and self._compensating and not failed.reason_code.endswith("_stop_not_confirmed"):
                 failed = Fail(interrupt.reason_code, interrupt.message)
-            kind = catalog.KINDS[self._record.type] if self._record is not None else None
             self._finish(self._status_for(failed), failed.reason_code, failed.message,
-                         water_state=failed.water_state or "unknown",
-                         alert=_alert_for(failed.reason_code) or (kind.alert if kind else None))
+                         water_state=failed.water_state or "unknown")
             return
         self._interrupt = _Interrupt(status="failed", reason_code=failed.reason_code, message=failed.message)
         self._failed_water_state = failed.water_state
@@ -500,10 +499,12 @@ class WorkflowActor(SupervisedActor):
     def _save(self) -> None:
         self.pipe_to_self(self._plane.save(self.wf_id, self._progress()), lambda outcome: _Saved("progress", outcome))
 
-    def _finish(self, status: str, reason_code: str, message: str | None, *, water_state: str | None = None,
-                alert: str | None = None) -> None:
+    def _finish(self, status: str, reason_code: str, message: str | None, *, water_state: str | None = None) -> None:
         if self._done:
             return
+        kind = catalog.KINDS[self._record.type] if self._record is not None else None
+        # a failure raises its own alert (no effect, a stop not confirmed) or the type's (every failure)
+        alert = (_alert_for(reason_code) or (kind.alert if kind else None)) if status == "failed" else None
         self._done = True
         self._cancel_timer()
         if self._stages and self._stages[-1].ended_at is None:
