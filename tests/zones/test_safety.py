@@ -141,7 +141,8 @@ def test_the_main_pump_draws_from_the_tank_whose_supply_valve_opens() -> None:
                                                                                  safety.SOLUTION_TANK)
     single = ZoneSettings(topology="single_tank")
     assert source_tanks(healthy(supply=Role.VALVE_CLEAN_SUPPLY), single, Role.PUMP_MAIN) == (safety.SOLUTION_TANK,)
-    for role in (PUMPS | VALVES) - {Role.PUMP_MAIN}:
+    assert source_tanks(healthy(), ZoneSettings(), Role.PUMP_DRAIN) == (safety.SOLUTION_TANK,)
+    for role in (PUMPS | VALVES) - {Role.PUMP_MAIN, Role.PUMP_DRAIN}:
         assert source_tanks(healthy(), ZoneSettings(), role) == ()
 
 
@@ -229,9 +230,10 @@ def oracle(s: dict[str, Any]) -> str | None:
         return "node_offline"
     if role in PUMPS and s["failures"] >= 3:
         return "pump_failure_limit"
-    if role is not Role.PUMP_MAIN:
+    if role not in (Role.PUMP_MAIN, Role.PUMP_DRAIN):
         return None
-    tanks = [("level_solution_min", "level_solution_max")] if s["topology"] == "single_tank" else [
+    single = s["topology"] == "single_tank" or role is Role.PUMP_DRAIN  # the drain pump empties the solution tank
+    tanks = [("level_solution_min", "level_solution_max")] if single else [
         pair for pair, open_ in ((("level_clean_min", "level_clean_max"), s["clean_supply"]),
                                  (("level_solution_min", "level_solution_max"), s["solution_supply"])) if open_]
     if not tanks:
