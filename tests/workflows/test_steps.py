@@ -1,0 +1,116 @@
+"""The workflow building blocks, driven by hand (pure: a script is a generator of effects)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+import pytest
+
+from hydrovisor.workflows.context import flags_problem
+from hydrovisor.workflows.effects import Decide, Effect, Fail, Send, Sent, Stage, Wait, Waited
+from hydrovisor.workflows.steps import expect_stopped, stop, stop_order
+from hydrovisor.zones.roles import Role
+
+Answer = Callable[[Effect], Any]
+
+
+def drive(script: Generator[Effect, Any, Any], answer: Answer) -> tuple[Any, list[Effect]]:
+    """Run ``script`` to its end, answering every effect with ``answer``; returns (result, effects)."""
+    seen: list[Effect] = []
+    value: Any = None
+    while True:
+        try:
+            effect = script.send(value)
+        except StopIteration as end:
+            return end.value, seen
+        seen.append(effect)
+        value = answer(effect)
+
+
+def snapshot(**on: bool) -> Sent:
+    keys = {"pump_main": False, "valve_clean_fill": False, "valve_solution_supply": False, "clean_level_min": True}
+    return Sent(cmd_id="probe", status="DONE", details={"snapshot": {**keys, **on}})
+
+
+def relay(status: str, probe: Sent | None = None) -> Answer:
+    def answer(effect: Effect) -> Any:
+        assert isinstance(effect, Send)
+        if effect.cmd == "state":
+            return probe or snapshot()
+        return Sent(cmd_id=f"c-{effect.role.value}", status=status)
+    return answer
+
+
+def test_stops_go_pumps_first_and_done_confirms() -> None:
+    unconfirmed, effects = drive(stop([Role.VALVE_IRRIGATION, Role.PUMP_MAIN, Role.VALVE_SOLUTION_SUPPLY]),
+                                 relay("DONE"))
+    assert unconfirmed == []
+    assert [e.role for e in effects if isinstance(e, Send)] == [Role.PUMP_MAIN, Role.VALVE_SOLUTION_SUPPLY,
+                                                                Role.VALVE_IRRIGATION]
+    assert stop_order([Role.VALVE_FILL, Role.PUMP_DRAIN, Role.PUMP_MAIN]) == [Role.PUMP_MAIN, Role.PUMP_DRAIN,
+                                                                               Role.VALVE_FILL]
+
+
+def test_no_effect_is_confirmed_only_by_a_probe_showing_it_off() -> None:
+    unconfirmed, effects = drive(stop([Role.VALVE_CLEAN_FILL]), relay("NO_EFFECT", snapshot(valve_clean_fill=False)))
+    assert unconfirmed == [] and [e.cmd for e in effects if isinstance(e, Send)] == ["set_relay", "state"]
+    unconfirmed, _ = drive(stop([Role.VALVE_CLEAN_FILL]), relay("NO_EFFECT", snapshot(valve_clean_fill=True)))
+    assert unconfirmed == [Role.VALVE_CLEAN_FILL]
+    unconfirmed, _ = drive(stop([Role.VALVE_CLEAN_FILL]), relay("NO_EFFECT", Sent(cmd_id="p", status="TIMEOUT")))
+    assert unconfirmed == [Role.VALVE_CLEAN_FILL]  # no snapshot: not confirmed
+
+
+@pytest.mark.parametrize("status", ["BUSY", "ERROR", "TIMEOUT", "SEND_FAILED"])
+def test_a_stop_is_retried_three_times_then_reported(status: str) -> None:
+    unconfirmed, effects = drive(stop([Role.PUMP_MAIN]), relay(status))
+    assert unconfirmed == [Role.PUMP_MAIN] and len(effects) == 3
+
+
+def test_a_plant_found_running_is_stopped_then_must_probe_stopped() -> None:
+    probes = iter([snapshot(pump_main=True), snapshot()])
+
+    def answer(effect: Effect) -> Any:
+        if isinstance(effect, Decide):
+            return None
+        assert isinstance(effect, Send)
+        return next(probes) if effect.cmd == "state" else Sent(cmd_id="s", status="DONE")
+
+    state, effects = drive(expect_stopped("startup"), answer)
+    assert state[Role.PUMP_MAIN] is False
+    assert [(e.role, e.cmd) for e in effects if isinstance(e, Send)] == [
+        (Role.STORAGE_STATE, "state"), (Role.PUMP_MAIN, "set_relay"), (Role.STORAGE_STATE, "state")]
+
+    probes = iter([snapshot(pump_main=True), snapshot(pump_main=True)])  # a welded relay the node admits to
+    with pytest.raises(Fail) as failed:
+        drive(expect_stopped("startup"), answer)
+    assert failed.value.reason_code == "irr_state_mismatch"
+
+
+def test_an_unanswered_probe_fails_the_stage() -> None:
+    with pytest.raises(Fail) as failed:
+        drive(expect_stopped("clean_fill"), lambda effect: Sent(cmd_id="p", status="TIMEOUT"))
+    assert failed.value.reason_code == "clean_fill_probe_failed"
+
+
+@pytest.mark.parametrize(("flags", "problem"), [
+    ({"flow_active": True, "stable": True, "corrections_allowed": True}, None),
+    ({"flow_active": True, "corrections_allowed": True}, None),  # firmware omits stable when stable
+    (None, "missing_flags"),
+    ({}, "missing_flags"),
+    ({"stable": True, "corrections_allowed": True}, "missing_flags"),
+    ({"flow_active": "yes", "corrections_allowed": True}, "missing_flags"),
+    ({"flow_active": False, "stable": True, "corrections_allowed": True}, "flow_inactive"),
+    ({"flow_active": True, "stable": False, "corrections_allowed": True}, "not_stable"),
+    ({"flow_active": True, "stable": True, "corrections_allowed": False}, "corrections_not_allowed"),
+])
+def test_flags_gate_every_correction(flags: dict[str, Any] | None, problem: str | None) -> None:
+    assert flags_problem(flags) == problem
+
+
+def test_effects_are_plain_values() -> None:
+    assert Waited("timeout").reason == "timeout"
+    assert Stage("drain").resumable is False
+    assert Wait(5.0).events == frozenset()
+    refused = Sent(cmd_id=None, status=None, refused="pump_safety_blocked", reason_code="level_below_minimum")
+    assert refused.why == "level_below_minimum" and not refused.done
