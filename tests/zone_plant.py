@@ -152,16 +152,22 @@ class PlantZone:
 
     def wait_end(self, wf_id: str, timeout: float = 60.0) -> dict[str, Any]:
         """Wait until the workflow is terminal."""
-        record: dict[str, Any] = wait_until(lambda: (lambda r: r if r["status"] in TERMINAL else None)(
-            self.workflow(wf_id)), timeout=timeout, interval=0.1, what=f"workflow {wf_id} to end")
-        return record
+        def ended() -> dict[str, Any] | None:
+            record = self.workflow(wf_id)
+            return record if record["status"] in TERMINAL else None
+
+        found: dict[str, Any] = wait_until(ended, timeout=timeout, interval=0.1, what=f"workflow {wf_id} to end")
+        return found
 
     def wait_stage(self, wf_id: str, stage: str, timeout: float = 30.0) -> dict[str, Any]:
         """Wait until the workflow is in ``stage`` (or has ended)."""
-        record: dict[str, Any] = wait_until(
-            lambda: (lambda r: r if r["stage"] == stage or r["status"] in TERMINAL else None)(self.workflow(wf_id)),
-            timeout=timeout, interval=0.05, what=f"workflow {wf_id} in stage {stage}")
-        return record
+        def there() -> dict[str, Any] | None:
+            record = self.workflow(wf_id)
+            return record if record["stage"] == stage or record["status"] in TERMINAL else None
+
+        found: dict[str, Any] = wait_until(there, timeout=timeout, interval=0.05,
+                                           what=f"workflow {wf_id} in stage {stage}")
+        return found
 
     def events(self) -> list[dict[str, Any]]:
         """The zone's timeline."""

@@ -56,8 +56,8 @@ def test_the_duty_turns_the_nc_pump_off_in_a_window_and_never_touches_it_when_di
                                                                    "max_recirc_off_minutes": 59}}}
     zone = _zone(plant_zone, settings=settings)
     # minute 59 of each zone hour is a running minute; otherwise the pump is switched off within a tick or two
-    wait_until(lambda: "pump_main" not in zone.physics.pumps or "pump_main" in zone.physics.pumps
-               and _minute(zone) == 59, timeout=20, what="the duty's off window")
+    wait_until(lambda: "pump_main" not in zone.physics.pumps or ("pump_main" in zone.physics.pumps
+               and _minute(zone) == 59), timeout=20, what="the duty's off window")
     duty = [e for e in zone.events() if e["type"] == "RECIRC_DUTY"]
     assert duty and duty[0]["reason_code"] in ("recirc_off", "recirc_on")
 
