@@ -71,7 +71,7 @@ def test_zone_created_with_default_settings_then_versioned_edits(instance: Runni
     settings = view["settings"]
     assert settings["topology"] == "two_tank"
     assert settings["timeouts"] == {"clean_fill_s": 1200, "solution_fill_s": 1800, "prepare_recirculation_s": 1200,
-                                    "irrigation_s": 600}
+                                    "irrigation_s": 600, "drain_s": 1800, "fill_s": 1800, "stabilize_s": 300}
     assert settings["water_cycle"]["recirc"]["max_recirc_off_minutes"] == 30
 
     settings["targets"]["ph"] = {"target": 6.0, "min": 5.6, "max": 6.4}

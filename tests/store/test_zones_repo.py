@@ -47,7 +47,7 @@ def test_migration_makes_existing_zone_settings_version_1(pg_dsn: str) -> None:
             await pool.execute("INSERT INTO greenhouses (uid, name) VALUES ('gh-1', 'Main')")
             await pool.execute("INSERT INTO zones (uid, greenhouse_uid, name, settings) "
                                "VALUES ('zn-old', 'gh-1', 'Old', '{\"irrigation\": {\"enabled\": true}}')")
-            assert await apply_migrations(pool) == ["0005_zones.sql"]
+            assert (await apply_migrations(pool))[0] == "0005_zones.sql"
             stored = await zones.get_settings(pool, "zn-old")
             assert stored is not None
             assert (stored.version, stored.document, stored.created_by) == (
