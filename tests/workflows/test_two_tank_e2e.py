@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 
 from tests.helpers import http, wait_until
-from tests.zone_plant import PlantZone
+from tests.zone_plant import FAST_SETTINGS, PlantZone
 
 
 def test_startup_from_empty_tanks_reaches_ready_with_every_stage_confirmed(
@@ -65,7 +65,9 @@ def test_irrigation_ends_safely_when_the_solution_runs_low(plant_zone: Callable[
 
 def test_correction_doses_acid_from_observation_windows_until_ph_is_in_band(
         plant_zone: Callable[..., PlantZone]) -> None:
-    zone = plant_zone()
+    # doses sized for this plant (0.01 pH per ml of acid): one or two rounds instead of five
+    zone = plant_zone(settings={**FAST_SETTINGS, "correction": {**FAST_SETTINGS["correction"], "ph_ml_per_unit": 100.0,
+                                                                 "max_dose_ml": 100.0}})
     _ready(zone)
 
     async def sour() -> None:  # the plant is touched on the loop its nodes run on
