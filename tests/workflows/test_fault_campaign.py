@@ -1,0 +1,53 @@
+"""The fault campaign of issue 12 ("Proven safe"), short: ``benchmarks/_campaign.py`` for ~75 real seconds.
+
+A real ``hydrovisor run`` subprocess (embedded PostgreSQL, chaos enabled, time scale 40) with three simulated
+two-tank zones in this process, a seeded random driver per zone (workflows, cancels, emergency stops, every
+node fault of the campaign), one DB outage and one ``kill -9`` + restart; the independent safety observer
+judges every actuation on the wire and in the plant. The full campaign is ``benchmarks/fault_campaign.py``.
+
+Violations of a known, reported product defect (``_campaign.HINTS``: the dosing pump's NO_EFFECT stop, stops
+that cannot go out during a DB outage) make the test xfail with their count; any other violation fails it.
+Once those defects are fixed the test simply passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from _campaign import Campaign, CampaignConfig, render  # the campaign lives with the benchmarks
+
+SEED = 12
+ZONES = 3
+SCALE = 40.0
+RANDOM_PHASE_S = 75.0
+
+
+@pytest.mark.slow
+@pytest.mark.fault_injection
+@pytest.mark.timeout(480)
+def test_a_short_fault_campaign_ends_every_workflow_and_actuates_nothing_unsafe(tmp_path: Path) -> None:
+    config = CampaignConfig(seed=SEED, zones=ZONES, scale=SCALE, minutes=ZONES * SCALE * RANDOM_PHASE_S / 60,
+                            kills=1, db_outages=1, end_wait_s=150.0, data_dir=tmp_path / "campaign")
+    report = asyncio.run(Campaign(config).run())
+    text = "\n".join(render(report))
+    print(text)  # shown with -s or when the test fails: the whole report, evidence file included
+    assert report.faults["kill9_restart"] == 1 and report.faults["db_outage"] == 1, text
+    assert report.simulated_minutes >= 0.9 * config.minutes, text
+    # every workflow ended, and every failure says why
+    assert report.hanging == [], text
+    assert [w for w in report.workflows if w.status != "completed" and not w.reason_code] == [], text
+    outcomes = report.outcomes()
+    assert sum(n for (_, status), n in outcomes.items() if status == "completed") >= 3, text
+    assert sum(n for (_, status), n in outcomes.items() if status == "failed") >= 3, text
+    # nothing unsafe on the wire or in the plant (welded relays and unreachable nodes are listed apart)
+    unexplained = [j for j in report.violations if j.hint is None]
+    assert unexplained == [], text
+    if report.violations:
+        known = Counter(f"{j.violation.rule} ({j.hint})" for j in report.violations)
+        pytest.xfail(f"violations of known, reported product defects only: {dict(known)}")
