@@ -47,8 +47,14 @@ from hydrovisor.zones.safety import starts_actuator
 log = logging.getLogger(__name__)
 
 RENEW_WATCH_S = 15.0  # real seconds: a restarted zone actor learns its watchers again within this
+STOP_RETRY_S = 2.0  # real seconds between sends of a stop that could not go out (the database, the broker)
+STOP_RETRIES = 60
+# refusals that no retry changes: the stop is reported as it is
+PERMANENT_REFUSALS = frozenset({"role_not_configured", "node_not_found", "node_not_bound", "node_not_validated",
+                                "node_zone_mismatch", "channel_not_actuator", "cmd_id_conflict"})
 SAVE_RETRY_S = 1.0
 INTERRUPTED = "workflow_interrupted"
+TIMED_COMMANDS = frozenset({"run_pump", "dose"})  # they stop by themselves: DONE means the run is over
 EMERGENCY_STOP = "emergency_stop"
 
 
@@ -77,6 +83,10 @@ class _Terminal(msgspec.Struct, frozen=True):
 
 
 class _Timeout(msgspec.Struct, frozen=True):
+    seq: int
+
+
+class _Resend(msgspec.Struct, frozen=True):
     seq: int
 
 
@@ -131,6 +141,7 @@ class WorkflowActor(SupervisedActor):
         self._done = False
         self._failed_water_state: str | None = None
         self._solution_started = False
+        self._stop_retries = 0  # resends of the stop on its way (see _stop_not_sent)
         self._final: tuple[Progress, str | None, str | None] | None = None
 
     # lifecycle ------------------------------------------------------------------------------------------
@@ -159,6 +170,11 @@ class WorkflowActor(SupervisedActor):
         elif isinstance(message, _Timeout):
             if message.seq == self._seq and isinstance(self._pending, Wait):
                 self._resume(Waited("timeout"))
+        elif isinstance(message, _Resend):
+            if message.seq == self._seq and isinstance(self._pending, Send):
+                immediate = self._send(self._pending)
+                if immediate is not None:  # its role is no longer bound: the script hears so
+                    self._resume(immediate)
         elif isinstance(message, Cancel):
             self._abandon(_Interrupt(status="cancelled", reason_code="cancelled", message="cancelled by an operator"))
         elif isinstance(message, EmergencyStop):
@@ -430,6 +446,8 @@ class WorkflowActor(SupervisedActor):
         else:  # the loop side failed (the database): the command may or may not have gone out
             sent = Sent(cmd_id=cmd_id, status=None, refused="command_outcome_unknown", message=str(outcome.error))
         self._note_result(cmd_id, sent)
+        if self._stop_not_sent(send, sent):
+            return
         if sent.refused is not None and send.role in self._maybe_on and starts_actuator(send.cmd, send.params) \
                 and sent.refused != "command_outcome_unknown":
             self._maybe_on.discard(send.role)  # refused before it was stored: it never went out
@@ -440,6 +458,26 @@ class WorkflowActor(SupervisedActor):
                               lambda outcome: _Terminal(cmd_id, outcome))
         self._resume(sent)
 
+    def _stop_not_sent(self, send: Send, sent: Sent) -> bool:
+        """A stop that could not go out for a reason of ours (the database or the broker down, too many
+        commands in flight) is sent again every ``STOP_RETRY_S`` real seconds, ``STOP_RETRIES`` times, before
+        the script hears of it: stopping must outlast an outage. True when a resend is scheduled."""
+        transient = (sent.status is None and sent.refused not in PERMANENT_REFUSALS) or sent.status == "SEND_FAILED"
+        if starts_actuator(send.cmd, send.params) or send.cmd == "state" or not transient:
+            self._stop_retries = 0
+            return False
+        if self._stop_retries >= STOP_RETRIES:
+            self._stop_retries = 0
+            return False
+        self._stop_retries += 1
+        if self._stop_retries == 1 or self._stop_retries % 10 == 0:
+            log.warning("workflow %s: %s on %s could not go out (%s); sending it again", self.wf_id, send.cmd,
+                        send.role.value, sent.why, extra={"event": "workflow_stop_resent", "zone_id": self.zone_uid,
+                                                          "attempt": self._stop_retries})
+        self._seq += 1
+        self._timer = self.tell_self_after(STOP_RETRY_S, _Resend(self._seq))
+        return True
+
     def _note_result(self, cmd_id: str, sent: Sent) -> None:
         for ref in self._commands:
             if ref.cmd_id == cmd_id:
@@ -447,7 +485,7 @@ class WorkflowActor(SupervisedActor):
                 ref.error_code = sent.reason_code or sent.error_code
                 role = Role(ref.role)
                 stopping = not starts_actuator(ref.cmd, ref.params) and ref.cmd not in ("state", "activate_sensor_mode")
-                if sent.done and (stopping or ref.cmd == "run_pump"):
+                if sent.done and (stopping or ref.cmd in TIMED_COMMANDS):
                     self._maybe_on.discard(role)  # confirmed stopped (a timed run is over when DONE)
                 if sent.done and ref.cmd == "deactivate_sensor_mode":
                     self._sensors_active = False
