@@ -86,6 +86,7 @@ from hydrovisor.observer import (
     Violation,
     ZoneLimits,
 )
+from hydrovisor.observer.rules import PUMP_PATHS
 from hydrovisor.sim import Faults, FieldConfig, NodeOptions, PlantOptions, SimNode, WaterPhysics
 from hydrovisor.sim.nodeconfig import channel_wire
 from hydrovisor.sim.profiles import profile_for
@@ -116,6 +117,8 @@ _NO_EFFECT_STOP = re.compile(r"(\w+) \([\w-]+: ([^)]*)\)")
 DOSING_PUMPS = frozenset({"pump_acid", "pump_base", "pump_a", "pump_b"})
 HINT_DOSING_NO_EFFECT = "dosing_pump_no_effect_stop"
 HINT_DB_OUTAGE = "db_outage"
+HINT_STALE_SNAPSHOT = "wire_confirmed_path"
+HINT_SERVER_TIMEOUT = "reply_lost_or_held_in_server"
 
 
 # -- configuration and report ----------------------------------------------------------------------------
@@ -270,6 +273,7 @@ class LatencyMeter:
         # (kind "reply"|"event", zone, from, to (real s), the command, what it answered)
         self.samples: list[tuple[str, str, float, float, str, str]] = []
         self.replies: Counter[str] = Counter()  # terminal replies by status (and error code)
+        self.expired_at: list[float] = []  # real times of ERROR timestamp_expired replies
 
     def feed(self, topic: str, payload: bytes) -> None:
         """One publish seen by the tap (never raises)."""
@@ -300,6 +304,8 @@ class LatencyMeter:
             if status not in (None, "ACK"):
                 code = body.get("error_code") or (body.get("details") or {}).get("error_code")
                 self.replies[f"{status} {code}" if code else str(status)] += 1
+                if code == "timestamp_expired":
+                    self.expired_at.append(now)
             if record is not None and record.terminal_at is None and status not in (None, "ACK"):
                 record.terminal_at, record.status = now, str(status)
         elif kind == "event":
@@ -358,6 +364,22 @@ class LatencyMeter:
         stimuli = [(t, what) for t, what in self._stimuli.get(zone, ()) if prev.terminal_at <= t <= now]
         if stimuli:
             self.samples.append(("event", zone, stimuli[-1][0], now, cmd_id, stimuli[-1][1]))
+
+
+def _path_confirmed_before(record: dict[str, Any], cmd_id: str | None) -> bool:
+    """Whether ``record``'s commands opened a full pump path (``set_relay`` 1 answered DONE, no later DONE stop)
+    before command ``cmd_id``."""
+    open_valves: set[str] = set()
+    for command in record.get("commands", []):
+        if command.get("cmd_id") == cmd_id:
+            return any(needed <= open_valves for needed in PUMP_PATHS.values())
+        if command.get("cmd") == "set_relay" and command.get("status") == "DONE":
+            state = (command.get("params") or {}).get("state")
+            if state in (1, True):
+                open_valves.add(str(command.get("role")))
+            elif state in (0, False):
+                open_valves.discard(str(command.get("role")))
+    return False
 
 
 def _is_start(record: _WfCommand) -> bool:
@@ -451,6 +473,19 @@ class Server:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(30)
 
+    def scan_log(self) -> dict[str, int]:
+        """Counts of a few server warnings that tell a reply was lost inside the server."""
+        patterns = {"reply not stored within 10 s": "not stored within",
+                    "reply to a stopping command actor": "messages unhandled: {'DeviceReply'",
+                    "reply: actor stopped before storing it": "actor stopped before storing it"}
+        counts = dict.fromkeys(patterns, 0)
+        with contextlib.suppress(OSError), open(self.log_path, errors="replace") as log_file:
+            for line in log_file:
+                for what, needle in patterns.items():
+                    if needle in line:
+                        counts[what] += 1
+        return counts
+
     def cpu_now(self) -> float:
         """CPU seconds (user + system) of the running server process."""
         if self.proc is None or self.proc.poll() is not None:
@@ -516,6 +551,7 @@ class TimeKeeper:
         self._client: MQTTClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._poke = asyncio.Event()
+        self._fast_until = 0.0
         self.sent = 0
 
     def start(self) -> None:
@@ -523,7 +559,13 @@ class TimeKeeper:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="campaign-time-keeper")
 
     def now(self) -> None:
-        """Ask at once (after a restart)."""
+        """Ask at once."""
+        self._poke.set()
+
+    def burst(self, seconds: float) -> None:
+        """Ask every 0.25 s for ``seconds`` (a restarted server: its time responder may come up after its broker,
+        and a node that reconnected before it kept its old timeline)."""
+        self._fast_until = max(self._fast_until, time.monotonic() + seconds)
         self._poke.set()
 
     async def stop(self) -> None:
@@ -542,8 +584,9 @@ class TimeKeeper:
 
     async def _run(self) -> None:
         while True:
+            every = 0.25 if time.monotonic() < self._fast_until else self._every_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), self._every_s)
+                await asyncio.wait_for(self._poke.wait(), every)
             self._poke.clear()
             try:
                 if self._client is None:
@@ -633,6 +676,7 @@ class Campaign:
         self.tap_reconnects = 0
         self.server_windows: list[list[float | None]] = []  # fault windows (real) for the latency split
         self.db_windows: list[tuple[float, float]] = []  # DB outages (real), recovery included
+        self.restart_windows: list[tuple[float, float]] = []  # kill -9 until ready again (real)
         self._t0_zone = 0.0
         self._session: aiohttp.ClientSession | None = None
         self._tap: MqttTap | None = None
@@ -643,6 +687,7 @@ class Campaign:
         self._records: dict[str, Any] = {}
         self._t0_real = time.monotonic()
         self.lost_replies: list[dict[str, Any]] = []
+        self._failed = True  # until a report says otherwise (a crashed run keeps its server log too)
 
     # -- small helpers ------------------------------------------------------------------------------
 
@@ -744,6 +789,15 @@ class Campaign:
                           f"({os.cpu_count()} cpus, shared)")
         if self._time_keeper is not None:
             self.notes.append(f"time requests sent by the campaign's time keeper: {self._time_keeper.sent}")
+        restarts = self.restart_windows
+        log_counts = self.server.scan_log()
+        if any(log_counts.values()):
+            self.notes.append("server log: " + ", ".join(f"{what}: {n}" for what, n in log_counts.items()))
+        expired = self.meter.expired_at
+        near = sum(1 for at in expired if any(since <= at <= until + 10.0 for since, until in restarts))
+        if expired:
+            self.notes.append(f"ERROR timestamp_expired replies: {len(expired)}, {near} of them within 10 s after a "
+                              "restart (a scaled clock restarts from the wall clock: zone time jumps back)")
         report = CampaignReport(
             seed=self.cfg.seed, zones=len(self.zones), scale=self.cfg.scale, wall_s=time.monotonic() - began,
             run_s=run_s, simulated_minutes=minutes, faults=self.faults,
@@ -752,6 +806,7 @@ class Campaign:
             latency_ms=self._latency(), observer_stats=self.observer.stats(), tap_reconnects=self.tap_reconnects,
             tap_errors=self._tap.errors, notes=self.notes, plant_not_stopped=plant_left, replies=self.meter.replies)
         report.evidence_path = self._write_evidence(report)
+        self._failed = not report.ok
         return report
 
     async def _shutdown(self) -> None:
@@ -777,6 +832,10 @@ class Campaign:
                 self.notes.append(f"hydrovisor exited with {code} on SIGTERM (see {self.server.log_path})")
             await asyncio.to_thread(self.server.reap_postgres)
         if self._tmp is not None and not self.cfg.keep and self.cfg.data_dir is None:
+            if self.server is not None and self._failed and self.server.log_path.exists():
+                kept = Path(tempfile.gettempdir()) / f"hv-campaign-{self.cfg.seed}-server.log"
+                with contextlib.suppress(OSError):
+                    shutil.copyfile(self.server.log_path, kept)
             shutil.rmtree(self._tmp, ignore_errors=True)
 
     async def _wait_ready(self, within: float) -> None:
@@ -947,15 +1006,16 @@ class Campaign:
                 await self._tap.start()
                 self.tap_reconnects += 1
                 if self._time_keeper is not None:
-                    self._time_keeper.now()  # the broker is back: the new timeline, as early as possible
+                    self._time_keeper.burst(8.0)  # the broker is back: the new timeline, as early as possible
                 break
             if not self.server.alive:
                 break
             await asyncio.sleep(0.05)
         await self._wait_ready(180.0)
         if self._time_keeper is not None:
-            self._time_keeper.now()
+            self._time_keeper.burst(5.0)
         self.server_windows.append([began, time.monotonic() + 3.0])
+        self.restart_windows.append((began, time.monotonic()))
         for zone in self.zones:
             self._note(zone, f"hydrovisor back after {time.monotonic() - began:.1f} s")
         self._say(f"  kill -9 + restart: back in {time.monotonic() - began:.1f} s")
@@ -1114,7 +1174,8 @@ class Campaign:
                     self._note(zone, "latch seen over HTTP")
                     return
                 await asyncio.sleep(0.1)
-            self.notes.append(f"{zone.uid}: the node's emergency stop was not latched by the zone within 30 s")
+            self.notes.append(f"{zone.uid}: the node's emergency stop (button) was not latched by the zone within 30 s "
+                              f"(zone time {self.now():.0f})")
         finally:
             zone.estop_task = None
 
@@ -1149,8 +1210,11 @@ class Campaign:
                                        {"reason": "campaign: plant checked"})
         code = body.get("code") if isinstance(body, dict) else None
         if status == 200 or code == "emergency_stop_not_active":
-            if status == 200:
-                self.observer.mark(zone.uid, "estop_cleared", self.now())
+            # the operator's clearing is done (button released, latch cleared, or there was none to clear: the
+            # zone never latched a pressed button whose event it did not receive): from now on starts are legit
+            self.observer.mark(zone.uid, "estop_cleared", self.now())
+            if status != 200 and zone.latched == "button":
+                self.faults["estop_button_never_latched"] += 1
             self._note(zone, f"latch cleared ({status})")
             zone.latched = None
             return True
@@ -1291,7 +1355,15 @@ class Campaign:
 
     async def _stuck_verdict(self, zone: _Zone, channel: str, ran_unwanted: bool, unwanted_s: float) -> None:
         """Did the product notice the weld? (Only a running ``pump_main`` is detectable: by its current, once it
-        ran against a stop for the zone's ``no_flow_window_s`` plus a few readings.)"""
+        ran against a stop for the zone's ``no_flow_window_s`` plus a few readings.) The zone's
+        ``biz_pump_stuck_on`` alerts are read at every repair, so an alert is credited to one weld only."""
+        status, body = await self.http("GET", f"/api/v1/alerts?zone_uid={zone.uid}&limit=500")
+        found = False
+        if status == 200:
+            for alert in body["data"]:
+                if alert["code"] == "biz_pump_stuck_on":
+                    found = found or zone.seen_alerts.get(alert["id"]) != alert["count"]
+                    zone.seen_alerts[alert["id"]] = alert["count"]
         if not ran_unwanted and unwanted_s == 0.0:
             self.stuck_pump[f"{channel}: never ran against a stop"] += 1
             return
@@ -1299,23 +1371,14 @@ class Campaign:
             self.stuck_pump[f"{channel}: welded open, undetectable (no sensor)"] += 1
             return
         detectable_after = NO_FLOW_WINDOW_S + 3 * self.cfg.telemetry_interval_s * self.cfg.scale + self.cfg.grace_zone_s
-        if unwanted_s < detectable_after:
-            self.stuck_pump[f"pump_main: ran against a stop < {detectable_after:.0f} zone s (too short to judge)"] += 1
-            return
-        status, body = await self.http("GET", f"/api/v1/alerts?zone_uid={zone.uid}&limit=200")
         if status != 200:
             self.stuck_pump["pump_main: alerts unreadable"] += 1
-            return
-        found = False
-        for alert in body["data"]:
-            if alert["code"] != "biz_pump_stuck_on":
-                continue
-            if zone.seen_alerts.get(alert["id"]) != alert["count"]:
-                found = True
-            zone.seen_alerts[alert["id"]] = alert["count"]
-        self.stuck_pump["pump_main: ran against a stop long enough, biz_pump_stuck_on raised" if found else
-                        "pump_main: ran against a stop long enough, NO new biz_pump_stuck_on"] += 1
-        if not found:
+        elif unwanted_s < detectable_after:
+            self.stuck_pump[f"pump_main: ran against a stop < {detectable_after:.0f} zone s (too short to judge)"] += 1
+        elif found:
+            self.stuck_pump["pump_main: ran against a stop long enough, biz_pump_stuck_on raised"] += 1
+        else:
+            self.stuck_pump["pump_main: ran against a stop long enough, NO new biz_pump_stuck_on"] += 1
             self.notes.append(f"{zone.uid}: welded pump_main ran {unwanted_s:.0f} zone s against a stop without a "
                               "new biz_pump_stuck_on alert")
 
@@ -1405,7 +1468,8 @@ class Campaign:
         """A counted violation's likely cause, from what the campaign did (printed; the violation counts)."""
         if violation.rule == "start_without_confirmed_stop":
             listed = _NO_EFFECT_STOP.findall(violation.detail.split("confirmed DONE:", 1)[-1])
-            if listed and all(channel in DOSING_PUMPS and status == "NO_EFFECT" for channel, status in listed):
+            if listed and all(channel in DOSING_PUMPS for channel, _ in listed) and \
+                    any(status == "NO_EFFECT" for _, status in listed):
                 return HINT_DOSING_NO_EFFECT
             return None
         if violation.rule not in (LEFT_RUNNING_AFTER_STOP, PUMP_ON_SOURCE_BELOW_MIN) or violation.cmd_id is not None:
@@ -1427,10 +1491,44 @@ class Campaign:
             excused = self._excuse(violation)
             judged.append(Judged(violation=violation, excused=excused,
                                  hint=self._hint(violation) if excused is None else None))
-        counted = [j for j in judged if j.excused is None]
-        for item in counted[:50]:  # evidence: the workflow behind each counted violation
+        per_group: Counter[tuple[str, str | None]] = Counter()
+        for item in judged:  # evidence: the workflow behind up to 8 counted violations of each kind (every
+            if item.excused is not None:  # unexplained one: its record may explain it)
+                continue
+            group = (item.violation.rule, item.hint)
+            if per_group[group] >= 8 and item.hint is not None:
+                continue
+            per_group[group] += 1
             item.workflow = await self._workflow_behind(item.violation)
+            if item.hint is not None or item.workflow is None:
+                continue
+            if item.violation.rule == "interlock_violation" and _path_confirmed_before(
+                    item.workflow, item.violation.cmd_id):
+                item.hint = HINT_STALE_SNAPSHOT
+            elif item.violation.rule in (LEFT_RUNNING_AFTER_STOP, PUMP_ON_SOURCE_BELOW_MIN) and \
+                    self._server_timeout(item.workflow):
+                item.hint = HINT_SERVER_TIMEOUT
         return judged
+
+    def _server_timeout(self, record: dict[str, Any]) -> bool:
+        """Whether ``record`` has a command the server stored TIMEOUT while its node was neither silenced nor
+        offline (the irrigation node's reachability is tracked; the pH/EC nodes' silences are)."""
+        silenced = [window for zone in self.zones for window in zone.silenced]
+        zone = next((z for z in self.zones if z.uid == record.get("zone_uid")), None)
+        for command in record.get("commands", []):
+            wire = command.get("wire") or {}
+            if command.get("status") != "TIMEOUT" or "published" not in wire:
+                continue
+            sent = self._t0_real + float(wire["published"])
+            if any(uid == command.get("node_uid") and since - 0.5 <= sent <= until + 0.5
+                   for uid, since, until in silenced):
+                continue
+            at = self._t0_zone + (sent - self._t0_real) * self.cfg.scale
+            if zone is not None and command.get("node_uid") == zone.uids["irrig"] and self._unreachable_within(
+                    zone, at - self.cfg.grace_zone_s, at + 5.0 * self.cfg.scale):
+                continue
+            return True
+        return False
 
     async def _workflow_behind(self, violation: Violation) -> dict[str, Any] | None:
         """The workflow that sent the violating command, else the latest one the zone's log names before it."""
@@ -1533,7 +1631,8 @@ class Campaign:
             "seed": report.seed, "zones": report.zones, "scale": report.scale,
             "violations": [{"rule": j.violation.rule, "zone": j.violation.zone_uid, "node": j.violation.node_uid,
                             "at": j.violation.at, "detail": j.violation.detail, "cmd_id": j.violation.cmd_id,
-                            "excused": j.excused, "workflow": j.workflow} for j in report.judged],
+                            "excused": j.excused, "hint": j.hint, "workflow": j.workflow} for j in report.judged],
+            "t0_zone": self._t0_zone,
             "hanging": [msgspec.to_builtins(w.__dict__) for w in report.hanging],
             "records": self._records,
             "lost_replies": self.lost_replies,
@@ -1544,7 +1643,9 @@ class Campaign:
             "zone_logs": {z.uid: z.log[-2000:] for z in self.zones},
             "unreachable": {z.uid: z.unreachable for z in self.zones},
             "stuck_windows": {z.uid: z.stuck_windows for z in self.zones},
-            "server_log": str(self.server.log_path) if self.server is not None else None,
+            "server_log": str(self.server.log_path if self.cfg.data_dir is not None or self.cfg.keep else
+                              Path(tempfile.gettempdir()) / f"hv-campaign-{self.cfg.seed}-server.log")
+            if self.server is not None else None,
         }
         with contextlib.suppress(OSError):
             target.write_text(json.dumps(data, indent=1, default=str))
@@ -1559,6 +1660,12 @@ HINTS = {
                            "because a DONE dose leaves the pump among the roles to stop; the observer keeps such a "
                            "stop unconfirmed until a DONE stop of that channel, which an idle pump never gives",
     HINT_DB_OUTAGE: "during/right after a DB outage: a stop needs its write-ahead row, so none could go out",
+    HINT_SERVER_TIMEOUT: "the workflow's record has a command the server stored TIMEOUT while its node was connected "
+                         "and not silenced: its reply was dropped or held up inside the server (see the server log: "
+                         "'not stored within 10.0 s', 'stopped (normal) with 1 messages unhandled: DeviceReply')",
+    HINT_STALE_SNAPSHOT: "the workflow's own record shows a full pump path opened DONE (seen on the wire) before the "
+                         "pump start: the observer's belief was reset by a node event whose snapshot was taken "
+                         "before those DONEs and published after them (observer/sim ordering, not the product)",
 }
 
 
