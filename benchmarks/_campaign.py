@@ -119,6 +119,8 @@ HINT_DOSING_NO_EFFECT = "dosing_pump_no_effect_stop"
 HINT_DB_OUTAGE = "db_outage"
 HINT_STALE_SNAPSHOT = "wire_confirmed_path"
 HINT_SERVER_TIMEOUT = "reply_lost_or_held_in_server"
+HINT_UNANSWERED_START = "start_unanswered_unsupervised"
+HINT_ADOPTED_CANCEL = "adopted_cancel_without_compensation"
 
 
 # -- configuration and report ----------------------------------------------------------------------------
@@ -364,6 +366,15 @@ class LatencyMeter:
         stimuli = [(t, what) for t, what in self._stimuli.get(zone, ()) if prev.terminal_at <= t <= now]
         if stimuli:
             self.samples.append(("event", zone, stimuli[-1][0], now, cmd_id, stimuli[-1][1]))
+
+
+def _adopted_without_compensation(record: dict[str, Any]) -> str | None:
+    """``HINT_ADOPTED_CANCEL`` when ``record`` ended cancelled / emergency_stop with its last command unanswered and
+    nothing sent after it (a compensation that never ran in the incarnation that ended it)."""
+    commands = record.get("commands", [])
+    if record.get("reason_code") not in ("cancelled", "emergency_stop") or not commands:
+        return None
+    return HINT_ADOPTED_CANCEL if commands[-1].get("status") is None else None
 
 
 def _path_confirmed_before(record: dict[str, Any], cmd_id: str | None) -> bool:
@@ -644,6 +655,7 @@ class _Zone:
     unreachable: list[list[float | None]] = field(default_factory=list)  # [from, to] campaign clock
     fault_windows: list[list[float | None]] = field(default_factory=list)  # [from, to] real time, any fault
     silenced: list[tuple[str, float, float]] = field(default_factory=list)  # (node uid, from, to) real time
+    history: list[tuple[str, str, float, float]] = field(default_factory=list)  # (kind, node type, from, to) real
     unwanted_since: float | None = None  # a welded pump_main running while commanded off, since (campaign clock)
     unwanted_longest: float = 0.0
     reset_after: float | None = None  # a safety lock to reset (real time), once its cause is gone
@@ -1311,11 +1323,13 @@ class Campaign:
                 return
             zone.offline_task = asyncio.create_task(zone.nodes[node].go_offline(offline_s))
             zone.fault_windows.append([now, now + offline_s + 1.0])
+            zone.history.append((kind, node, now, now + offline_s + 1.0))
             self.faults[kind] += 1
             self._note(zone, f"fault node_offline {node} {offline_s:.1f} s ({'mid-stage' if running else 'idle'})")
             return
         zone.faults.append(_Fault(kind, node, fields, now + duration, json.dumps(fields)))
         zone.fault_windows.append([now, now + duration + 0.5])
+        zone.history.append((kind, node, now, now + duration + 0.5))
         if fields:
             self._apply_faults(zone, node)
         self.faults[kind] += 1
@@ -1505,30 +1519,40 @@ class Campaign:
             if item.violation.rule == "interlock_violation" and _path_confirmed_before(
                     item.workflow, item.violation.cmd_id):
                 item.hint = HINT_STALE_SNAPSHOT
-            elif item.violation.rule in (LEFT_RUNNING_AFTER_STOP, PUMP_ON_SOURCE_BELOW_MIN) and \
-                    self._server_timeout(item.workflow):
-                item.hint = HINT_SERVER_TIMEOUT
+            elif item.violation.rule in (LEFT_RUNNING_AFTER_STOP, PUMP_ON_SOURCE_BELOW_MIN):
+                item.hint = self._timeout_hint(item.workflow) or _adopted_without_compensation(item.workflow)
         return judged
 
-    def _server_timeout(self, record: dict[str, Any]) -> bool:
-        """Whether ``record`` has a command the server stored TIMEOUT while its node was neither silenced nor
-        offline (the irrigation node's reachability is tracked; the pH/EC nodes' silences are)."""
-        silenced = [window for zone in self.zones for window in zone.silenced]
+    def _timeout_hint(self, record: dict[str, Any]) -> str | None:
+        """Why ``record`` has commands the server stored TIMEOUT: ``HINT_SERVER_TIMEOUT`` when one went to a
+        node that was connected, not silenced and dropping no replies (its reply was lost or held up inside the
+        server); ``HINT_UNANSWERED_START`` when a start's replies were dropped by the node (drop_reply fault)."""
         zone = next((z for z in self.zones if z.uid == record.get("zone_uid")), None)
+        if zone is None:
+            return None
+        types = {uid: node_type for node_type, uid in zone.uids.items()}
+        timeout_s = self.cfg.command_timeout_s or 30.0
+        dropped_start = False
         for command in record.get("commands", []):
             wire = command.get("wire") or {}
             if command.get("status") != "TIMEOUT" or "published" not in wire:
                 continue
             sent = self._t0_real + float(wire["published"])
-            if any(uid == command.get("node_uid") and since - 0.5 <= sent <= until + 0.5
-                   for uid, since, until in silenced):
+            node_type = types.get(str(command.get("node_uid")))
+            if any(uid == command.get("node_uid") and since - 0.5 <= sent + timeout_s and until + 0.5 >= sent
+                   for uid, since, until in zone.silenced):
                 continue
+            faults = {kind for kind, node, since, until in zone.history
+                      if node == node_type and since - 0.5 <= sent + timeout_s and until >= sent}
             at = self._t0_zone + (sent - self._t0_real) * self.cfg.scale
-            if zone is not None and command.get("node_uid") == zone.uids["irrig"] and self._unreachable_within(
-                    zone, at - self.cfg.grace_zone_s, at + 5.0 * self.cfg.scale):
+            if "node_offline" in faults or (node_type == "irrig" and self._unreachable_within(
+                    zone, at, at + timeout_s * self.cfg.scale)):
                 continue
-            return True
-        return False
+            if "drop_reply" in faults:
+                dropped_start = dropped_start or (command.get("params") or {}).get("state") in (1, True)
+                continue
+            return HINT_SERVER_TIMEOUT
+        return HINT_UNANSWERED_START if dropped_start else None
 
     async def _workflow_behind(self, violation: Violation) -> dict[str, Any] | None:
         """The workflow that sent the violating command, else the latest one the zone's log names before it."""
@@ -1663,6 +1687,10 @@ HINTS = {
     HINT_SERVER_TIMEOUT: "the workflow's record has a command the server stored TIMEOUT while its node was connected "
                          "and not silenced: its reply was dropped or held up inside the server (see the server log: "
                          "'not stored within 10.0 s', 'stopped (normal) with 1 messages unhandled: DeviceReply')",
+    HINT_UNANSWERED_START: "a start's replies were dropped (drop_reply fault): while the workflow waits for them (the "
+                           "command timeout) the stage watches none of its end conditions; the pump runs unsupervised",
+    HINT_ADOPTED_CANCEL: "the workflow was cancelled (or its zone latched) before a restart; the adopted incarnation "
+                         "ended without a stop: WorkflowActor._begin returns before _maybe_on = PLANT",
     HINT_STALE_SNAPSHOT: "the workflow's own record shows a full pump path opened DONE (seen on the wire) before the "
                          "pump start: the observer's belief was reset by a node event whose snapshot was taken "
                          "before those DONEs and published after them (observer/sim ordering, not the product)",
