@@ -251,6 +251,9 @@ class WorkflowActor(SupervisedActor):
         record, ctx = self._record, self._context
         assert record is not None and ctx is not None
         kind = catalog.KINDS[record.type]
+        if self._stages:  # a new incarnation knows only what was stored: anything of the plant may be on
+            self._maybe_on = set(steps.PLANT)
+            self._sensors_active = True
         if record.cancel_requested:
             self._resuming = bool(self._stages)
             self._abandon(_Interrupt(status="cancelled", reason_code="cancelled", message="cancelled by an operator"))
@@ -423,8 +426,11 @@ class WorkflowActor(SupervisedActor):
         channel = send.channel or device.channel
         self._commands.append(CommandRef(cmd_id=cmd_id, stage=stage, role=send.role.value, node_uid=device.node_uid,
                                          channel=channel, cmd=send.cmd, params=dict(send.params)))
-        if (send.role in PUMPS or send.role in VALVES) and starts_actuator(send.cmd, send.params):
-            self._maybe_on.add(send.role)  # an unanswered start may have run: assume it did
+        if (send.role in PUMPS or send.role in VALVES) and starts_actuator(send.cmd, send.params) \
+                and send.cmd not in TIMED_COMMANDS:
+            # an unanswered start may have run: assume it did (a timed run stops by itself on the node, and a
+            # relay stop to an idle dosing pump can only be answered NO_EFFECT, which nothing can confirm)
+            self._maybe_on.add(send.role)
         if send.cmd == "activate_sensor_mode":
             self._sensors_active = True
         request = SubmitRequest(cmd=send.cmd, node_uid=device.node_uid, channel=channel, params=dict(send.params),
