@@ -352,7 +352,7 @@ def test_unanswered_stops_fail_the_stage_stop_not_confirmed(plant_zone: ZoneFact
     wf_id = started(zone.start_workflow("two_tank_startup"))
     command_done(zone, wf_id, "valve_clean_fill", 1)
     set_faults(zone, "irrig", Faults(drop_reply=1.0))  # the node acts but never answers again
-    record = zone.wait_end(wf_id, 40)
+    record = zone.wait_end(wf_id, 90)
     _unconfirmed_clean_fill(record)
     assert all(c[3] == "TIMEOUT" for c in commands(record)[3:]), dump(record)
     ids = decisions(zone, wf_id)
@@ -368,7 +368,7 @@ def test_node_offline_mid_stage_leaves_the_stop_unconfirmed_and_says_so(plant_zo
     wf_id = started(zone.start_workflow("two_tank_startup"))
     command_done(zone, wf_id, "valve_clean_fill", 1)
     assert zone.instance.loop.run(zone.nodes["irrig"].go_offline(120.0))
-    record = zone.wait_end(wf_id, 40)
+    record = zone.wait_end(wf_id, 90)
     _unconfirmed_clean_fill(record)
     assert ("WORKFLOW_ENDED", "fail", "clean_fill_stop_not_confirmed") in decisions(zone, wf_id)
     assert [a for a in alerts(zone) if a["code"] == "biz_stop_not_confirmed"], alerts(zone)
