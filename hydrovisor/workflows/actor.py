@@ -90,6 +90,10 @@ class _Resend(msgspec.Struct, frozen=True):
     seq: int
 
 
+class _Settled(msgspec.Struct, frozen=True):
+    outcome: Outcome
+
+
 class _Saved(msgspec.Struct, frozen=True):
     what: str
     outcome: Outcome
@@ -170,6 +174,9 @@ class WorkflowActor(SupervisedActor):
         elif isinstance(message, _Timeout):
             if message.seq == self._seq and isinstance(self._pending, Wait):
                 self._resume(Waited("timeout"))
+        elif isinstance(message, _Settled):
+            if self._script is not None and not self._done:
+                self._advance(None)  # the previous incarnation's commands have ended (or timed out): stop now
         elif isinstance(message, _Resend):
             if message.seq == self._seq and isinstance(self._pending, Send):
                 immediate = self._send(self._pending)
@@ -280,6 +287,12 @@ class WorkflowActor(SupervisedActor):
         self._event("WORKFLOW_RECOVERY", "retry" if resume_at else "fail",
                     "workflow_resumed" if resume_at else INTERRUPTED, {"stage": last.name})
         self._script = self._compensation(then=resume_at)
+        # a command the previous incarnation submitted may still be on its way to the node: stopping before it
+        # ended would let it act after the stop (a pump started behind the compensation's back)
+        in_flight = [c.cmd_id for c in self._commands if c.status is None]
+        if in_flight:
+            self.pipe_to_self(self._plane.settle(in_flight), _Settled)
+            return
         self._advance(None)
 
     def _compensation(self, then: str | None) -> Script:

@@ -8,13 +8,14 @@ the workflow's row *before* it is submitted (write-ahead): after a crash the nex
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from hydrovisor.commands.plane import default_timeout
+from hydrovisor.commands.plane import DEFAULT_TIMEOUT_S, default_timeout
 from hydrovisor.commands.submit import CommandSubmitter, SubmitRefused, SubmitRequest
 from hydrovisor.store.database import Database
 from hydrovisor.store.repos import events, workflows
@@ -62,6 +63,11 @@ class WorkflowPlane:
     async def wait_terminal(self, cmd_id: str, params: dict[str, Any]) -> Sent:
         """The terminal of a command sent without waiting."""
         return _sent(await self.submitter.wait_terminal(cmd_id, default_timeout(params) + REPLY_GRACE_S))
+
+    async def settle(self, cmd_ids: list[str]) -> None:
+        """Until every command in ``cmd_ids`` is terminal (each within its own timeout and a grace)."""
+        await asyncio.gather(*(self.submitter.wait_terminal(cmd_id, DEFAULT_TIMEOUT_S + REPLY_GRACE_S)
+                               for cmd_id in cmd_ids), return_exceptions=True)
 
     async def event(self, zone_uid: str, event_type: str, details: dict[str, Any], *, decision: str | None = None,
                     reason_code: str | None = None, cmd_id: str | None = None, node_uid: str | None = None) -> None:
