@@ -18,6 +18,7 @@ from hydrovisor.zones.state import SNAPSHOT_KEYS
 
 Steps = Generator[Effect, Any, Any]
 STOP_ATTEMPTS = 3
+PROBE_ATTEMPTS = 3
 SENSOR_CHANNEL = "system"  # pH/EC nodes take sensor mode commands on their system channel
 SENSORS = (Role.PH_SENSOR, Role.EC_SENSOR)
 PLANT = (Role.PUMP_MAIN, Role.PUMP_DRAIN, Role.VALVE_CLEAN_FILL, Role.VALVE_CLEAN_SUPPLY, Role.VALVE_SOLUTION_FILL,
@@ -43,16 +44,29 @@ def snapshot_state(snapshot: Mapping[str, Any]) -> dict[Role, bool]:
 
 
 def probe(stage: str) -> Steps:
-    """``state{}`` on ``storage_state``: the node's own snapshot (roles -> on/wet), or fail the stage."""
-    state: dict[Role, bool] | None = yield from probe_quietly()
-    if state is None:
-        raise Fail(f"{stage}_probe_failed", "the state probe was not answered DONE with a snapshot")
-    return state
+    """``state{}`` on ``storage_state``: the node's own snapshot (roles -> on/wet), or fail the stage.
+
+    A probe only reads, so an unanswered one is asked again (a reply lost or late under load must not fail a
+    stage); ``PROBE_ATTEMPTS`` unanswered in a row fail it with the last reason."""
+    why = "unknown"
+    for attempt in range(1, PROBE_ATTEMPTS + 1):
+        sent: Sent = yield Send(Role.STORAGE_STATE, "state")
+        state = _snapshot_of(sent)
+        if state is not None:
+            return state
+        why = sent.why
+        if attempt < PROBE_ATTEMPTS:
+            yield Decide("retry", "probe_unanswered", {"stage": stage, "attempt": attempt, "why": why})
+    raise Fail(f"{stage}_probe_failed", f"the state probe was not answered DONE with a snapshot ({why})")
 
 
 def probe_quietly() -> Steps:
-    """:func:`probe` that returns None instead of failing."""
+    """One probe that returns None instead of failing (compensation: without an answer it stops everything)."""
     sent: Sent = yield Send(Role.STORAGE_STATE, "state")
+    return _snapshot_of(sent)
+
+
+def _snapshot_of(sent: Sent) -> dict[Role, bool] | None:
     snapshot = (sent.details or {}).get("snapshot") if sent.done else None
     return snapshot_state(snapshot) if isinstance(snapshot, Mapping) else None
 

@@ -87,10 +87,23 @@ def test_a_plant_found_running_is_stopped_then_must_probe_stopped() -> None:
     assert failed.value.reason_code == "irr_state_mismatch"
 
 
-def test_an_unanswered_probe_fails_the_stage() -> None:
+def test_a_probe_unanswered_every_time_fails_the_stage_with_the_last_reason() -> None:
     with pytest.raises(Fail) as failed:
         drive(expect_stopped("clean_fill"), lambda effect: Sent(cmd_id="p", status="TIMEOUT"))
-    assert failed.value.reason_code == "clean_fill_probe_failed"
+    assert failed.value.reason_code == "clean_fill_probe_failed" and "TIMEOUT" in failed.value.message
+
+
+def test_a_probe_is_asked_again_when_one_reply_is_lost() -> None:
+    replies = iter([Sent(cmd_id="p1", status="TIMEOUT"), Sent(cmd_id="p2", status="SEND_FAILED"), snapshot()])
+
+    def answer(effect: Effect) -> Any:
+        return next(replies) if isinstance(effect, Send) else None
+    state, effects = drive(expect_stopped("clean_fill"), answer)
+    assert state[Role.PUMP_MAIN] is False
+    assert [e.cmd for e in effects if isinstance(e, Send)] == ["state", "state", "state"]
+    retries = [e for e in effects if isinstance(e, Decide)]
+    assert [(d.decision, d.reason_code, d.details["why"]) for d in retries] == [
+        ("retry", "probe_unanswered", "TIMEOUT"), ("retry", "probe_unanswered", "SEND_FAILED")]
 
 
 @pytest.mark.parametrize(("flags", "problem"), [

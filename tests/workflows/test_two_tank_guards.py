@@ -568,7 +568,8 @@ def test_api_refuses_what_must_not_start(plant_zone: ZoneFactory) -> None:
     assert zone.workflow(wf_id)["status"] == "running"
     cancel = http("POST", f"{zone.base_url}/api/v1/zones/{zone.zone_uid}/workflows/{wf_id}/cancel")
     assert cancel.status == 202, cancel.raw
-    assert zone.wait_end(wf_id, 30)["status"] == "cancelled"
+    record = zone.wait_end(wf_id, 30)
+    assert record["status"] == "cancelled", json.dumps(record, indent=1)
     assert stopped(zone)
 
 
