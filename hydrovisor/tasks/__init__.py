@@ -1,0 +1,1 @@
+"""Scheduled tasks: the task contract, its store and API, leadership and execution."""
