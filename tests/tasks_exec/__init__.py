@@ -1,0 +1,1 @@
+"""Scheduler leadership and task execution against real PostgreSQL, broker and simulated nodes."""
