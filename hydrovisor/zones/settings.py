@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -31,7 +31,12 @@ Days = Annotated[int, msgspec.Meta(ge=1, le=366)]
 Fraction = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0.0)]
 
+CatchUpPolicy = Literal["skip", "replay_limited", "replay_all"]
+"""What the scheduler does with the occurrences it missed while down (DOMAIN §5)."""
+
 MAX_SCHEDULE_WINDOWS = 48
+MAX_SCHEDULE_TIMES = 96
+"""Explicit irrigation times a day at most: one every 15 minutes; a denser schedule is an interval."""
 MAX_ERRORS = 50
 """:func:`parse_settings` reports at most this many errors (a hostile body must not make a huge 422)."""
 
@@ -101,12 +106,50 @@ class WaterCycle(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     water_change: WaterChange = WaterChange()
 
 
+class TimeWindow(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A daily window ``from``..``to`` (local ``HH:MM``, ``to`` excluded, wraps past midnight when
+    ``to < from``)."""
+
+    start: str = msgspec.field(name="from")
+    end: str = msgspec.field(name="to")
+
+
 class Irrigation(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Periodic irrigation runs of ``duration_s`` every ``interval_minutes``."""
+    """Irrigation runs of ``duration_s``: at each of ``times`` and every ``interval_minutes``.
+
+    The interval counts wall-clock minutes from the start of ``window`` (midnight without one) up to its
+    end, every day; ``interval_minutes: null`` means the explicit ``times`` only. A time that is both in
+    ``times`` and on the interval grid runs once.
+    """
 
     enabled: bool = False
     duration_s: Seconds = 60
-    interval_minutes: Minutes = 60
+    interval_minutes: Minutes | None = 60
+    times: Annotated[list[str], msgspec.Meta(max_length=MAX_SCHEDULE_TIMES)] = []
+    window: TimeWindow | None = None
+
+
+class Lighting(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Lights on at each window's ``from`` and off at its ``to``; ``pwm`` dims them to ``pwm_level`` %."""
+
+    enabled: bool = False
+    windows: Annotated[list[TimeWindow], msgspec.Meta(max_length=MAX_SCHEDULE_WINDOWS)] = []
+    mode: Literal["relay", "pwm"] = "relay"
+    pwm_level: Annotated[int, msgspec.Meta(ge=1, le=100)] = 100
+
+
+class Ventilation(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Ventilation on at each window's ``from`` and off at its ``to``."""
+
+    enabled: bool = False
+    windows: Annotated[list[TimeWindow], msgspec.Meta(max_length=MAX_SCHEDULE_WINDOWS)] = []
+
+
+class Scheduler(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How the scheduler catches up after downtime (DOMAIN §5) and how much it dispatches per cycle."""
+
+    catch_up: CatchUpPolicy = "replay_limited"
+    max_dispatch_per_cycle: Annotated[int, msgspec.Meta(ge=1, le=100)] = 20
 
 
 class Timeouts(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -168,6 +211,9 @@ class ZoneSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     targets: Targets = Targets()
     water_cycle: WaterCycle = WaterCycle()
     irrigation: Irrigation = Irrigation()
+    lighting: Lighting = Lighting()
+    ventilation: Ventilation = Ventilation()
+    scheduler: Scheduler = Scheduler()
     timeouts: Timeouts = Timeouts()
     safety: Safety = Safety()
     correction: Correction = Correction()
@@ -328,34 +374,68 @@ def _cross_field(settings: ZoneSettings) -> Iterator[FieldError]:
     yield from _band(settings.targets.ph, "$.targets.ph", _PH_RANGE)
     yield from _band(settings.targets.ec, "$.targets.ec", (0.0, math.inf))
 
-    recirc = settings.water_cycle.recirc
-    windows: list[tuple[int, set[int]]] = []
-    for index, window in enumerate(recirc.schedule):
-        path = f"$.water_cycle.recirc.schedule[{index}]"
-        start, end = _minutes(window.start), _minutes(window.end)
-        if start is None:
-            yield FieldError(path=f"{path}.from", message="must be HH:MM (00:00..23:59)")
-        if end is None:
-            yield FieldError(path=f"{path}.to", message="must be HH:MM (00:00..23:59)")
-        if start is None or end is None:
-            continue
-        if start == end:  # empty or the whole day? ambiguous: refuse rather than guess
-            yield FieldError(path=f"{path}.to", message="must differ from 'from'")
-            continue
-        covered = _window_minutes(start, end)
-        for other, other_covered in windows:
-            if covered & other_covered:
-                # two duty cycles for the same minute: which one holds is a guess, so refuse
-                yield FieldError(path=path, message=f"overlaps schedule[{other}]")
-                break
-        windows.append((index, covered))
-
+    # two duty cycles (or two lighting windows) for the same minute: which one holds is a guess, so refuse
+    yield from _windows(settings.water_cycle.recirc.schedule, "$.water_cycle.recirc.schedule", "schedule")
     if _minutes(settings.water_cycle.water_change.time_of_day) is None:
         yield FieldError(path="$.water_cycle.water_change.time_of_day", message="must be HH:MM (00:00..23:59)")
     if settings.irrigation.duration_s > settings.timeouts.irrigation_s:
         # the run could never complete before its own timeout
         yield FieldError(path="$.irrigation.duration_s",
                          message=f"must not exceed timeouts.irrigation_s ({settings.timeouts.irrigation_s})")
+    yield from _irrigation_schedule(settings.irrigation)
+    for name, section in (("lighting", settings.lighting), ("ventilation", settings.ventilation)):
+        yield from _windows(section.windows, f"$.{name}.windows", "windows")
+        if section.enabled and not section.windows:  # enabled yet never on: a silent no-op, refuse it
+            yield FieldError(path=f"$.{name}.windows", message=f"{name} is enabled but has no window")
+
+
+def _windows(windows: Sequence[TimeWindow | RecircWindow], path: str, name: str) -> Iterator[FieldError]:
+    """``HH:MM`` bounds, ``from != to`` and no two windows sharing a minute."""
+    seen: list[tuple[int, set[int]]] = []
+    for index, window in enumerate(windows):
+        item = f"{path}[{index}]"
+        bounds = yield from _window_bounds(window, item)
+        if bounds is None:
+            continue
+        covered = _window_minutes(*bounds)
+        for other, other_covered in seen:
+            if covered & other_covered:
+                yield FieldError(path=item, message=f"overlaps {name}[{other}]")
+                break
+        seen.append((index, covered))
+
+
+def _window_bounds(window: TimeWindow | RecircWindow, path: str) -> Generator[FieldError, None, tuple[int, int] | None]:
+    """Yields the errors of one window; returns its bounds in minutes when it has none."""
+    start, end = _minutes(window.start), _minutes(window.end)
+    if start is None:
+        yield FieldError(path=f"{path}.from", message="must be HH:MM (00:00..23:59)")
+    if end is None:
+        yield FieldError(path=f"{path}.to", message="must be HH:MM (00:00..23:59)")
+    if start is None or end is None:
+        return None
+    if start == end:  # empty or the whole day? ambiguous: refuse rather than guess
+        yield FieldError(path=f"{path}.to", message="must differ from 'from'")
+        return None
+    return start, end
+
+
+def _irrigation_schedule(irrigation: Irrigation) -> Iterator[FieldError]:
+    first: dict[int, int] = {}
+    for index, hhmm in enumerate(irrigation.times):
+        minute = _minutes(hhmm)
+        if minute is None:
+            yield FieldError(path=f"$.irrigation.times[{index}]", message="must be HH:MM (00:00..23:59)")
+        elif minute in first:  # most likely a typo for another time: refuse rather than run once silently
+            yield FieldError(path=f"$.irrigation.times[{index}]", message=f"duplicates times[{first[minute]}]")
+        else:
+            first[minute] = index
+    if irrigation.window is not None:
+        yield from _window_bounds(irrigation.window, "$.irrigation.window")
+        if irrigation.interval_minutes is None:  # the window bounds the interval only, never the times
+            yield FieldError(path="$.irrigation.window", message="needs interval_minutes")
+    if irrigation.enabled and irrigation.interval_minutes is None and not irrigation.times:
+        yield FieldError(path="$.irrigation.times", message="irrigation is enabled but has no time and no interval")
 
 
 def _band(band: Band, path: str, bounds: tuple[float, float]) -> Iterator[FieldError]:
