@@ -20,6 +20,7 @@ from hydrovisor.http.routes import (
     metrics,
     nodes,
     system,
+    tasks,
     telemetry,
     workflows,
     zones,
@@ -39,6 +40,6 @@ def build_http_app(services: Services) -> web.Application:
     app[RATE_LIMIT] = RateLimiter(rate=20.0, burst=40)
     for table in (health.routes, metrics.routes, actors.routes, fleet.routes, zones.routes, nodes.routes,
                   alerts.routes, telemetry.routes, commands.routes, dlq.routes, system.routes, chaos.routes,
-                  workflows.routes, openapi.routes):
+                  workflows.routes, tasks.routes, openapi.routes):
         app.add_routes(table)
     return app

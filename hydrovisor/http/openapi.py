@@ -388,6 +388,49 @@ def _workflow_paths() -> dict[str, Any]:
     }
 
 
+# --- scheduled tasks (hydrovisor/http/routes/tasks.py) -------------------------------------------
+def _task_paths() -> dict[str, Any]:
+    from hydrovisor.http.routes import tasks as routes_tasks  # noqa: PLC0415 - as for the workflow routes
+    from hydrovisor.store.repos.tasks import TaskDetail, TaskRecord  # noqa: PLC0415
+    from hydrovisor.tasks.contract import TaskBody  # noqa: PLC0415
+
+    for kind in (TaskRecord, TaskDetail):
+        _schema(kind)  # registers each as a component, exactly as the routes encode them
+    invalid = _resp("invalid_field: `field` names the bad value (e.g. due_at, payload.duration_s): a naive or "
+                    "invalid time, a missing or unknown field, expires_at <= due_at, due_at < scheduled_for, a "
+                    "payload that does not fit task_type",
+                    {"allOf": [_ERROR, {"type": "object", "required": ["field"],
+                                        "properties": {"field": {"type": "string"}}}]})
+    task = _ok(_ref("TaskRecord"))
+    status_q = {"name": "status", "in": "query", "required": False,
+                "schema": {"type": "string", "enum": list(routes_tasks.STATUSES)}, "description": "only this status"}
+    return {
+        "/api/v1/tasks": {
+            "post": _op(
+                "submit a task; idempotent by correlation_id for 24 h (or until the task expires, if later). "
+                "Received after expires_at it is stored `expired`, after due_at `rejected`: never executed",
+                {"201": _resp("stored: accepted, or the fail-fast terminal expired/rejected", task),
+                 "200": _resp("the correlation id already names a task with the same values: that task", task),
+                 "400": _BAD, "404": _resp("zone_not_found", _ERROR),
+                 "409": _resp("idempotency_payload_mismatch: the correlation id names a task with other values "
+                              "(`task_id`)", _ERROR),
+                 "422": invalid},
+                body=TaskBody),
+            "get": _op("tasks, newest first (by receipt)",
+                       {"200": _resp("tasks", _ok({"type": "array", "items": _ref("TaskRecord")}))},
+                       params=[_q("zone_uid", "only this zone"), status_q,
+                               _q("since", "received at or after (unix s or RFC 3339 with an offset)"),
+                               _q("limit", "max tasks (1-1000, default 100)", kind="integer")]),
+        },
+        "/api/v1/tasks/{task_id}": {"get": _op(
+            "one task with its timeline (events oldest first)",
+            {"200": _resp("the task", _ok(_ref("TaskDetail"))), "404": _resp("task_not_found", _ERROR)},
+            params=[{"name": "task_id", "in": "path", "required": True,
+                     "schema": {"type": "string", "pattern": routes_tasks.TASK_ID_PATTERN}}])},
+    }
+# --- end of the task paths -----------------------------------------------------------------------
+
+
 def _system_paths() -> dict[str, Any]:
     incident_param = [{"name": "incident_id", "in": "path", "required": True, "schema": {"type": "string"},
                        "description": "e.g. stall-1a2b3c4d, state-…, chaos-…"}]
@@ -424,3 +467,4 @@ DOCUMENT["paths"].update(_dlq_paths())
 DOCUMENT["paths"].update(_zone_paths())
 DOCUMENT["paths"].update(_system_paths())
 DOCUMENT["paths"].update(_workflow_paths())
+DOCUMENT["paths"].update(_task_paths())
