@@ -9,9 +9,12 @@ What each task type does:
   (ready water, emergency stop, the safety gate). The payload is the workflow's params, refused when they do not fit.
 - ``lighting {state, mode, pwm_level}`` is one command to the zone's ``light`` role: ``set_relay`` 1/0, or with
   ``mode=pwm`` ``set_pwm`` (``pwm_level`` percent scaled to the node's 0..255; off is ``set_pwm`` 0). A relay
-  switch the zone already shows confirmed in the asked state is ``completed``/``skip`` (nothing to do).
+  switch the zone already shows confirmed in the asked state is ``completed``/``skip`` (nothing to do). The payload
+  is the contract's :class:`~hydrovisor.tasks.contract.LightingPayload`.
 - ``diagnostics`` is a ``state`` probe of the zone's ``storage_state`` node.
-- ``ventilation`` and ``mist`` have no device role in a zone yet: ``failed``/``fail``, ``no_device_for_task``.
+- ``ventilation`` and ``mist`` have no device role in a zone yet: ``failed``/``fail``, ``no_device_for_task``, not
+  ``action_required`` (no setting makes them work). A lighting or diagnostics task whose zone lacks the role is
+  the same reason with ``action_required`` (binding a node with that channel fixes it).
 
 Outcome rules (DOMAIN §5), chosen for an operator who must trust the numbers:
 
@@ -51,7 +54,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import asyncpg
 import msgspec
@@ -65,6 +68,7 @@ from hydrovisor.store.repos import fleet, workflows
 from hydrovisor.store.repos.commands import CommandRecord
 from hydrovisor.store.repos.workflows import WorkflowRecord
 from hydrovisor.supervisors import SupervisionError
+from hydrovisor.tasks.contract import LightingPayload
 from hydrovisor.workflows.runtime import WorkflowRefused, WorkflowRuntime
 from hydrovisor.zoneplane.runtime import ZoneRuntime, ZoneUnavailable
 from hydrovisor.zones import safety
@@ -98,9 +102,6 @@ TRANSIENT_SUBMIT_CODES = frozenset({"safe_mode_active", "too_many_commands", "co
 RETRY_STATUSES = frozenset({"TIMEOUT", "SEND_FAILED", "BUSY"})
 # statuses of a command that never reached the broker
 UNSENT_STATUSES = frozenset({"QUEUED", "SEND_FAILED"})
-# workflow configuration refusals (409): the zone is not set up for this task
-CONFIG_REFUSALS = frozenset({"topology_mismatch", "recirc_not_automated", "role_not_configured",
-                             "correction_fail_closed"})
 
 # what an unreachable database, a lost connection or an actor that did not answer surfaces as
 _TRANSIENT_ERRORS = (DatabaseUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError, OSError, AskTimeout,
@@ -133,14 +134,6 @@ class TaskOutcome(msgspec.Struct, frozen=True, kw_only=True):
     workflow_id: str | None = None
     cmd_id: str | None = None
     message: str = ""
-
-
-class LightingPayload(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """``lighting``: as the task contract accepts it; ``pwm_level`` is a percentage, only with ``mode=pwm``."""
-
-    state: Literal["on", "off"]
-    mode: Literal["relay", "pwm"] | None = None
-    pwm_level: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
 
 
 def _fail(reason: str, message: str, *, error_code: str | None = None, action_required: bool = False,
@@ -208,8 +201,9 @@ class TaskExecutor:
         if deadline.remaining() <= 0:
             return _fail("task_expired", f"expires_at {order.expires_at.isoformat()} has passed; nothing was done")
         if order.task_type in NO_DEVICE_TYPES:
+            # not action_required: no setting makes it work today, and paging for it at every window helps nobody
             return _fail("no_device_for_task", f"{order.task_type}: zones have no device role for it yet "
-                         "(no fan or mister role in the zone's settings); nothing was done", action_required=True)
+                         "(no fan or mister role exists); nothing was done")
         wf_type = WORKFLOW_OF.get(order.task_type)
         if wf_type is not None:
             return await self._workflow(order, wf_type, deadline)
@@ -384,13 +378,10 @@ def _workflow_refused(exc: WorkflowRefused) -> TaskOutcome:
         return _fail("zone_not_ready", message, error_code=exc.code, action_required=True)
     if exc.code == "workflow_already_running":
         return _retry("zone_busy", f"{message} ({exc.extra.get('workflow_id')})", error_code=exc.code)
-    if exc.code in ("zone_not_ready", "zone_not_running", "zone_not_answering") or exc.status >= 500:
+    if exc.code in ("zone_not_ready", "zone_not_running", "zone_not_answering"):  # the zone actor, not the water
         return _retry("zone_unavailable", message, error_code=exc.code)
-    if exc.code == "emergency_stop_active":
-        return _fail("emergency_stop_active", message, error_code=exc.code, action_required=True)
-    if exc.code in CONFIG_REFUSALS:
-        return _fail(exc.code, message, error_code=exc.code, action_required=True)
-    # zone_not_found and any refusal added later: not something a retry fixes
+    # emergency_stop_active, zone_not_found, a zone not set up for the task (topology_mismatch,
+    # recirc_not_automated, role_not_configured) and any refusal added later: not something a retry fixes
     return _fail(exc.code, message, error_code=exc.code, action_required=True)
 
 
