@@ -189,11 +189,10 @@ class TaskRequest(msgspec.Struct, frozen=True, kw_only=True):
 class ContractError(ValueError):
     """A request breaks the contract: ``field`` is its path (``due_at``, ``payload.duration_s``)."""
 
-    def __init__(self, field: str, message: str, code: str = "invalid_field") -> None:
+    def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
-        self.code = code
 
 
 _AT = re.compile(r" - at `\$\.?([^`]*)`$")

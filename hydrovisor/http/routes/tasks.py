@@ -34,7 +34,7 @@ STATUSES = tuple(s.value for s in TaskStatus)
 
 
 def _invalid(exc: ContractError) -> ApiError:
-    return ApiError(422, exc.code, f"{exc.field}: {exc.message}", field=exc.field)
+    return ApiError(422, "invalid_field", f"{exc.field}: {exc.message}", field=exc.field)
 
 
 @routes.post("/api/v1/tasks")

@@ -302,7 +302,8 @@ async def due_tasks(pool: Pool, now: dt.datetime, limit: int) -> list[TaskRecord
 
 async def claim(pool: Pool, task_id: str, now: dt.datetime | None = None) -> bool:
     """Move one ``accepted``, unexpired task to ``running``; False when another claimer won or it is not
-    claimable (``now``: default the database clock)."""
+    claimable (``now``: default the database clock). Whether it is due is the caller's choice:
+    :func:`due_tasks` is the dispatcher's way to pick and claim by due time in one statement."""
     row = await pool.fetchrow(
         f"UPDATE tasks t SET status = 'running', started_at = coalesce($2, now()), updated_at = now() "
         f"WHERE id = $1 AND status = ANY($3::text[]) AND expires_at > coalesce($2, now()) RETURNING {_T_COLUMNS}",
@@ -338,7 +339,7 @@ async def finish(pool: Pool, task_id: str, outcome: Outcome, now: dt.datetime | 
         f"WHERE id = $1 AND status = ANY($12::text[]) RETURNING {_T_COLUMNS}",
         task_id, str(outcome.status), str(outcome.decision), outcome.reason_code, outcome.error_code,
         outcome.action_required, outcome.command_submitted, outcome.command_effect_confirmed, outcome.workflow_id,
-        outcome.cmd_id, now, [str(TaskStatus.RUNNING)])
+        outcome.cmd_id, now, [str(TaskStatus.RUNNING)])  # not _from(): only restart recovery fails an accepted task
     if row is None:
         return None
     task = _record(row)
