@@ -93,7 +93,6 @@ class Leadership:
         """Start contending for the lock in the background (the first attempt runs right away)."""
         if self._task is not None:
             raise RuntimeError("Leadership.start called twice")
-        self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="scheduler-leadership")
 
     async def stop(self) -> None:
