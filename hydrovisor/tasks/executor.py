@@ -227,7 +227,7 @@ class TaskExecutor:
             try:
                 record = await self._workflows.start(order.zone_uid, wf_type, order.payload, tag)
             except WorkflowRefused as exc:
-                return _workflow_refused(exc)
+                return refusal_outcome(exc)
             except _TRANSIENT_ERRORS as exc:
                 # the row may exist (the actor's start was not confirmed): the zone adopts it, and a retry of
                 # this task finds it by its tag instead of starting a second one
@@ -262,7 +262,7 @@ class TaskExecutor:
                 return _fail("workflow_vanished", f"workflow {record.id} no longer exists (its zone was deleted?)",
                              action_required=True, command_submitted=_submitted(record), workflow_id=record.id)
             record = fresh
-        return _workflow_outcome(record)
+        return workflow_outcome(record)
 
     # commands -------------------------------------------------------------------------------------------------
 
@@ -334,7 +334,7 @@ class TaskExecutor:
         except _TRANSIENT_ERRORS as exc:
             return _retry(_transient_reason(exc), f"{cmd} sent, its terminal could not be read: {_describe(exc)}",
                           error_code=getattr(exc, "code", None), command_submitted=True, cmd_id=cmd_id)
-        return _command_outcome(row, order.task_type)
+        return command_outcome(row, order.task_type)
 
 
 # ---------------------------------------------------------------------------------------------------- mapping
@@ -368,7 +368,8 @@ def _device(observed: ZoneObserved, role: Role, order: TaskOrder) -> ResolvedDev
     return device
 
 
-def _workflow_refused(exc: WorkflowRefused) -> TaskOutcome:
+def refusal_outcome(exc: WorkflowRefused) -> TaskOutcome:
+    """The outcome of a workflow start the runtime refused (see the module docstring)."""
     message = exc.message
     if exc.status in (400, 422):
         return _fail("invalid_payload", message, error_code=exc.code, action_required=True)
@@ -401,7 +402,8 @@ def _submit_refused(exc: SubmitRefused, cmd_id: str) -> TaskOutcome:
     return _fail(exc.code, exc.message, error_code=exc.code, action_required=True, cmd_id=cmd_id)
 
 
-def _command_outcome(row: CommandRecord, task_type: str) -> TaskOutcome:
+def command_outcome(row: CommandRecord, task_type: str) -> TaskOutcome:
+    """The outcome of a task's command as its row stands (not terminal: the deadline ended the wait)."""
     status = str(row.status)
     submitted = status not in UNSENT_STATUSES
     fields: dict[str, Any] = {"command_submitted": submitted, "cmd_id": row.cmd_id}
@@ -420,7 +422,9 @@ def _command_outcome(row: CommandRecord, task_type: str) -> TaskOutcome:
                  action_required=status != "NO_EFFECT", **fields)
 
 
-def _workflow_outcome(record: WorkflowRecord) -> TaskOutcome:
+def workflow_outcome(record: WorkflowRecord) -> TaskOutcome:
+    """The outcome of a task's terminal workflow; also what restart recovery can finalise a task with once the
+    workflow it started has ended."""
     fields: dict[str, Any] = {"command_submitted": _submitted(record), "workflow_id": record.id}
     reason = record.reason_code or record.status
     message = f"workflow {record.id} {record.status}: {record.message or reason}"
