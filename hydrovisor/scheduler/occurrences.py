@@ -89,7 +89,7 @@ def occurrences(zone_uid: str, settings: ZoneSettings, tz: ZoneInfo, after: dt.d
         *_switches(zone_uid, settings.ventilation, tz, after, until),
         *_water_changes(zone_uid, settings.water_cycle.water_change, tz, after, until),
     ]
-    return sorted((item for item in found if after < item.due_at <= until), key=lambda item: (item.due_at, item.key))
+    return sorted(found, key=lambda item: (item.due_at, item.key))
 
 
 def _irrigations(zone_uid: str, irrigation: Irrigation, tz: ZoneInfo, after: dt.datetime,
@@ -106,6 +106,8 @@ def _irrigations(zone_uid: str, irrigation: Irrigation, tz: ZoneInfo, after: dt.
     runs = _by_instant(walls, tz)
     payload = {"duration_s": irrigation.duration_s}
     for (due, wall_time), (next_due, _) in zip(runs, [*runs[1:], (None, None)], strict=True):
+        if not after < due <= until:  # looked at only for the expiry of another
+            continue
         expires = due + IRRIGATION_VALIDITY if next_due is None else min(next_due, due + IRRIGATION_VALIDITY)
         yield Occurrence(kind="irrigation", task_type="irrigation", due_at=due, expires_at=expires,
                          payload=dict(payload), key=_key(zone_uid, "irrigation", wall_time))
@@ -148,6 +150,8 @@ def _switches(zone_uid: str, section: Lighting | Ventilation, tz: ZoneInfo, afte
     changes = sorted([(on, on_wall, "on") for on, on_wall in ons]
                      + [(off, off_wall, "off") for off, off_wall in offs if off not in on_instants])
     for (due, wall_time, state), (next_due, _, _) in itertools.pairwise(changes):
+        if not after < due <= until:  # looked at only for the expiry of another
+            continue
         yield Occurrence(kind=kind, task_type=kind, due_at=due, expires_at=next_due,
                          payload=_switch_payload(section, state), key=_key(zone_uid, kind, wall_time))
 
@@ -170,6 +174,8 @@ def _water_changes(zone_uid: str, change: WaterChange, tz: ZoneInfo, after: dt.d
         if (day - WATER_CHANGE_EPOCH).days % change.interval_days == 0:
             wall_time = _at(day, change.time_of_day)
             due = instant(wall_time, tz)
+            if not after < due <= until:  # a day of the margin
+                continue
             yield Occurrence(kind="water_change", task_type="solution_change", due_at=due,
                              expires_at=due + WATER_CHANGE_VALIDITY, payload={},
                              key=_key(zone_uid, "water_change", wall_time))
