@@ -12,7 +12,7 @@ from typing import Any
 from hydrovisor.sim import Faults
 from hydrovisor.tasks.executor import TaskExecutor, TaskOrder, TaskOutcome
 from tests.helpers import http, wait_until
-from tests.zone_plant import NODE_TYPES, PlantZone
+from tests.zone_plant import NODE_TYPES, SINGLE_TANK_PLANT, SINGLE_TANK_SETTINGS, SINGLE_TANK_TYPES, PlantZone
 
 ZoneFactory = Callable[..., PlantZone]
 
@@ -127,6 +127,8 @@ def test_a_fresh_zone_refuses_irrigation_and_tasks_without_a_device(plant_zone: 
     probe = execute(zone, order(zone, "diagnostics"))
     assert (probe.status, probe.decision, probe.reason_code) == ("completed", "run", "diagnostics_done"), probe
     assert probe.command_submitted and probe.command_effect_confirmed and probe.cmd_id is not None
+    wrong = execute(zone, order(zone, "solution_change"))  # a water change is a single-tank workflow
+    assert (wrong.decision, wrong.reason_code, wrong.action_required) == ("fail", "topology_mismatch", True), wrong
     expired = execute(zone, order(zone, "diagnostics", expires_in=-1))
     assert (expired.status, expired.decision, expired.reason_code) == ("failed", "fail", "task_expired"), expired
     assert http("POST", f"{zone.base_url}/api/v1/zones/{zone.zone_uid}/emergency-stop").status == 202
@@ -154,3 +156,13 @@ def test_lighting_switches_the_light_role_and_skips_what_is_already_done(plant_z
     assert not light.actions.is_on("light")
     bad = execute(zone, order(zone, "lighting", {"state": "on", "mode": "pwm"}))
     assert (bad.decision, bad.reason_code, bad.action_required) == ("fail", "invalid_payload", True), bad
+
+
+def test_solution_change_runs_the_water_change_of_a_single_tank_zone(plant_zone: ZoneFactory) -> None:
+    zone = plant_zone(plant=SINGLE_TANK_PLANT, node_types=SINGLE_TANK_TYPES, settings=SINGLE_TANK_SETTINGS)
+    outcome = execute(zone, order(zone, "solution_change"))
+    assert (outcome.status, outcome.decision, outcome.reason_code) == (
+        "completed", "run", "water_change_completed"), outcome
+    assert outcome.command_submitted and outcome.command_effect_confirmed and outcome.workflow_id is not None
+    assert zone.workflow(outcome.workflow_id)["type"] == "water_change"
+    assert set(zone.physics.pumps) == {"pump_main"}  # the recirculation pump back on, nothing else running
