@@ -24,6 +24,7 @@ from hydrovisor.broker import DeviceDirectory, EmbeddedBroker
 from hydrovisor.broker.errors import BrokerUnavailable
 from hydrovisor.broker.receipts import ReceiptBook
 from hydrovisor.chaos.engine import ChaosEngine, ChaosTargets
+from hydrovisor.commands.outage_stops import OutageStops
 from hydrovisor.commands.plane import CommandPlane, publish_counter
 from hydrovisor.commands.submit import CommandSubmitter
 from hydrovisor.commands.waiters import CommandWaiters
@@ -131,7 +132,8 @@ class Hydrovisor:
             system=system, kick_broker=broker.kick, end_kick=broker.end_kick, silence_node=router.silence,
             node_exists=lambda uid: nodes_view.get(uid) is not None,
             db_outage=self._db_outage if settings.database.url is None else None), control.incidents)
-        submitter = CommandSubmitter(db=db, control=control, zones=zones, plane=commands_plane, system=system)
+        submitter = CommandSubmitter(db=db, control=control, zones=zones, plane=commands_plane, system=system,
+                                     outage_stops=OutageStops(commands_plane, registry))
         services = Services(
             settings=settings, registry=registry, bridge=bridge, system=system, db=db, broker=broker,
             directory=directory, health=health,

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from hydrovisor.actors.command import Preload
+from hydrovisor.commands.outage_stops import OutageStops
 from hydrovisor.commands.plane import CommandPlane, default_timeout
 from hydrovisor.commands.spawn import StartQueued, start_command_actor
 from hydrovisor.commands.waiters import StatusNews
@@ -72,12 +73,13 @@ class CommandSubmitter:
     """See the module docstring. Loop-side; built once by the app."""
 
     def __init__(self, *, db: Database, control: SystemControl, zones: ZoneRuntime, plane: CommandPlane,
-                 system: ActorSystem) -> None:
+                 system: ActorSystem, outage_stops: OutageStops) -> None:
         self._db = db
         self._control = control
         self._zones = zones
         self._plane = plane
         self._system = system
+        self.outage_stops = outage_stops
 
     async def submit(self, body: SubmitRequest) -> Submission:
         """Store QUEUED, start the tracker, return once SENT is stored (or the same command again);
@@ -169,6 +171,7 @@ class CommandSubmitter:
                                 f"node {body.node_uid} is bound to {node.zone_uid}, not {body.zone_uid}")
         if body.channel not in SYSTEM_CHANNELS and channel_type != "ACTUATOR":
             raise SubmitRefused(400, "channel_not_actuator", f"{body.channel} is not an actuator channel of {node.uid}")
+        self.outage_stops.learn(node)
         return node
 
     async def _check_safety(self, body: SubmitRequest, node: NodeRecord) -> None:

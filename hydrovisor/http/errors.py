@@ -7,20 +7,16 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import asyncpg
 import msgspec
 from aiohttp import web
 
 from hydrovisor.http.keys import MAX_BODY_BYTES
-from hydrovisor.store.errors import DatabaseUnavailable
+from hydrovisor.store.errors import DB_DOWN
 
 log = logging.getLogger("hydrovisor.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# what a stopped, restarting or unreachable PostgreSQL looks like through asyncpg
-_DB_DOWN = (DatabaseUnavailable, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-            asyncpg.CannotConnectNowError, ConnectionError)
 
 _CODES = {
     400: "bad_request",
@@ -83,7 +79,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return json_response(error_body(exc.code, exc.message, **exc.extra), exc.status, exc.headers)
-    except _DB_DOWN as exc:
+    except DB_DOWN as exc:
         log.warning("database unavailable during %s %s: %s", request.method, request.path, exc,
                     extra={"event": "http_db_unavailable"})
         return json_response(error_body("db_unreachable", "the database is unreachable; retry shortly"), 503,

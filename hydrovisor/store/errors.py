@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncpg
+
 
 class StoreError(Exception):
     """Base class of every store error."""
@@ -34,3 +36,10 @@ class MigrationError(StoreError):
         super().__init__(message)
         self.code = code
         self.migration = migration
+
+
+DB_DOWN: tuple[type[BaseException], ...] = (
+    DatabaseUnavailable, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
+    OSError)
+"""What a stopped, restarting or unreachable PostgreSQL looks like through asyncpg (a refused TCP connection is
+a ``ConnectionError``, a vanished unix socket a ``FileNotFoundError``: both ``OSError``)."""

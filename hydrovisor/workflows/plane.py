@@ -18,6 +18,7 @@ import asyncpg
 from hydrovisor.commands.plane import DEFAULT_TIMEOUT_S, default_timeout
 from hydrovisor.commands.submit import CommandSubmitter, SubmitRefused, SubmitRequest
 from hydrovisor.store.database import Database
+from hydrovisor.store.errors import DB_DOWN
 from hydrovisor.store.repos import events, workflows
 from hydrovisor.store.repos.commands import CommandRecord
 from hydrovisor.store.repos.workflows import Progress, WorkflowRecord
@@ -47,11 +48,19 @@ class WorkflowPlane:
         return await workflows.save(self.db.pool, wf_id, progress)
 
     async def send(self, wf_id: str, progress: Progress, request: SubmitRequest, wait: bool) -> Sent:
-        """Write-ahead the command into the workflow's row, submit it, and (``wait``) await its terminal."""
-        await workflows.save(self.db.pool, wf_id, progress)
+        """Write-ahead the command into the workflow's row, submit it, and (``wait``) await its terminal.
+
+        A stop that cannot be stored because the database is unreachable is published at once without its
+        row (:class:`~hydrovisor.commands.outage_stops.OutageStops`), then the error is raised as before: the
+        workflow keeps sending it through the durable path until it is confirmed."""
         assert request.cmd_id is not None
         try:
+            await workflows.save(self.db.pool, wf_id, progress)
             submitted = await self.submitter.submit(request)
+        except DB_DOWN as exc:
+            await self.submitter.outage_stops.publish(request.cmd, request.params, node_uid=request.node_uid,
+                                                      channel=request.channel, reason=str(exc))
+            raise
         except SubmitRefused as exc:
             return Sent(cmd_id=request.cmd_id, status=None, refused=exc.code, reason_code=exc.extra.get("reason_code"),
                         message=exc.message)
