@@ -44,12 +44,16 @@ from hydrovisor.runtime.affinity import LoopAffinity
 from hydrovisor.runtime.bridge import Bridge
 from hydrovisor.runtime.loop_lag import LoopLagMonitor
 from hydrovisor.runtime.timers import TimerService
+from hydrovisor.scheduler.metrics import TaskMetrics
+from hydrovisor.scheduler.plane import SchedulerPlane
 from hydrovisor.services import Services
 from hydrovisor.store.database import Database
 from hydrovisor.store.embedded_pg import EmbeddedPostgres
 from hydrovisor.store.errors import StoreError
 from hydrovisor.store.migrations import apply_migrations
 from hydrovisor.supervisors import ActorSystem, ExitReason, PoolCollector, SupervisionError, TreeCollector
+from hydrovisor.tasks.executor import TaskExecutor
+from hydrovisor.tasks.leadership import Leadership
 from hydrovisor.tree import build_tree, root_flags
 from hydrovisor.workflows.plane import WorkflowPlane
 from hydrovisor.workflows.runtime import WorkflowRuntime
@@ -76,6 +80,7 @@ class Hydrovisor:
         self.services: Services | None = None
         self.http_port: int | None = None
         self._embedded: EmbeddedPostgres | None = None
+        self._dsn = ""  # the database's DSN once the store started (the scheduler's leadership connects with it)
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._exit_code = exitcodes.OK
@@ -134,16 +139,21 @@ class Hydrovisor:
             db_outage=self._db_outage if settings.database.url is None else None), control.incidents)
         submitter = CommandSubmitter(db=db, control=control, zones=zones, plane=commands_plane, system=system,
                                      outage_stops=OutageStops(commands_plane, registry))
+        workflows = WorkflowRuntime(system, WorkflowPlane(
+            db=db, clock=clock, submitter=submitter, hang_timeout=settings.supervision.hang_timeout), zones,
+            timezone=settings.timezone)
         services = Services(
             settings=settings, registry=registry, bridge=bridge, system=system, db=db, broker=broker,
             directory=directory, health=health,
             loop_lag=LoopLagMonitor(loop, settings.loop_lag_interval, registry), devices=plane,
             telemetry=telemetry_counters, writer_metrics=WriterMetrics(registry), commands=commands_plane,
             control=control, chaos=chaos, receipts=receipts, zone_plane=zone_plane, zones=zones,
-            submitter=submitter, workflows=WorkflowRuntime(system, WorkflowPlane(
-                db=db, clock=clock, submitter=submitter, hang_timeout=settings.supervision.hang_timeout), zones,
-                timezone=settings.timezone),
-            telemetry_store=TelemetryStore(lambda: db.pool, receipts, telemetry_counters))
+            submitter=submitter, workflows=workflows,
+            telemetry_store=TelemetryStore(lambda: db.pool, receipts, telemetry_counters),
+            scheduler=SchedulerPlane(
+                db=db, leadership=Leadership(lambda: self._dsn, registry),
+                executor=TaskExecutor(db=db, zones=zones, workflows=workflows, submitter=submitter),
+                metrics=TaskMetrics.register(registry), timezone=settings.timezone))
         self.services = services
         self._router = router
         broker.on_message = router.on_message
@@ -154,6 +164,7 @@ class Hydrovisor:
             await self._start_broker(broker)
             self._router.start()
             await self._start_tree(services)
+            await services.scheduler.leadership.start()  # contends for the dispatch lock in the background
             control.start()  # the tree is up: from now on a failing check is a real error
             await self._start_http(services, http_listener)
         except BaseException:
@@ -192,6 +203,7 @@ class Hydrovisor:
             if dsn is None:
                 self._embedded = EmbeddedPostgres(Path(self.settings.data_dir))
                 dsn = await asyncio.to_thread(self._embedded.start)
+            self._dsn = dsn
             cfg = self.settings.database
             await db.connect(dsn, min_size=cfg.pool_min, max_size=cfg.pool_max,
                              connect_timeout=cfg.connect_timeout)
@@ -248,6 +260,7 @@ class Hydrovisor:
             await services.broker.stop()
             if self._router is not None:
                 await self._router.stop()
+            await services.scheduler.leadership.stop()  # another instance may dispatch from now on
             await asyncio.to_thread(services.system.stop, self.settings.shutdown_timeout)
             await services.db.close()
             services.loop_lag.stop()

@@ -22,6 +22,7 @@ from hydrovisor.devices.telemetry_store import TelemetryStore
 from hydrovisor.process.control import SystemControl
 from hydrovisor.runtime.bridge import Bridge
 from hydrovisor.runtime.loop_lag import LoopLagMonitor
+from hydrovisor.scheduler.plane import SchedulerPlane
 from hydrovisor.store.database import Database
 from hydrovisor.store.repos.nodes import NodeRecord
 from hydrovisor.supervisors import ActorSystem
@@ -55,6 +56,7 @@ class Services:
     zones: ZoneRuntime
     submitter: CommandSubmitter  # the one command path (HTTP API, workflows)
     workflows: WorkflowRuntime
+    scheduler: SchedulerPlane  # tasks: planning, dispatch, recovery (leader only)
 
     def credentials_changed(self, node: NodeRecord, password_hash: str) -> None:
         """A node got new MQTT credentials: the broker accepts them from now on."""

@@ -18,6 +18,8 @@ from hydrovisor.devices.spawn import registered_nodes
 from hydrovisor.notifications.wiring import notifier_child
 from hydrovisor.process.infra_alerts import broker_alerts, database_alerts
 from hydrovisor.process.state_actor import SystemStateActor
+from hydrovisor.scheduler.actors import Cadence
+from hydrovisor.scheduler.spawn import scheduler_spec
 from hydrovisor.store.repos import telemetry
 from hydrovisor.supervisors import ChildSpec, SupervisorFlags, supervisor_spec
 from hydrovisor.zoneplane.spawn import registered_zones
@@ -81,4 +83,6 @@ def build_tree(
         supervisor_spec("zones", dynamic(sup.max_zones), lambda: registered_zones(services.zone_plane)),
         supervisor_spec("commands", dynamic(sup.max_commands),
                         lambda: open_command_specs(services.system, services.commands)),
+        scheduler_spec(services.system, services.scheduler, Cadence(), liveness_interval=sup.liveness_interval,
+                       hang_timeout=sup.hang_timeout),  # last up: it starts work in zones and commands
     ]

@@ -50,12 +50,15 @@ ChangeCallback = Callable[[bool, int], None]
 class Leadership:
     """See the module docstring. Create, :meth:`on_change`, :meth:`start`; :meth:`stop` releases the lock."""
 
-    def __init__(self, dsn: str, registry: CollectorRegistry, *, retry_s: float = 2.0, check_s: float = 1.0,
+    def __init__(self, dsn: str | Callable[[], str], registry: CollectorRegistry, *, retry_s: float = 2.0,
+                 check_s: float = 1.0,
                  check_timeout_s: float = 1.0, connect_timeout_s: float = 5.0,
                  key: int = LEADER_LOCK_KEY) -> None:
         if min(retry_s, check_s, check_timeout_s, connect_timeout_s) <= 0:
             raise ValueError("leadership intervals and timeouts must be positive")
-        self._dsn = dsn  # never logged: it may carry a password
+        # never logged: it may carry a password; a callable is read at each connect (the embedded server's DSN
+        # is known only once it runs)
+        self._dsn = dsn
         self._retry_s = retry_s
         self._check_s = check_s
         self._check_timeout_s = check_timeout_s
@@ -154,7 +157,7 @@ class Leadership:
             return conn
         self._drop()
         conn = await asyncpg.connect(
-            self._dsn, timeout=self._connect_timeout_s, statement_cache_size=0,
+            self._dsn() if callable(self._dsn) else self._dsn, timeout=self._connect_timeout_s, statement_cache_size=0,
             server_settings={"application_name": LEADER_APPLICATION_NAME,
                              # the server bounds the check too, not only the client
                              "statement_timeout": str(max(1, round(self._check_timeout_s * 1000)))})
