@@ -39,7 +39,9 @@ from _campaign import Campaign, CampaignConfig, render
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a short run (~1 min): 3 zones, ~150 simulated minutes")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run (~25 s): 3 zones, ~20 simulated minutes, no kill or outage (the short "
+                             "campaign with both is tests/workflows/test_fault_campaign.py)")
     parser.add_argument("--seed", type=int, default=None, help="replay a run (default: a fresh random seed)")
     parser.add_argument("--minutes", type=float, default=None, help="simulated minutes to cover, summed over zones")
     parser.add_argument("--zones", type=int, default=None, help="zones (default 6; quick 3)")
@@ -66,12 +68,12 @@ def main() -> int:
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2**31)
     zones = args.zones or (3 if args.quick else 6)
     scale = args.scale or (40.0 if args.quick else 60.0)
-    minutes = args.minutes or (zones * scale * 45 / 60 if args.quick else 2000.0)
+    minutes = args.minutes or (zones * scale * 10 / 60 if args.quick else 2000.0)
     config = CampaignConfig(
         seed=seed, zones=zones, scale=scale, minutes=minutes,
         command_timeout_s=args.command_timeout if args.command_timeout > 0 else None,
-        kills=args.kills if args.kills is not None else (1 if args.quick else None),
-        db_outages=args.db_outages if args.db_outages is not None else (1 if args.quick else None),
+        kills=args.kills if args.kills is not None else (0 if args.quick else None),
+        db_outages=args.db_outages if args.db_outages is not None else (0 if args.quick else None),
         telemetry_interval_s=args.telemetry, end_wait_s=args.end_wait, keep=args.keep,
         server_log_level=args.server_log_level, grace_real_s=args.grace, progress=lambda line: print(line, flush=True))
     load = os.getloadavg()
