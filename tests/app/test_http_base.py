@@ -10,7 +10,7 @@ from hydrovisor.runtime.affinity import LoopAffinityError
 from tests.app.conftest import Running
 from tests.helpers import http, wait_until
 
-TOP_LEVEL = ["/system", "/store", "/broker", "/nodes", "/zones", "/commands"]
+TOP_LEVEL = ["/system", "/store", "/broker", "/nodes", "/zones", "/commands", "/scheduler"]
 
 
 def test_live_and_ready_report_every_component(instance: Running) -> None:
@@ -74,7 +74,8 @@ def test_metrics_expose_tree_loop_and_process(instance: Running) -> None:
     text = http("GET", instance.base_url + "/metrics").raw.decode()
     # workers: system state, chaos worker, db_health, telemetry_writer, rollups, notifier, broker_health
     assert 'hydrovisor_actors{execution="thread",kind="worker",state="running"} 7.0' in text
-    assert 'hydrovisor_actors{execution="thread",kind="supervisor",state="running"} 7.0' in text
+    # supervisors: the root, system, store, broker, nodes, zones, commands, scheduler, scheduler/tasks
+    assert 'hydrovisor_actors{execution="thread",kind="supervisor",state="running"} 9.0' in text
     assert 'hydrovisor_pool_workers{kind="core"} 4.0' in text
     assert 'hydrovisor_system_state{state="RUNNING"} 1.0' in text
     assert "hydrovisor_loop_heartbeat_age_seconds" in text
