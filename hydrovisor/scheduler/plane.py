@@ -108,6 +108,11 @@ class SchedulerPlane:
                 created += new
             if plan.skipped:
                 await self._skipped_event(uid, plan.skipped)
+            if not plan.requests and not plan.skipped:
+                # nothing handled: the stored cursor may lag (a schedule enabled later starts from its
+                # settings version, never from that old cursor), one write per zone per step is saved
+                self._cursors[uid] = plan.cursor
+                continue
             if not self.leading(epoch):
                 return created
             self._cursors[uid] = await tasks.set_cursor(pool, uid, CURSOR_KIND, plan.cursor)
