@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ import pytest
 
 from hydrovisor.runtime.loop_thread import LoopThread
 from hydrovisor.sim import Faults
+from tests.app.conftest import Running
 from tests.helpers import http, wait_until
 from tests.scheduler.server import LightZone, Server, db_dsn, fetch, post_task, spawn_ready, tail
 
@@ -233,3 +234,143 @@ def test_kill_9_a_resumed_task_is_not_actuated_twice(kill_run: KillRun) -> None:
         row = run.final[cid]
         assert (row["status"], row["reason_code"]) in {("completed", "lighting_done"),
                                                        ("failed", "task_recovered_after_restart")}, (row, summary)
+
+
+@pytest.mark.slow
+def test_running_tasks_left_by_a_dead_process_are_resumed_or_failed_after_restart(server: Server,
+                                                                                  loop: LoopThread) -> None:
+    """Six tasks accepted far ahead of their due time; the server is killed and, in its database, three are made
+    ``running`` and alive (as if claimed by the dead process before it sent anything) and three ``running`` and
+    expired. After the restart: the alive ones are resumed and complete (their command sent once), the expired ones
+    are failed ``task_recovered_after_restart`` without a command, and the recoveries are counted."""
+    zone = LightZone(loop, server.base_url, server.mqtt_port, "zn-recover")
+    zone.start()
+    try:
+        posted = [post_task(server.base_url, zone.zone_uid, "lighting",
+                            {"state": "on", "mode": "pwm", "pwm_level": 20 + i}, due_in=3600.0, expires_in=7200.0)
+                  for i in range(6)]
+        alive, dead = [t["id"] for t in posted[:3]], [t["id"] for t in posted[3:]]
+        server.kill9()
+        dsn = db_dsn(server.data_dir)
+        now = dt.datetime.now(dt.UTC)
+        asyncio.run(fetch(dsn, "UPDATE tasks SET status = 'running', due_at = $2, started_at = $2 "
+                               "WHERE id = ANY($1::text[])", alive, now - dt.timedelta(seconds=5)))
+        asyncio.run(fetch(dsn, "UPDATE tasks SET status = 'running', due_at = $2, started_at = $3, expires_at = $4 "
+                               "WHERE id = ANY($1::text[])", dead, now - dt.timedelta(seconds=60),
+                          now - dt.timedelta(seconds=50), now - dt.timedelta(seconds=10)))
+        restart_s = spawn_ready(server)
+        final = {r["id"]: r for r in all_terminal(dsn, zone.zone_uid, timeout=30)}
+        commands = commands_of(dsn, zone.zone_uid)
+        recoveries = metric(server.base_url, "hydrovisor_task_recoveries_total")  # counters restart at zero
+        summary = (f"final {[(r['status'], r['reason_code']) for r in final.values()]}; commands {commands}; "
+                   f"executed {dict(zone.executed)}; recoveries {recoveries}; restart {restart_s:.1f} s")
+        print(summary)
+        assert len(final) == 6, summary  # no retry: every resumed task found its node online
+        for task_id in alive:
+            row = final[task_id]
+            assert (row["status"], row["reason_code"]) == ("completed", "lighting_done"), (row, summary)
+            assert zone.executed[row["cmd_id"]] == 1 and zone.delivered[row["cmd_id"]] == 1, (row, summary)
+        for task_id in dead:
+            row = final[task_id]
+            assert (row["status"], row["reason_code"]) == ("failed", "task_recovered_after_restart"), (row, summary)
+            assert row["cmd_id"] is None, (row, summary)
+        assert sorted(c["trace_id"] for c in commands) == sorted(final[i]["correlation_id"] for i in alive), summary
+        assert recoveries == {'{outcome="resumed"}': 3.0, '{outcome="failed"}': 3.0}, summary
+    except BaseException:
+        print(tail(server))
+        raise
+    finally:
+        zone.stop()
+
+
+# -- two instances on one database -------------------------------------------------------------------------
+
+
+def leader_gauge(instance: Running) -> float:
+    return metric(instance.base_url, "hydrovisor_scheduler_leader")[""]
+
+
+def terminals(instance: Running) -> float:
+    """Tasks this instance's scheduler finalised (its own registry)."""
+    return sum(metric(instance.base_url, "hydrovisor_tasks_terminal_total").values())
+
+
+def the_leader(instances: list[Running], timeout: float = 10.0) -> tuple[Running, Running]:
+    """(leader, follower) once exactly one gauge is 1 and the other 0."""
+    def one() -> tuple[Running, Running] | None:
+        gauges = [leader_gauge(i) for i in instances]
+        if sorted(gauges) != [0.0, 1.0]:
+            return None
+        return (instances[0], instances[1]) if gauges[0] == 1.0 else (instances[1], instances[0])
+    found: tuple[Running, Running] = wait_until(one, timeout=timeout, interval=0.05, what="exactly one leader")
+    return found
+
+
+def post_ventilation(instance: Running, zone_uid: str, count: int, due_in: float) -> list[str]:
+    """``count`` ventilation tasks (no zone has a fan role: each ends failed ``no_device_for_task`` at once, an
+    execution with no node needed, so it shows which instance ran it); their ids."""
+    return [post_task(instance.base_url, zone_uid, "ventilation", {"state": "on"}, due_in=due_in,
+                      expires_in=120.0)["id"] for _ in range(count)]
+
+
+def executions(dsn: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Per task: its status, reason and how many times it was claimed (``running`` events of its timeline)."""
+    rows = asyncio.run(fetch(dsn, "SELECT t.id, t.status, t.reason_code, (SELECT count(*) FROM task_events e "
+                                  "WHERE e.task_id = t.id AND e.type = 'running') AS claims FROM tasks t "
+                                  "WHERE t.id = ANY($1::text[])", ids))
+    return {r["id"]: r for r in rows}
+
+
+def executed_once(dsn: str, ids: list[str], timeout: float = 15.0) -> dict[str, dict[str, Any]]:
+    def done() -> dict[str, dict[str, Any]] | None:
+        found = executions(dsn, ids)
+        return found if len(found) == len(ids) and all(r["status"] in TERMINAL for r in found.values()) else None
+    found: dict[str, dict[str, Any]] = wait_until(done, timeout=timeout, interval=0.1, what="the tasks terminal")
+    wrong = {i: r for i, r in found.items() if (r["status"], r["reason_code"], r["claims"]) !=
+             ("failed", "no_device_for_task", 1)}
+    assert not wrong, f"not executed exactly once: {wrong}"
+    return found
+
+
+@pytest.mark.slow
+def test_two_instances_on_one_database_dispatch_through_one_leader_and_the_other_takes_over(
+        start_app: Callable[..., Running], pg_dsn: str) -> None:
+    instances = [start_app(), start_app()]
+    leader, follower = the_leader(instances)
+    http("POST", leader.base_url + "/api/v1/greenhouses", body={"uid": "gh-2i", "name": "gh-2i"})
+    reply = http("POST", leader.base_url + "/api/v1/zones", body={"greenhouse_uid": "gh-2i", "uid": "zn-2i",
+                                                                   "name": "zn-2i", "settings": {}})
+    assert reply.status == 201, reply.raw
+
+    # posted to either instance, executed exactly once, by the leader
+    first = post_ventilation(leader, "zn-2i", 10, 0.3) + post_ventilation(follower, "zn-2i", 10, 0.3)
+    executed_once(pg_dsn, first)
+    assert (terminals(leader), terminals(follower)) == (20.0, 0.0)
+    assert (leader_gauge(leader), leader_gauge(follower)) == (1.0, 0.0)
+
+    # the leader's lock session killed from the server: leadership lost at once, then exactly one leader again
+    # (either instance: the old leader contends again at once, the other every retry_s)
+    lock_pids = asyncio.run(fetch(pg_dsn, "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                                          "WHERE l.locktype = 'advisory' AND l.granted "
+                                          "AND a.application_name = 'hydrovisor-leader'"))
+    assert len(lock_pids) == 1, lock_pids
+    lost_before = metric(leader.base_url, "hydrovisor_scheduler_leadership_changes_total")['{change="lost"}']
+    asyncio.run(fetch(pg_dsn, "SELECT pg_terminate_backend($1)", lock_pids[0]["pid"]))
+    wait_until(lambda: metric(leader.base_url, "hydrovisor_scheduler_leadership_changes_total")['{change="lost"}']
+               > lost_before, timeout=5, interval=0.05, what="the leader noticing its lock session gone")
+    leader, follower = the_leader(instances)
+    second = post_ventilation(follower, "zn-2i", 10, 0.3)
+    executed_once(pg_dsn, second)
+
+    # the leader stopped with work pending: the other takes over within a few seconds and runs the rest once
+    before = terminals(follower)
+    pending = post_ventilation(follower, "zn-2i", 10, 1.5) + post_ventilation(leader, "zn-2i", 10, 1.5)
+    stopped = time.monotonic()
+    leader.loop.run(leader.app.stop())
+    wait_until(lambda: leader_gauge(follower) == 1.0, timeout=10, interval=0.05, what="the follower taking over")
+    takeover_s = time.monotonic() - stopped
+    executed_once(pg_dsn, pending)
+    print(f"takeover after the leader stopped: {takeover_s:.2f} s; the new leader finalised "
+          f"{terminals(follower) - before:.0f} of {len(pending)} pending tasks")
+    assert terminals(follower) - before == len(pending)
+    assert takeover_s < 5.0
