@@ -123,7 +123,8 @@ class KillRun:
         return (f"posted {len(self.posted)}, rows {len(self.final)} (retries {retries}); at the kill: running "
                 f"{len(running)}, accepted {sum(1 for t in self.at_kill.values() if t['status'] == 'accepted')}; "
                 f"final outcomes {dict(outcomes)}; recoveries metric {self.recoveries}; commands: rows "
-                f"{len(self.commands)}, delivered {sum(self.delivered.values())} ({len(self.delivered)} ids), "
+                f"{len(self.commands)} {dict(Counter(c['status'] for c in self.commands))}, "
+                f"delivered {sum(self.delivered.values())} ({len(self.delivered)} ids), "
                 f"executed {sum(self.executed.values())} ({len(self.executed)} ids); roots actuated under two "
                 f"cmd_ids {len(twice)}; timings {self.timings}")
 
@@ -226,6 +227,13 @@ def test_kill_9_during_dispatch_loses_no_task_and_resumes_or_fails_the_running_o
     "executor.command_outcome maps TIMEOUT to decision=retry (RETRY_STATUSES): a retry task <root>:retry1 sends a "
     "new cmd_id and the node actuates the task a second time"))
 def test_kill_9_a_resumed_task_is_not_actuated_twice(kill_run: KillRun) -> None:
+    """A task running at the kill has its command out and acted on by the node, whose DONE goes to a dead broker.
+    Resumed after the restart it finds its command (same cmd_id, not published again: right) SENT; the adopted
+    command actor (``hydrovisor/actors/command.py``: "a SENT/ACK command is never published again") stores TIMEOUT
+    at its deadline; ``command_outcome`` (``hydrovisor/tasks/executor.py``, ``RETRY_STATUSES``) makes that
+    ``failed``/``retry`` ``command_timeout``, and ``plane.run`` creates ``<root>:retry1``, whose new cmd_id the
+    node executes again: one task, two actuations (and the scheduler's docstring promises "resuming never
+    actuates twice")."""
     run = kill_run
     summary = run.summary()
     twice = {r: sorted(ids) for r, ids in run.actuated_roots().items() if len(ids) > 1}
@@ -355,10 +363,15 @@ def test_two_instances_on_one_database_dispatch_through_one_leader_and_the_other
                                           "AND a.application_name = 'hydrovisor-leader'"))
     assert len(lock_pids) == 1, lock_pids
     lost_before = metric(leader.base_url, "hydrovisor_scheduler_leadership_changes_total")['{change="lost"}']
+    killed = time.monotonic()
     asyncio.run(fetch(pg_dsn, "SELECT pg_terminate_backend($1)", lock_pids[0]["pid"]))
     wait_until(lambda: metric(leader.base_url, "hydrovisor_scheduler_leadership_changes_total")['{change="lost"}']
                > lost_before, timeout=5, interval=0.05, what="the leader noticing its lock session gone")
+    lost_s = time.monotonic() - killed
+    old_leader = leader
     leader, follower = the_leader(instances)
+    print(f"lock session killed: loss noticed within {lost_s:.2f} s, leader again after "
+          f"{time.monotonic() - killed:.2f} s ({'the same' if leader is old_leader else 'the other'} instance)")
     second = post_ventilation(follower, "zn-2i", 10, 0.3)
     executed_once(pg_dsn, second)
 
