@@ -336,10 +336,12 @@ def _epoch(value: float | None) -> dt.datetime | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--zones", type=int, default=None, help="zones (default 1000; quick 5)")
-    parser.add_argument("--minutes", type=float, default=None, help="measured minutes (default 3; quick 0.15)")
+    parser.add_argument("--minutes", type=float, default=None, help="measured minutes (default 3; quick 0.1)")
+    parser.add_argument("--max-running", type=int, default=None,
+                        help="what-if: the dispatcher's cap on running tasks (Cadence.max_running, default 200)")
     args = parse_args(__doc__ or "", parser)
     args.zones = args.zones or (5 if args.quick else 1000)
-    args.minutes = args.minutes if args.minutes is not None else (0.15 if args.quick else 3.0)
+    args.minutes = args.minutes if args.minutes is not None else (0.1 if args.quick else 3.0)
     header(f"scheduler: {args.zones} zones, a lighting change due every minute in each, for {args.minutes:g} min",
            args.quick)
     route_logs_to_devnull()
@@ -347,6 +349,14 @@ def main() -> None:
 
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    if args.max_running is not None:
+        import functools  # noqa: PLC0415
+
+        from hydrovisor import tree  # noqa: PLC0415
+        from hydrovisor.scheduler.actors import Cadence  # noqa: PLC0415
+
+        tree.Cadence = functools.partial(Cadence, max_running=args.max_running)  # type: ignore[attr-defined,assignment]
+        print(f"   what-if: Cadence.max_running = {args.max_running} (default {Cadence().max_running})")
     probe = Probe()
     probe.install()
     report(run(args, probe), probe, args)

@@ -50,3 +50,14 @@ def test_ingest_runs_without_mosquitto(runs: Runs) -> None:
     assert "only the python pipelining publisher ran" in result.stdout
     assert "python -> hydrovisor: acked / stored / lost" in result.stdout
     assert "mosquitto_pub ->" not in result.stdout
+
+
+@pytest.mark.slow
+def test_scheduler_benchmark_dispatches_and_executes_nothing_twice(runs: Runs) -> None:
+    """The scheduler benchmark's quick run (5 zones, 6 s) plans, dispatches and stores its lighting tasks, each
+    executed once (its zones have no light node: ``no_device_for_task``)."""
+    result = runs[("scheduler",)].result(timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "failed/fail/no_device_for_task" in result.stdout
+    twice = next(line for line in result.stdout.splitlines() if line.startswith("tasks executed twice"))
+    assert twice.split()[-3:] == ["0", "0", "ok"], twice
