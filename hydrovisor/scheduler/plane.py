@@ -66,6 +66,7 @@ class SchedulerPlane:
     owned: set[str] = field(default_factory=set)  # ids of the tasks this process runs now
     _zones: dict[str, _Zone] = field(default_factory=dict)
     _cursors: dict[str, dt.datetime] = field(default_factory=dict)
+    _cursor_keys: dict[str, str] = field(default_factory=dict)  # a step cut inside an instant: after this key
     _planned_epoch: int = -1
     _recovered_epoch: int = -1
     _last_sweep: dt.datetime | None = None
@@ -86,6 +87,7 @@ class SchedulerPlane:
         if self._planned_epoch != epoch:  # a new term: another leader may have moved the cursors meanwhile
             rows = await pool.fetch("SELECT zone_uid, cursor FROM schedule_cursors WHERE kind = $1", CURSOR_KIND)
             self._cursors = {row["zone_uid"]: row["cursor"] for row in rows}
+            self._cursor_keys = {}
             self._planned_epoch = epoch
         await self._refresh_settings()
         now = self.clock()
@@ -97,7 +99,9 @@ class SchedulerPlane:
             if settings is None or (cursor is not None and cursor - now > self.lookahead / 2):
                 continue
             after = max(cursor, zone.since) if cursor is not None else None
-            plan = plan_zone(uid, settings, tz, after, now, lookahead=self.lookahead, grace=self.grace)
+            key = self._cursor_keys.pop(uid, None) if after == cursor else None
+            plan = plan_zone(uid, settings, tz, after, now, lookahead=self.lookahead, grace=self.grace,
+                             cursor_key=key)
             for request in plan.requests:
                 if not self.leading(epoch):
                     return created
@@ -108,14 +112,16 @@ class SchedulerPlane:
                 created += new
             if plan.skipped:
                 await self._skipped_event(uid, plan.skipped)
+            self._cursors[uid] = plan.cursor
+            if plan.cursor_key is not None:
+                self._cursor_keys[uid] = plan.cursor_key
             if not plan.requests and not plan.skipped:
                 # nothing handled: the stored cursor may lag (a schedule enabled later starts from its
                 # settings version, never from that old cursor), one write per zone per step is saved
-                self._cursors[uid] = plan.cursor
                 continue
             if not self.leading(epoch):
                 return created
-            self._cursors[uid] = await tasks.set_cursor(pool, uid, CURSOR_KIND, plan.cursor)
+            await tasks.set_cursor(pool, uid, CURSOR_KIND, plan.stored_cursor)
         return created
 
     async def _refresh_settings(self) -> None:

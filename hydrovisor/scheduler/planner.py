@@ -12,9 +12,10 @@ step looks at the occurrences after the cursor up to ``now + lookahead``:
 
 Every request's correlation id is the occurrence's key: enqueueing one twice (a step repeated after a
 crash, two leaders for a moment) names the same task, so nothing runs twice. When the per-step dispatch
-limit cuts the past short, the cursor stops just before the last handled instant (the rest of that instant
-is handled next step; what was handled is requested again and found by its key) and nothing ahead is
-requested yet.
+limit cuts the past short, nothing ahead is requested yet and the cursor stops at the last occurrence handled
+(its instant and key: the next step continues right after it, even inside one instant); it is stored just
+before that instant, so a restarted planner requests the instant's handled occurrences again and finds them
+by their keys.
 
 Water changes are not planned here: the zone's water cycle (``hydrovisor.workflows.water_cycle``) triggers
 them from the age of the solution, which a fixed calendar cannot know; planning them here too would start
@@ -28,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from hydrovisor.scheduler.catchup import Skipped, select_due
+from hydrovisor.scheduler.catchup import Cursor, Skipped, query_after, select_due
 from hydrovisor.scheduler.occurrences import Occurrence, occurrences
 from hydrovisor.tasks.contract import TaskRequest, TaskType
 from hydrovisor.zones.settings import ZoneSettings
@@ -38,22 +39,33 @@ _JUST_BEFORE = dt.timedelta(microseconds=1)
 
 
 class ZonePlan(msgspec.Struct, frozen=True, kw_only=True):
-    """What one step decided for a zone."""
+    """What one step decided for a zone. ``cursor_key``: set when the limit cut the step inside an instant (the
+    last occurrence handled at ``cursor``): the next step continues after it, not at the instant's start."""
 
     requests: list[TaskRequest]
     skipped: list[Skipped]
     cursor: dt.datetime
+    cursor_key: str | None = None
     caught_up: bool  # False: the dispatch limit cut the past short, plan again at once
+
+    @property
+    def stored_cursor(self) -> dt.datetime:
+        """The cursor as stored (an instant only): just before a cut instant, whose handled occurrences a restarted
+        planner requests again and finds by their keys."""
+        return self.cursor - _JUST_BEFORE if self.cursor_key is not None else self.cursor
 
 
 def plan_zone(zone_uid: str, settings: ZoneSettings, tz: ZoneInfo, cursor: dt.datetime | None, now: dt.datetime,
-              *, lookahead: dt.timedelta, grace: dt.timedelta) -> ZonePlan:
-    """The step for ``zone_uid`` at ``now`` (aware UTC). A zone never planned (``cursor`` None) starts
-    ``grace`` before now: there is nothing to catch up for a schedule that did not exist."""
+              *, lookahead: dt.timedelta, grace: dt.timedelta, cursor_key: str | None = None) -> ZonePlan:
+    """The step for ``zone_uid`` at ``now`` (aware UTC) after ``cursor`` (and, within its instant, after
+    ``cursor_key``). A zone never planned (``cursor`` None) starts ``grace`` before now: there is nothing to
+    catch up for a schedule that did not exist."""
     after = cursor if cursor is not None else now - grace
+    within = Cursor(due_at=after, key=cursor_key) if cursor_key is not None else None
     horizon = now + lookahead
-    found = [item for item in occurrences(zone_uid, settings, tz, after, horizon) if item.kind not in UNPLANNED_KINDS]
-    past = [item for item in found if item.due_at <= now]
+    found = [item for item in occurrences(zone_uid, settings, tz, query_after(within) if within else after, horizon)
+             if item.kind not in UNPLANNED_KINDS]
+    past = [item for item in found if item.due_at <= now and (within is None or _after(item, within))]
     ahead = [item for item in found if item.due_at > now]
     limits = settings.scheduler
     chosen = select_due(past, now, limits.catch_up, grace.total_seconds(), limits.max_dispatch_per_cycle)
@@ -61,10 +73,14 @@ def plan_zone(zone_uid: str, settings: ZoneSettings, tz: ZoneInfo, cursor: dt.da
     handled = len(chosen.dispatch) + len(chosen.skipped)
     if handled < len(past):
         assert chosen.cursor is not None  # a limit was hit, so something was handled
-        return ZonePlan(requests=requests, skipped=chosen.skipped, cursor=chosen.cursor.due_at - _JUST_BEFORE,
-                        caught_up=False)
+        return ZonePlan(requests=requests, skipped=chosen.skipped, cursor=chosen.cursor.due_at,
+                        cursor_key=chosen.cursor.key, caught_up=False)
     requests += [_ahead(zone_uid, item) for item in ahead]
     return ZonePlan(requests=requests, skipped=chosen.skipped, cursor=horizon, caught_up=True)
+
+
+def _after(item: Occurrence, cursor: Cursor) -> bool:
+    return (item.due_at, item.key) > (cursor.due_at, cursor.key)
 
 
 def _late(zone_uid: str, item: Occurrence, now: dt.datetime) -> TaskRequest:

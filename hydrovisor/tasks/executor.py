@@ -29,7 +29,8 @@ Outcome rules (DOMAIN §5), chosen for an operator who must trust the numbers:
   ``two_tank_startup``), so retries would only knock on the gate again.
 - Transient conditions are ``decision=retry`` (the dispatcher schedules a retry task): node offline, stale level
   readings, the zone actor restarting, another workflow running in the zone, SAFE_MODE, the database or broker
-  unavailable, a command answered TIMEOUT / SEND_FAILED / BUSY, a workflow that failed before it actuated anything
+  unavailable, a command answered SEND_FAILED / BUSY (a read-only one also TIMEOUT), a workflow that failed before
+  it actuated anything
   because its state probe went unanswered.
 - A workflow that fails after it actuated something is ``fail`` with ``action_required`` (its compensating stop
   ran; what is left — low solution, a stop not confirmed — needs a person); one an operator cancelled is ``fail``
@@ -98,7 +99,8 @@ NO_DEVICE_TYPES = frozenset({"ventilation", "mist"})
 TRANSIENT_REFUSALS = frozenset({safety.NODE_OFFLINE, safety.TANK_LEVEL_STALE, "zone_unavailable", "zone_not_ready"})
 # the submitter's refusals that mean "not now" rather than "never"
 TRANSIENT_SUBMIT_CODES = frozenset({"safe_mode_active", "too_many_commands", "command_send_failed"})
-# terminal command statuses worth another attempt: nothing happened, or the node was busy
+# terminal command statuses worth another attempt: nothing happened, the node was busy, or (read-only commands
+# only) no answer came
 RETRY_STATUSES = frozenset({"TIMEOUT", "SEND_FAILED", "BUSY"})
 # statuses of a command that never reached the broker
 UNSENT_STATUSES = frozenset({"QUEUED", "SEND_FAILED"})
@@ -414,6 +416,11 @@ def command_outcome(row: CommandRecord, task_type: str) -> TaskOutcome:
     if not row.terminal:
         return _fail("task_deadline_exceeded", f"{target} still {status} at expires_at", **fields)
     detail = f"{target}: {status}" + (f" ({row.error_code})" if row.error_code else "")
+    if status == "TIMEOUT" and row.cmd not in safety.READ_ONLY:
+        # the command reached the broker and no answer came: the node may well have done it (a reply lost with a
+        # killed server is the usual case). A retry is a new command: it would actuate a second time
+        return _fail("command_outcome_unknown", f"{detail}: the node may have acted; check before running it again",
+                     error_code=row.error_code or "command_timeout", action_required=True, **fields)
     if status in RETRY_STATUSES:
         return _retry(f"command_{status.lower()}", detail, error_code=row.error_code or status.lower(), **fields)
     # NO_EFFECT, ERROR, INVALID: the node did not do it and saying it again will not change that;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from hydrovisor.store.repos.commands import CommandRecord
@@ -30,7 +31,8 @@ def workflow(status: str, reason: str | None, commands: list[tuple[str, str | No
 @pytest.mark.parametrize(("status", "expected"), [
     # status, (task status, decision, reason, action_required, submitted, confirmed)
     ("DONE", ("completed", "run", "lighting_done", False, True, True)),
-    ("TIMEOUT", ("failed", "retry", "command_timeout", False, True, False)),
+    # no answer to an actuation: it may have happened, a retry (a new command) would do it twice
+    ("TIMEOUT", ("failed", "fail", "command_outcome_unknown", True, True, False)),
     ("SEND_FAILED", ("failed", "retry", "command_send_failed", False, False, False)),
     ("BUSY", ("failed", "retry", "command_busy", False, True, False)),
     ("NO_EFFECT", ("failed", "fail", "command_no_effect", False, True, False)),
@@ -42,6 +44,12 @@ def test_a_commands_terminal_decides_the_outcome(status: str, expected: tuple[An
     outcome = command_outcome(row(status), "lighting")
     assert (outcome.status, outcome.decision, outcome.reason_code, outcome.action_required,
             outcome.command_submitted, outcome.command_effect_confirmed) == expected, outcome
+
+
+def test_an_unanswered_read_only_command_is_simply_asked_again() -> None:
+    probe = msgspec.structs.replace(row("TIMEOUT"), cmd="state", params={})
+    outcome = command_outcome(probe, "diagnostics")
+    assert (outcome.status, outcome.decision, outcome.reason_code) == ("failed", "retry", "command_timeout"), outcome
 
 
 @pytest.mark.parametrize(("record", "expected"), [
