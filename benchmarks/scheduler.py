@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+import shutil
 import sys
 import tempfile
 import threading
@@ -66,7 +67,7 @@ class Probe:
     """Durations of the scheduler's steps and the executor's starts, recorded by wrappers (loop thread)."""
 
     steps: dict[str, list[float]] = field(default_factory=lambda: {"plan": [], "enqueue": [], "due_tasks": [],
-                                                                    "dispatch": [], "run": []})
+                                                                    "dispatch": [], "dispatch_step": [], "run": []})
     claimed: list[int] = field(default_factory=list)  # tasks per due_tasks call
     executed: Counter[str] = field(default_factory=Counter)  # correlation id -> execute() calls
     exec_started: dict[str, float] = field(default_factory=dict)  # correlation id -> first execute(), epoch s
@@ -74,7 +75,8 @@ class Probe:
 
     def install(self) -> None:
         """Wrap the measured functions (before the instance starts, so every call goes through them)."""
-        from hydrovisor.scheduler.plane import SchedulerPlane  # noqa: PLC0415 - imported after logging setup
+        from hydrovisor.scheduler.actors import DispatcherActor  # noqa: PLC0415 - imported after logging setup
+        from hydrovisor.scheduler.plane import SchedulerPlane  # noqa: PLC0415
         from hydrovisor.store.repos import tasks  # noqa: PLC0415
         from hydrovisor.tasks.executor import TaskExecutor  # noqa: PLC0415
 
@@ -95,6 +97,8 @@ class Probe:
         SchedulerPlane.plan = timed("plan", SchedulerPlane.plan)  # type: ignore[method-assign]
         SchedulerPlane.dispatch = timed("dispatch", SchedulerPlane.dispatch)  # type: ignore[method-assign]
         SchedulerPlane.run = timed("run", SchedulerPlane.run)  # type: ignore[method-assign]
+        # the dispatcher's whole step: plane.dispatch, then one StartChild ask per claimed task, in turn
+        DispatcherActor._dispatch = timed("dispatch_step", DispatcherActor._dispatch)  # type: ignore[method-assign]
         # plane.py calls them as ``tasks.enqueue`` / ``tasks.due_tasks``: patching the module attribute is enough
         tasks.enqueue = timed("enqueue", tasks.enqueue)
         tasks.due_tasks = timed("due_tasks", tasks.due_tasks,
@@ -224,6 +228,10 @@ def run(args: argparse.Namespace, probe: Probe) -> Result:
             res.running_at.setdefault(row["task_id"], row["at"])
         res.rows_per_correlation = int(instance.sql(
             "SELECT count(*) FROM (SELECT correlation_id FROM tasks GROUP BY 1 HAVING count(*) > 1) d"))
+    if args.keep:
+        print(f"   data dir kept: {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return res
 
 
@@ -274,6 +282,8 @@ def report(res: Result, probe: Probe, args: argparse.Namespace) -> None:
         Row("zones x minute boundaries in the window", f"{res.zones} x {boundaries} = {expected} occurrences"),
         Row("tasks planned (rows): all / due in the window, planned ahead / planned late (first step)",
             f"{len(res.tasks)} / {len(ahead)} / {len(late)}"),
+        Row("occurrences in the window planned late (a zone's planning step came after them)",
+            f"{sum(1 for t in late if start <= t['scheduled_for'] <= end)}"),
         Row("tasks dispatched (started_at set), all", f"{len(dispatched)}"),
         Row("tasks by status (all)", ", ".join(f"{k} {v}" for k, v in sorted(by_status.items()))),
         Row("terminal by status/decision/reason", "; ".join(f"{k} {v}" for k, v in sorted(by_outcome.items()))),
@@ -320,6 +330,8 @@ def report(res: Result, probe: Probe, args: argparse.Namespace) -> None:
         _steps_row("tasks.enqueue (one per requested task)", probe.steps["enqueue"], wall),
         _steps_row("SchedulerPlane.dispatch (expire + recover + claim)", probe.steps["dispatch"], wall),
         _steps_row("tasks.due_tasks (claim + a 'running' entry per task)", probe.steps["due_tasks"], wall),
+        _steps_row("DispatcherActor._dispatch (the above + a StartChild ask per task)", probe.steps["dispatch_step"],
+                   wall),
         Row("tasks per non-empty claim: mean / max",
             f"{sum(claimed) / len(claimed):.1f} / {max(claimed)}" if claimed else "-"),
         _steps_row("SchedulerPlane.run (execute + finish, per task)", probe.steps["run"], wall),
@@ -337,6 +349,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--zones", type=int, default=None, help="zones (default 1000; quick 5)")
     parser.add_argument("--minutes", type=float, default=None, help="measured minutes (default 3; quick 0.1)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary data dir (embedded PostgreSQL)")
     parser.add_argument("--max-running", type=int, default=None,
                         help="what-if: the dispatcher's cap on running tasks (Cadence.max_running, default 200)")
     args = parse_args(__doc__ or "", parser)
