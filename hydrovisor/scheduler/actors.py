@@ -31,7 +31,7 @@ class Cadence:
 
     plan_s: float = 1.0
     dispatch_s: float = 0.2
-    max_running: int = 200
+    max_running: int = 1000  # a task actor is small and mostly waits on the loop; a burst of due tasks is not queued
 
 
 class _Plan(msgspec.Struct, frozen=True):
@@ -50,11 +50,11 @@ class _Done(msgspec.Struct, frozen=True):
 class DispatcherActor(SupervisedActor):
     """See the module docstring."""
 
-    def __init__(self, ctx: ActorContext, *, plane: SchedulerPlane, cadence: Cadence, start_task: Any) -> None:
+    def __init__(self, ctx: ActorContext, *, plane: SchedulerPlane, cadence: Cadence, start_tasks: Any) -> None:
         super().__init__(ctx)
         self._plane = plane
         self._cadence = cadence
-        self._start_task = start_task  # coroutine function (task) -> None, on the loop
+        self._start_tasks = start_tasks  # coroutine function (claimed tasks) -> None, on the loop
         self._busy: set[str] = set()
 
     def on_start(self) -> None:
@@ -85,9 +85,9 @@ class DispatcherActor(SupervisedActor):
     async def _dispatch(self) -> int:
         plane = self._plane
         claimed = await plane.dispatch(self._cadence.max_running - len(plane.owned))
-        for task in claimed:
-            plane.owned.add(task.id)  # counted against the cap from now, not from the actor's first turn
-            await self._start_task(task)
+        if claimed:
+            plane.owned.update(task.id for task in claimed)  # against the cap from now, not from a first turn
+            await self._start_tasks(claimed)
         return len(claimed)
 
 

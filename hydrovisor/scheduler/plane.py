@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,12 @@ log = logging.getLogger(__name__)
 CURSOR_KIND = "schedules"  # one cursor per zone covers all its schedule kinds
 ORPHAN_AFTER = dt.timedelta(seconds=30)  # a running task nobody here owns, this old, was lost by its owner
 SWEEP_EVERY = dt.timedelta(seconds=10)  # how often a term looks for such tasks after its first sweep
+
+
+def _spread(zone_uid: str, lookahead: dt.timedelta) -> dt.timedelta:
+    """A stable per-zone extra horizon in ``[0, lookahead / 2)``: zones created together would otherwise run out
+    of plan together and be planned in one long step, on the loop the due tasks are dispatched from."""
+    return lookahead / 2 * ((zlib.crc32(zone_uid.encode()) % 1000) / 1000)
 
 
 def utcnow() -> dt.datetime:
@@ -90,18 +97,19 @@ class SchedulerPlane:
             self._cursor_keys = {}
             self._planned_epoch = epoch
         await self._refresh_settings()
-        now = self.clock()
         tz = ZoneInfo(self.timezone)
         created = 0
-        for uid, zone in self._zones.items():
+        for uid, zone in list(self._zones.items()):
             settings = zone.settings
             cursor = self._cursors.get(uid)
+            now = self.clock()  # a step over many zones takes a while: each zone plans at its own now
             if settings is None or (cursor is not None and cursor - now > self.lookahead / 2):
                 continue
-            after = max(cursor, zone.since) if cursor is not None else None
+            # never before the settings version in force: a new zone or schedule has no missed past
+            after = max(cursor if cursor is not None else now - self.grace, zone.since)
             key = self._cursor_keys.pop(uid, None) if after == cursor else None
-            plan = plan_zone(uid, settings, tz, after, now, lookahead=self.lookahead, grace=self.grace,
-                             cursor_key=key)
+            plan = plan_zone(uid, settings, tz, after, now, lookahead=self.lookahead + _spread(uid, self.lookahead),
+                             grace=self.grace, cursor_key=key)
             for request in plan.requests:
                 if not self.leading(epoch):
                     return created
@@ -140,14 +148,20 @@ class SchedulerPlane:
                                 "WHERE (zone_uid, version) IN (SELECT * FROM unnest($1::text[], $2::int[]))",
                                 stale, [current[uid]["version"] for uid in stale])
         for doc in docs:
+            uid = doc["zone_uid"]
+            since = current[uid]["created_at"]
+            if uid in self._zones:
+                # planned ahead under the old settings: plan again from the change (occurrences of the new
+                # schedule in that span would be lost; old ones already planned keep their tasks, the same
+                # key names the same task)
+                self._cursors[uid] = min(self._cursors.get(uid, since), since)
+                self._cursor_keys.pop(uid, None)
             parsed = parse_settings(doc["document"])
             settings = parsed if isinstance(parsed, ZoneSettings) else None
             if settings is None:
-                log.warning("zone %s: settings version %d does not parse; its schedules are not planned",
-                            doc["zone_uid"], doc["version"], extra={"event": "schedule_settings_invalid",
-                                                                    "zone_id": doc["zone_uid"]})
-            self._zones[doc["zone_uid"]] = _Zone(version=doc["version"], since=current[doc["zone_uid"]]["created_at"],
-                                                 settings=settings)
+                log.warning("zone %s: settings version %d does not parse; its schedules are not planned", uid,
+                            doc["version"], extra={"event": "schedule_settings_invalid", "zone_id": uid})
+            self._zones[uid] = _Zone(version=doc["version"], since=since, settings=settings)
 
     async def _skipped_event(self, zone_uid: str, skipped: list[Any]) -> None:
         """One zone event per step for what catch-up skipped (a long outage skips thousands: one line each

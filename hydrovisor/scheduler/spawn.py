@@ -18,6 +18,7 @@ from hydrovisor.supervisors import (
     Execution,
     Restart,
     StartChild,
+    StartChildren,
     SupervisorFlags,
     supervisor_spec,
 )
@@ -48,18 +49,41 @@ def scheduler_spec(system: ActorSystem, plane: SchedulerPlane, cadence: Cadence,
     """``/scheduler``: the dispatcher first, then the dynamic ``tasks`` supervisor (capped at
     ``cadence.max_running``). one_for_one: a crashed dispatcher never takes running tasks with it."""
 
-    async def start_task(task: TaskRecord) -> None:
+    async def start_tasks(claimed: list[TaskRecord]) -> None:
+        """One actor per claimed task, the batch in one ask (a burst of due tasks is hundreds at a time);
+        a batch refused as a whole (an id already running here) is started one by one."""
+        try:
+            reply = await system.bridge.ask(TASKS, StartChildren(tuple(task_spec(task, plane) for task in claimed)),
+                                            within=START_WAIT_S)
+        except DuplicateChild:
+            for task in claimed:
+                await start_one(task)
+            return
+        except Exception as exc:
+            for task in claimed:
+                not_started(task, exc)
+            return
+        failed = dict(reply.failed)
+        for task in claimed:
+            if task_path(task.id) in failed:
+                not_started(task, failed[task_path(task.id)])
+
+    async def start_one(task: TaskRecord) -> None:
         try:
             await system.bridge.ask(TASKS, StartChild(task_spec(task, plane)), within=START_WAIT_S)
         except DuplicateChild:
             pass  # already running here (a resumed task this process still runs)
-        except Exception as exc:  # the cap, a slow supervisor: the task stays running and is recovered later
-            plane.owned.discard(task.id)
-            log.warning("task %s could not start its actor: %s", task.id, exc,
-                        extra={"event": "task_actor_start_failed", "task_id": task.id, "zone_id": task.zone_uid})
+        except Exception as exc:
+            not_started(task, exc)
+
+    def not_started(task: TaskRecord, why: object) -> None:
+        # the cap, a slow supervisor: the task stays running with no owner and is resumed by a later sweep
+        plane.owned.discard(task.id)
+        log.warning("task %s could not start its actor: %s", task.id, why,
+                    extra={"event": "task_actor_start_failed", "task_id": task.id, "zone_id": task.zone_uid})
 
     dispatcher = ChildSpec("dispatcher", lambda ctx: DispatcherActor.start(
-        ctx, plane=plane, cadence=cadence, start_task=start_task), hang_timeout=hang_timeout,
+        ctx, plane=plane, cadence=cadence, start_tasks=start_tasks), hang_timeout=hang_timeout,
         execution=Execution.POOL)
     tasks = supervisor_spec("tasks", SupervisorFlags(dynamic=True, max_children=cadence.max_running,
                                                      max_restarts=20, period=10.0,
