@@ -207,8 +207,8 @@ class SchedulerPlane:
             return []
         self._recovered_epoch = epoch
         self._last_sweep = now
-        found = [task for task in await tasks.unfinished(self.db.pool)
-                 if task.status == TaskStatus.RUNNING and task.id not in self.owned
+        found = [task for task in await tasks.running(self.db.pool)
+                 if task.id not in self.owned
                  and (first or (task.started_at is not None and now - task.started_at > ORPHAN_AFTER))]
         resumed: list[TaskRecord] = []
         for task in found:

@@ -272,6 +272,13 @@ async def list_tasks(pool: Pool, *, zone_uid: str | None = None, status: TaskSta
     return [_record(r) for r in rows]
 
 
+async def running(pool: Pool) -> list[TaskRecord]:
+    """Tasks ``running``, by due time: what the dispatcher's recovery sweep looks at (accepted ones, often
+    hundreds planned ahead, are not its business)."""
+    rows = await pool.fetch(f"SELECT {_COLUMNS} FROM tasks WHERE status = 'running' ORDER BY due_at, id")
+    return [_record(r) for r in rows]
+
+
 async def unfinished(pool: Pool) -> list[TaskRecord]:
     """Tasks still ``accepted`` or ``running``, by due time: what restart recovery must finalise or resume."""
     rows = await pool.fetch(f"SELECT {_COLUMNS} FROM tasks WHERE status IN ('accepted', 'running') "
