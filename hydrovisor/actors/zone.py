@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 _UNHANDLED: Any = object()
 EMERGENCY_STOP_ACTIVE = "emergency_stop_active"
 EMERGENCY_STOP_EVENT = "emergency_stop_activated"
+ESTOP_ACTIVE_ERROR = "estop_active"  # the node's refusal while its emergency stop is active (PROTOCOL §5)
 WATCH_TTL_S = 60.0  # real seconds a watch lasts without being renewed (a dead watcher is dropped sooner)
 
 MAX_PENDING_WRITES = 500
@@ -285,6 +286,7 @@ class ZoneActor(SupervisedActor):
         self._armed_at: float | None = None
         self._watchers: dict[str, tuple[Any, float]] = {}  # path -> (ref, real monotonic time of the last watch)
         self._estop: str | None = None  # the latched emergency stop's reason: every start is refused
+        self._estop_load_seq = -1  # the load under way when the latch last changed here
 
     def on_start(self) -> None:
         self._load()
@@ -353,7 +355,7 @@ class ZoneActor(SupervisedActor):
         elif isinstance(message, UnwatchZone):
             self._watchers.pop(message.path, None)
         elif isinstance(message, SetEmergencyStop):
-            self._estop = message.reason
+            self._set_estop(message.reason)
         elif isinstance(message, SetWaterState):
             self._state.water_state = message.water_state
             self._state.workflow = message.workflow
@@ -436,7 +438,7 @@ class ZoneActor(SupervisedActor):
         channel = message.channel or (report.component if isinstance(report, ErrorReport) else None)
         role = self._state.role_of(message.node_uid, channel) if channel else None
         if isinstance(report, Event) and report.event_code.lower() == EMERGENCY_STOP_EVENT and self._estop is None:
-            self._latch_estop(message.node_uid, report)
+            self._latch_estop(message.node_uid, f"node {message.node_uid}: {report.event_code}")
         if isinstance(report, Event):
             # the whole decoded event: level switches carry `state`, failsafes `stopped_pumps`, ...
             details: dict[str, Any] = {"channel": channel, **(report.details or {}), **report.payload}
@@ -446,11 +448,10 @@ class ZoneActor(SupervisedActor):
             details = {"error_code": report.error_code, "message": report.message, **dict(report.details or {})}
             self._detected(self._state.apply_error(role, report.error_code, details, now))
 
-    def _latch_estop(self, node_uid: str, report: Event) -> None:
+    def _latch_estop(self, node_uid: str, reason: str) -> None:
         """The node's emergency stop latches the zone's: nothing starts until an operator clears it."""
-        reason = f"node {node_uid}: {report.event_code}"
-        self._estop = reason
-        log.error("zone %s: emergency stop from %s", self.uid, node_uid,
+        self._set_estop(reason)
+        log.error("zone %s: emergency stop from %s (%s)", self.uid, node_uid, reason,
                   extra={"event": "zone_emergency_stop", "zone_id": self.uid})
 
         async def latch(pool: asyncpg.Pool) -> None:
@@ -458,6 +459,10 @@ class ZoneActor(SupervisedActor):
                 await events.add_zone_event(pool, self.uid, node_uid, "EMERGENCY_STOP", {"reason": reason},
                                             decision="stop", reason_code=EMERGENCY_STOP_ACTIVE)
         self._write("emergency_stop", latch)
+
+    def _set_estop(self, reason: str | None) -> None:
+        self._estop = reason
+        self._estop_load_seq = self._load_seq
 
     def _command_status(self, message: ZoneCommandStatus, now: float) -> None:
         role = self._state.role_of(message.node_uid, message.channel)
@@ -468,6 +473,11 @@ class ZoneActor(SupervisedActor):
         elif message.status == "ACK":
             self._detected(self._state.apply_command_ack(message.cmd_id, now))
         elif message.status in _TERMINAL:
+            if message.error_code == ESTOP_ACTIVE_ERROR and self._estop is None:
+                # the node refused because its own emergency stop is active: its event was lost (or is yet to
+                # come); the zone latches on this as on the event, so no further start goes out
+                self._latch_estop(message.node_uid, f"node {message.node_uid}: {ESTOP_ACTIVE_ERROR} "
+                                                    f"(reply to {message.cmd_id})")
             self._detected(self._state.apply_command_terminal(role, message.cmd_id, message.status,
                                                               message.error_code, now))
             snapshot = (message.details or {}).get("snapshot")
@@ -570,7 +580,10 @@ class ZoneActor(SupervisedActor):
         self._state.update_settings(snapshot.settings, devices)
         self._version = snapshot.version
         if boot.automation is not None:
-            self._estop = boot.automation.estop_reason or "latched" if boot.automation.estop_active else None
+            # the snapshot may predate a latch (or a clearing) that reached this actor while it was read, or a
+            # node's latch whose write is still pending: it latches the zone, never clears it (a message does)
+            if boot.automation.estop_active and self._estop_load_seq != message.seq:
+                self._estop = boot.automation.estop_reason or "latched"
             self._state.water_state = boot.automation.water_state
         self._adopt()
         if not self._ready:

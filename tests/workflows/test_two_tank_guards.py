@@ -8,12 +8,15 @@ tests touch them only through :func:`on_loop`.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from hydrovisor.protocol.messages import Event
 from hydrovisor.sim import Faults, PlantOptions
 from tests.helpers import http, wait_until
 from tests.zone_plant import FAST_SETTINGS, PlantZone
@@ -493,6 +496,46 @@ def test_node_emergency_stop_fails_the_workflow_and_latches_the_zone(plant_zone:
     assert ("EMERGENCY_STOP_CLEARED", "estop_cleared") in [(e["type"], e["reason_code"]) for e in timeline(zone)]
     again = zone.run("two_tank_startup", timeout=30)
     assert again["status"] == "completed", dump(again)
+    assert stopped(zone)
+
+
+def test_a_node_in_emergency_stop_whose_event_was_lost_latches_the_zone_on_its_first_refusal(
+        plant_zone: ZoneFactory) -> None:
+    zone = plant_zone()
+    on_loop(zone, setattr, zone.nodes["irrig"].actions, "estop", True)  # pressed; its event never reached us
+    wf_id = started(zone.start_workflow("two_tank_startup"))
+    record = zone.wait_end(wf_id, 30)
+    assert record["status"] == "failed", dump(record)
+    starts = [c for c in record["commands"] if c["cmd"] == "set_relay" and c["params"].get("state") in (1, True)]
+    refused = [c for c in starts if c["status"] == "ERROR" and c["error_code"] == "estop_active"]
+    assert len(starts) == len(refused) == 1, dump(record)  # the refusal latched the zone: no second start
+    assert stopped(zone)
+    automation = http("GET", f"{zone.base_url}/api/v1/zones/{zone.zone_uid}/automation").json()["data"]
+    assert automation["estop_active"] is True and "estop_active" in automation["estop_reason"], automation
+    assert ("EMERGENCY_STOP", "emergency_stop_active") in [(e["type"], e["reason_code"]) for e in timeline(zone)]
+    again = zone.start_workflow("two_tank_startup")
+    assert again.status == 409 and error(again)["code"] == "emergency_stop_active", again.raw
+
+
+def test_a_latch_that_arrives_while_the_zone_reloads_survives_the_older_snapshot(plant_zone: ZoneFactory) -> None:
+    zone = plant_zone()
+    services = zone.instance.app.services
+    event = Event(event_code="EMERGENCY_STOP_ACTIVATED", event_code_raw="emergency_stop_activated")
+
+    async def latch_during_reload() -> None:
+        # the latch's write waits on a lock while the reload's snapshot (reads only) is taken without it
+        async with services.db.pool.acquire() as conn, conn.transaction():
+            await conn.execute("LOCK TABLE zone_automation IN SHARE ROW EXCLUSIVE MODE")
+            services.zones.reload(zone.zone_uid)
+            services.zones.device_report(zone.zone_uid, zone.uids["irrig"], None, event, time.time())
+            await asyncio.sleep(1.0)
+
+    zone.instance.loop.run(latch_during_reload())
+    wait_until(lambda: http("GET", f"{zone.base_url}/api/v1/zones/{zone.zone_uid}/automation").json()["data"][
+        "estop_active"], timeout=10, what="the latch stored")
+    refused = manual(zone, "pump_main", 1)
+    assert refused.status == 409, refused.raw
+    assert error(refused)["reason_code"] == "emergency_stop_active", refused.raw
     assert stopped(zone)
 
 
