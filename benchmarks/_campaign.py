@@ -37,9 +37,14 @@ is listed; these are counted apart and do not fail the run):
   relays. A ``left_running_after_stop`` or a physical ``pump_on_source_below_min`` is "excused: unreachable"
   only when the zone's irrigation node was unreachable at some moment within the last ``grace_s`` before the
   violation (so the controller had less than ``grace_s`` with the node reachable to act).
-- everything else counts: a command-time rule (a start during an emergency stop, without a confirmed stop,
-  without a pump path, from a dry tank, a dose without flags) is never excused, and neither is anything left
-  running while the node was reachable (a DB outage included: the controller was alive and connected).
+- a start the server could not know was inside an emergency stop (the node refuses it ``estop_active``): one
+  published within ``CROSSING_REAL_S`` of the node's event (it crossed the event on the wire; the interlock
+  verdict on the same command too, as the node's stop had just closed the valves), or one sent while the
+  node's event had been discarded by chaos ``node_silence`` and no refusal of an earlier start had reached the
+  server ("excused: estop_event_discarded"; the first refusal that reaches it latches the zone).
+- everything else counts: a command-time rule (a start during a known emergency stop, without a confirmed
+  stop, without a pump path, from a dry tank, a dose without flags) is never excused, and neither is anything
+  left running while the node was reachable (a DB outage included: the controller was alive and connected).
 
 Stage latency overhead (``LatencyMeter``, from the tap, real milliseconds): for each workflow command, the delay
 since the stimulus that let it go: the terminal reply to the workflow's previous command, or, when a wait sat
@@ -78,8 +83,10 @@ import psutil
 from amqtt.client import MQTTClient
 
 from hydrovisor.observer import (
+    INTERLOCK_VIOLATION,
     LEFT_RUNNING_AFTER_STOP,
     PUMP_ON_SOURCE_BELOW_MIN,
+    START_DURING_ESTOP,
     MqttTap,
     PlantSampler,
     SafetyObserver,
@@ -109,6 +116,13 @@ GLOBAL_FAULTS = ("db_outage", "kill9_restart")
 NO_FLOW_WINDOW_S = 60  # the zone's safety.no_flow_window_s (the default), zone seconds
 EXCUSED_STUCK = "stuck_relay"
 EXCUSED_UNREACHABLE = "unreachable"
+EXCUSED_CROSSED = "crossed_the_estop_on_the_wire"
+EXCUSED_ESTOP_UNHEARD = "estop_event_discarded"
+CROSSING_REAL_S = 0.05
+"""A start published this soon (real seconds) after the node's emergency-stop event was decided before the
+event could reach the zone (the embedded broker hands it to the server in about a millisecond; the zone's
+latch is a few actor hops behind): no controller closes that window; the node refuses such a start."""
+_ESTOP_SINCE = re.compile(r"during the emergency stop of (-?[\d.]+)")
 _WF_CMD = re.compile(r"^(wf-[0-9a-f]+)-(\d+)$")
 _WF_ID = re.compile(r"wf-[0-9a-f]{16}")
 _LEFT_RUNNING = re.compile(r"after (\w+) at (-?[\d.]+): (.*)$")
@@ -1456,10 +1470,42 @@ class Campaign:
         return any(name == channel and since <= at and (until is None or until >= at)
                    for name, since, until in zone.stuck_windows)
 
-    def _excuse(self, violation: Violation) -> str | None:
+    def _estop_excuses(self) -> dict[str, str]:
+        """Per cmd_id, why a start during an emergency stop could not have been known as one by the server:
+        it crossed the node's event on the wire (``CROSSING_REAL_S``), or the event reached the server while
+        chaos ``node_silence`` discarded what the node sent, and no refusal (``estop_active``) of an earlier start
+        in the same stop had reached it either (the first refusal that gets through latches the zone: every
+        later start counts)."""
+        excuses: dict[str, str] = {}
+        taught: set[tuple[str, str]] = set()
+        for violation in sorted(self.observer.violations, key=lambda v: v.at):
+            zone = next((z for z in self.zones if z.uid == violation.zone_uid), None)
+            match = _ESTOP_SINCE.search(violation.detail)
+            if violation.rule != START_DURING_ESTOP or zone is None or match is None or violation.cmd_id is None:
+                continue
+            since = match.group(1)
+            if (violation.at - float(since)) / self.cfg.scale <= CROSSING_REAL_S:
+                excuses[violation.cmd_id] = EXCUSED_CROSSED
+                continue
+            if (zone.uid, since) in taught or not self._silenced_at(zone, float(since)):
+                continue
+            excuses[violation.cmd_id] = EXCUSED_ESTOP_UNHEARD
+            if not self._silenced_at(zone, violation.at):
+                taught.add((zone.uid, since))  # its refusal reached the server
+        return excuses
+
+    def _silenced_at(self, zone: _Zone, at: float) -> bool:
+        """The zone's irrigation node was silenced (chaos) at zone time ``at``."""
+        real = self._t0_real + (at - self._t0_zone) / self.cfg.scale
+        return any(uid == zone.uids["irrig"] and since <= real <= until for uid, since, until in zone.silenced)
+
+    def _excuse(self, violation: Violation, estop_excuses: dict[str, str]) -> str | None:
         zone = next((z for z in self.zones if z.uid == violation.zone_uid), None)
         if zone is None:
             return None
+        if violation.rule in (START_DURING_ESTOP, INTERLOCK_VIOLATION) and violation.cmd_id is not None:
+            # an interlock verdict on such a start saw the valves the node's own stop had just closed
+            return estop_excuses.get(violation.cmd_id)
         grace = self.cfg.grace_zone_s
         if violation.rule == LEFT_RUNNING_AFTER_STOP:
             match = _LEFT_RUNNING.search(violation.detail)
@@ -1501,8 +1547,9 @@ class Campaign:
 
     async def _judge(self) -> list[Judged]:
         judged: list[Judged] = []
+        estop_excuses = self._estop_excuses()
         for violation in self.observer.violations:
-            excused = self._excuse(violation)
+            excused = self._excuse(violation, estop_excuses)
             judged.append(Judged(violation=violation, excused=excused,
                                  hint=self._hint(violation) if excused is None else None))
         per_group: Counter[tuple[str, str | None]] = Counter()
