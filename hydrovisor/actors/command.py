@@ -74,6 +74,14 @@ class DeviceReply(msgspec.Struct, frozen=True):
     response: CommandResponse
     stored: LoopReply | None = None
 
+    def undeliverable(self, error: BaseException) -> None:
+        """The mailbox closed with this reply in it (its actor stopped after its terminal): the router must not
+        acknowledge it, and must not wait ``STORE_WAIT_S`` for a write that will never come (holding the node's
+        later messages meanwhile)."""
+        if self.stored is not None:
+            lost = ReplyLost(f"command {self.response.cmd_id}: {error}")
+            self.stored.set_exception((ReplyLost, lost, None))
+
 
 class RepliesStored(msgspec.Struct, frozen=True):
     """The reply router stored replies of this command: the rows it applied, in order."""

@@ -17,7 +17,7 @@ import collections
 import contextlib
 import queue
 import threading
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from hydrovisor.supervisors.errors import ActorStopped
 
@@ -236,9 +236,23 @@ def is_control(envelope: Any) -> bool:
     return isinstance(envelope.message, StopRequest) or getattr(envelope.message, "internal", False) is True
 
 
+@runtime_checkable
+class CarriesReply(Protocol):
+    """A told message with its own reply slot (a waiter on the loop): told when it cannot be delivered, so its
+    waiter fails at once instead of waiting out its timeout."""
+
+    def undeliverable(self, error: BaseException) -> None:
+        """Fail the slot with ``error``."""
+
+
 def fail_envelope(envelope: Any, error: BaseException) -> None:
-    """Fail one undeliverable ask: the asker gets ``error`` (the closer counts and reports tells)."""
+    """Fail one undeliverable ask, or a tell that :class:`CarriesReply`: its waiter gets ``error`` (the closer
+    counts and reports tells)."""
+    if is_control(envelope):
+        return
     reply_to = getattr(envelope, "reply_to", None)
-    if reply_to is not None and not is_control(envelope):
+    if reply_to is not None:
         with contextlib.suppress(queue.Full):  # already answered (an abandoned hung handler's ask)
             reply_to.set_exception(exc_info=(type(error), error, None))
+    elif isinstance(envelope.message, CarriesReply):
+        envelope.message.undeliverable(error)

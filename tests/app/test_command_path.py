@@ -1,20 +1,25 @@
-"""Command path defects of issue 10 (items 7-9): resend deadlines, leaked waiters, a stuck unbound start."""
+"""Command path defects of issue 10 (items 7-9): resend deadlines, leaked waiters, a stuck unbound start; and a
+reply left in a stopped command actor's mailbox (issue 12's campaign: it held the node's later messages)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
 import pytest
 
+from hydrovisor.actors.command import DeviceReply, ReplyLost
 from hydrovisor.commands import replies
 from hydrovisor.commands.replies import ReplyLanes, route_reply
 from hydrovisor.commands.spawn import start_command_actor
 from hydrovisor.protocol import CommandResponse, CommandStatus
+from hydrovisor.runtime.bridge import LoopReply
 from hydrovisor.services import Services
 from hydrovisor.sim import Faults
 from hydrovisor.store.repos import commands
 from hydrovisor.store.repos.commands import NewCommand
+from hydrovisor.supervisors.mailbox import Envelope, Mailbox
 from tests.app.conftest import Running
 from tests.app.irrig_node import Node
 from tests.helpers import http, wait_until
@@ -143,3 +148,24 @@ def test_route_reply_raises_when_the_reply_is_not_stored(node_factory: Callable[
 
     with pytest.raises(replies.ReplyNotStored):
         node.instance.loop.run(route())
+
+
+def test_a_reply_left_in_a_stopped_command_actors_mailbox_fails_its_waiter_at_once() -> None:
+    """A reply told to a command actor that then stops without handling it (it reached its terminal) fails
+    the router's wait at once: it is not acknowledged, and the node's later messages are not held
+    ``STORE_WAIT_S`` behind it."""
+    async def close_with_reply_queued() -> BaseException | None:
+        stored: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        mailbox = Mailbox("/commands/cmd-late")
+        mailbox.put(Envelope(DeviceReply(CommandResponse(cmd_id="cmd-late", status=S.DONE),
+                                         LoopReply(asyncio.get_running_loop(), stored))))
+        mailbox.close("stopped after its terminal")
+        try:
+            await asyncio.wait_for(stored, 1.0)
+        except (ReplyLost, TimeoutError) as exc:
+            return exc
+        return None
+
+    error = asyncio.run(close_with_reply_queued())
+    assert isinstance(error, ReplyLost), error
+    assert "stopped after its terminal" in str(error)
