@@ -13,7 +13,8 @@ Where one goes is decided here, from what :class:`ReplyLanes` learns of every st
   QUEUED, SENT, ACK, terminal), with a slot it sets once the reply's write commits; every later
   reply of that command follows it there, so one command's replies are never stored out of order.
   A write on the loop that fails also hands its replies to the actor, which retries every tick.
-- Without a live actor (the command is terminal already, or was never ours): applied through the
+- Without a live actor (the command is terminal already, was never ours, or its actor stopped with the
+  reply unstored, :class:`ReplyLost`): applied through the
   same guarded transition in one transaction, a late reply recorded as not applied, an unknown
   ``cmd_id`` given a stub row (source=device, cmd=unknown, ACK) and then its terminal, so terminal
   timestamps are never lost (DOMAIN §1).
@@ -25,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 
-from hydrovisor.actors.command import DeviceReply, RepliesStored, device_report
+from hydrovisor.actors.command import DeviceReply, RepliesStored, ReplyLost, device_report
 from hydrovisor.commands.plane import CommandPlane
 from hydrovisor.commands.spawn import command_path
 from hydrovisor.protocol import TERMINAL, CommandResponse, CommandStatus
@@ -152,7 +153,11 @@ async def route_reply(system: ActorSystem, plane: CommandPlane, lanes: ReplyLane
             from None
     except ReplyNotStored:
         raise
-    except Exception as exc:  # its actor stopped before storing it (ReplyLost)
+    except ReplyLost:
+        # its actor stopped before storing it (terminal meanwhile, or crashed): stored here through the same
+        # guarded transition, rather than waiting for the node to resend it
+        return await _without_actor(plane, response, node_uid=node_uid, zone_uid=zone_uid, channel=channel)
+    except Exception as exc:
         raise ReplyNotStored(f"reply {response.status} of {response.cmd_id}: {exc}") from exc
     return label or "to_actor"
 
