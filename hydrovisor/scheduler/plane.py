@@ -27,9 +27,8 @@ from hydrovisor.scheduler.metrics import TaskMetrics
 from hydrovisor.scheduler.planner import plan_zone
 from hydrovisor.store.database import Database
 from hydrovisor.store.repos import events, tasks
-from hydrovisor.store.repos.tasks import IdempotencyMismatch, Outcome, TaskRecord
-from hydrovisor.tasks.contract import Decision, TaskStatus
-from hydrovisor.tasks.executor import TaskExecutor, TaskOrder, TaskOutcome
+from hydrovisor.store.repos.tasks import IdempotencyMismatch, TaskRecord
+from hydrovisor.tasks.executor import TaskExecutor, TaskOrder
 from hydrovisor.tasks.leadership import Leadership
 from hydrovisor.zones.settings import ZoneSettings, parse_settings
 
@@ -239,7 +238,7 @@ class SchedulerPlane:
                 task_id=task.id, zone_uid=task.zone_uid, task_type=str(task.task_type), payload=task.payload,
                 correlation_id=task.correlation_id, expires_at=expires_at))
             now = self.clock()
-            finished = await tasks.finish(self.db.pool, task.id, _stored(outcome), now)
+            finished = await tasks.finish(self.db.pool, task.id, outcome, now)
             if finished is None:
                 return None
             self._terminal(finished)
@@ -258,12 +257,3 @@ class SchedulerPlane:
         end = task.finished_at or self.clock()
         self.metrics.accept_to_terminal.labels(task_type=task.task_type).observe(
             max(0.0, (end - task.accepted_at).total_seconds()))
-
-
-def _stored(outcome: TaskOutcome) -> Outcome:
-    """The executor's outcome as the task row stores it."""
-    return Outcome(status=TaskStatus(outcome.status), decision=Decision(outcome.decision),
-                   reason_code=outcome.reason_code, error_code=outcome.error_code,
-                   action_required=outcome.action_required, command_submitted=outcome.command_submitted,
-                   command_effect_confirmed=outcome.command_effect_confirmed and outcome.status == "completed",
-                   workflow_id=outcome.workflow_id, cmd_id=outcome.cmd_id)

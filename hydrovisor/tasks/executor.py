@@ -1,5 +1,5 @@
 """Executing one task through the zone's own paths: :meth:`TaskExecutor.execute` turns a :class:`TaskOrder` into a
-:class:`TaskOutcome`. The dispatcher calls it on the loop; it never blocks the loop and never asks an actor
+:class:`Outcome`. The dispatcher calls it on the loop; it never blocks the loop and never asks an actor
 synchronously (the workflow runtime, the command submitter and the zone runtime go through the bridge).
 
 What each task type does:
@@ -55,7 +55,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import msgspec
@@ -67,9 +67,10 @@ from hydrovisor.store.database import Database
 from hydrovisor.store.errors import DatabaseUnavailable
 from hydrovisor.store.repos import fleet, workflows
 from hydrovisor.store.repos.commands import CommandRecord
+from hydrovisor.store.repos.tasks import Outcome
 from hydrovisor.store.repos.workflows import WorkflowRecord
 from hydrovisor.supervisors import SupervisionError
-from hydrovisor.tasks.contract import LightingPayload
+from hydrovisor.tasks.contract import Decision, LightingPayload, TaskStatus
 from hydrovisor.workflows.runtime import WorkflowRefused, WorkflowRuntime
 from hydrovisor.zoneplane.runtime import ZoneRuntime, ZoneUnavailable
 from hydrovisor.zones import safety
@@ -81,8 +82,6 @@ if TYPE_CHECKING:  # the services will hold the scheduler one day: no import cyc
 
 log = logging.getLogger(__name__)
 
-TaskStatus = Literal["completed", "failed"]
-TaskDecision = Literal["run", "skip", "retry", "fail"]
 
 WORKFLOW_POLL_S = 0.25
 """How often a running workflow's row is read while a task waits for it (a cheap primary-key read)."""
@@ -123,30 +122,15 @@ class TaskOrder(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: dt.datetime
 
 
-class TaskOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """What became of a task (DOMAIN §5 outcome fields, plus the workflow or command it went through)."""
-
-    status: TaskStatus
-    decision: TaskDecision
-    reason_code: str
-    error_code: str | None = None
-    action_required: bool = False
-    command_submitted: bool = False
-    command_effect_confirmed: bool = False
-    workflow_id: str | None = None
-    cmd_id: str | None = None
-    message: str = ""
-
-
 def _fail(reason: str, message: str, *, error_code: str | None = None, action_required: bool = False,
-          **fields: Any) -> TaskOutcome:
-    return TaskOutcome(status="failed", decision="fail", reason_code=reason, error_code=error_code,
-                       action_required=action_required, message=message, **fields)
+          **fields: Any) -> Outcome:
+    return Outcome(status=TaskStatus.FAILED, decision=Decision.FAIL, reason_code=reason, error_code=error_code,
+                   action_required=action_required, message=message, **fields)
 
 
-def _retry(reason: str, message: str, *, error_code: str | None = None, **fields: Any) -> TaskOutcome:
-    return TaskOutcome(status="failed", decision="retry", reason_code=reason, error_code=error_code,
-                       message=message, **fields)
+def _retry(reason: str, message: str, *, error_code: str | None = None, **fields: Any) -> Outcome:
+    return Outcome(status=TaskStatus.FAILED, decision=Decision.RETRY, reason_code=reason, error_code=error_code,
+                   message=message, **fields)
 
 
 class _Deadline:
@@ -177,7 +161,7 @@ class TaskExecutor:
         """The executor of a running instance."""
         return cls(db=services.db, zones=services.zones, workflows=services.workflows, submitter=services.submitter)
 
-    async def execute(self, order: TaskOrder) -> TaskOutcome:
+    async def execute(self, order: TaskOrder) -> Outcome:
         """Execute ``order`` and return its outcome; never raises for what a task can meet (refusals, outages,
         timeouts all become outcomes). Cancellation propagates (the dispatcher is shutting down)."""
         fields = _log_fields(order)
@@ -188,7 +172,7 @@ class TaskExecutor:
             # before anything was submitted (a submitted command or a started workflow is handled where it is)
             outcome = _retry(_transient_reason(exc), f"{order.task_type} not started: {_describe(exc)}",
                              error_code=getattr(exc, "code", None) or type(exc).__name__)
-        level = logging.INFO if outcome.status == "completed" else logging.WARNING
+        level = logging.INFO if outcome.status == TaskStatus.COMPLETED else logging.WARNING
         log.log(level, "task %s (%s): %s/%s %s", order.task_id, order.task_type, outcome.status, outcome.decision,
                 outcome.reason_code, extra={**fields, "event": "task_executed", "status": outcome.status,
                                             "decision": outcome.decision, "reason_code": outcome.reason_code,
@@ -196,7 +180,7 @@ class TaskExecutor:
                                             "cmd_id": outcome.cmd_id, "action_required": outcome.action_required})
         return outcome
 
-    async def _execute(self, order: TaskOrder) -> TaskOutcome:
+    async def _execute(self, order: TaskOrder) -> Outcome:
         if order.expires_at.tzinfo is None:
             return _fail("invalid_deadline", "expires_at has no time zone", action_required=True)
         deadline = _Deadline(order.expires_at)
@@ -209,7 +193,7 @@ class TaskExecutor:
         wf_type = WORKFLOW_OF.get(order.task_type)
         if wf_type is not None:
             return await self._workflow(order, wf_type, deadline)
-        handlers: dict[str, Callable[[TaskOrder, _Deadline], Awaitable[TaskOutcome]]] = {
+        handlers: dict[str, Callable[[TaskOrder, _Deadline], Awaitable[Outcome]]] = {
             "lighting": self._lighting, "diagnostics": self._diagnostics}
         handler = handlers.get(order.task_type)
         if handler is None:
@@ -218,7 +202,7 @@ class TaskExecutor:
 
     # workflows ------------------------------------------------------------------------------------------------
 
-    async def _workflow(self, order: TaskOrder, wf_type: str, deadline: _Deadline) -> TaskOutcome:
+    async def _workflow(self, order: TaskOrder, wf_type: str, deadline: _Deadline) -> Outcome:
         tag = workflow_tag(order.correlation_id)
         record = await self._earlier_workflow(order.zone_uid, tag)
         if record is not None and (record.status in ("running", "completed") or _actuated(record)):
@@ -247,7 +231,7 @@ class TaskExecutor:
                 return record
         return None
 
-    async def _await_workflow(self, record: WorkflowRecord, deadline: _Deadline) -> TaskOutcome:
+    async def _await_workflow(self, record: WorkflowRecord, deadline: _Deadline) -> Outcome:
         """Poll the workflow's row until it is terminal or the task's deadline has passed."""
         while record.status == "running":
             left = deadline.remaining()
@@ -268,7 +252,7 @@ class TaskExecutor:
 
     # commands -------------------------------------------------------------------------------------------------
 
-    async def _lighting(self, order: TaskOrder, deadline: _Deadline) -> TaskOutcome:
+    async def _lighting(self, order: TaskOrder, deadline: _Deadline) -> Outcome:
         try:
             payload = msgspec.convert(order.payload, LightingPayload)
         except msgspec.ValidationError as exc:
@@ -286,35 +270,35 @@ class TaskExecutor:
         else:
             cmd, params = "set_relay", {"state": 1 if on else 0}
         observed = await self._observed(order)
-        if isinstance(observed, TaskOutcome):
+        if isinstance(observed, Outcome):
             return observed
         device = _device(observed, Role.LIGHT, order)
-        if isinstance(device, TaskOutcome):
+        if isinstance(device, Outcome):
             return device
         actuator = observed.state.actuators.get(Role.LIGHT.value)
         # only a relay switch is skipped: the zone tracks on/off, not the dimming level a pwm task asks for
         if cmd == "set_relay" and actuator is not None and actuator.confirmed is on and actuator.desired in (None, on):
-            return TaskOutcome(status="completed", decision="skip", reason_code="already_in_state",
-                               message=f"the light is already confirmed {payload.state} (since {actuator.since})")
+            return Outcome(status=TaskStatus.COMPLETED, decision=Decision.SKIP, reason_code="already_in_state",
+                           message=f"the light is already confirmed {payload.state} (since {actuator.since})")
         return await self._command(order, device, cmd, params, deadline)
 
-    async def _diagnostics(self, order: TaskOrder, deadline: _Deadline) -> TaskOutcome:
+    async def _diagnostics(self, order: TaskOrder, deadline: _Deadline) -> Outcome:
         observed = await self._observed(order)
-        if isinstance(observed, TaskOutcome):
+        if isinstance(observed, Outcome):
             return observed
         device = _device(observed, Role.STORAGE_STATE, order)
-        if isinstance(device, TaskOutcome):
+        if isinstance(device, Outcome):
             return device
         return await self._command(order, device, "state", {}, deadline)
 
-    async def _observed(self, order: TaskOrder) -> ZoneObserved | TaskOutcome:
+    async def _observed(self, order: TaskOrder) -> ZoneObserved | Outcome:
         """The zone as its actor sees it; a missing zone fails, a zone that cannot answer now is a retry."""
         if await fleet.get_zone(self._db.pool, order.zone_uid) is None:
             return _fail("zone_not_found", f"zone {order.zone_uid} does not exist", action_required=True)
         return await self._zones.observed(order.zone_uid)  # ZoneUnavailable: a retry (see execute)
 
     async def _command(self, order: TaskOrder, device: ResolvedDevice, cmd: str, params: dict[str, Any],
-                       deadline: _Deadline) -> TaskOutcome:
+                       deadline: _Deadline) -> Outcome:
         """Submit through the one command path and wait for the terminal, never past the deadline."""
         cmd_id = command_id(order)
         request = SubmitRequest(cmd=cmd, node_uid=device.node_uid, channel=device.channel, params=params,
@@ -358,7 +342,7 @@ def _log_fields(order: TaskOrder) -> dict[str, Any]:
             "task_type": order.task_type}
 
 
-def _device(observed: ZoneObserved, role: Role, order: TaskOrder) -> ResolvedDevice | TaskOutcome:
+def _device(observed: ZoneObserved, role: Role, order: TaskOrder) -> ResolvedDevice | Outcome:
     """The role's node channel, online; or why the task cannot go to it."""
     device = observed.devices.get(role)
     if device is None:
@@ -370,7 +354,7 @@ def _device(observed: ZoneObserved, role: Role, order: TaskOrder) -> ResolvedDev
     return device
 
 
-def refusal_outcome(exc: WorkflowRefused) -> TaskOutcome:
+def refusal_outcome(exc: WorkflowRefused) -> Outcome:
     """The outcome of a workflow start the runtime refused (see the module docstring)."""
     message = exc.message
     if exc.status in (400, 422):
@@ -388,14 +372,14 @@ def refusal_outcome(exc: WorkflowRefused) -> TaskOutcome:
     return _fail(exc.code, message, error_code=exc.code, action_required=True)
 
 
-def _gate(reason: str, message: str, **fields: Any) -> TaskOutcome:
+def _gate(reason: str, message: str, **fields: Any) -> Outcome:
     """A refusal of the pump-safety gate: a retry when it passes by itself, else a person's job."""
     if reason in TRANSIENT_REFUSALS:
         return _retry(reason, message, error_code="pump_safety_blocked", **fields)
     return _fail(reason, message, error_code="pump_safety_blocked", action_required=True, **fields)
 
 
-def _submit_refused(exc: SubmitRefused, cmd_id: str) -> TaskOutcome:
+def _submit_refused(exc: SubmitRefused, cmd_id: str) -> Outcome:
     if exc.code == "pump_safety_blocked":
         return _gate(str(exc.extra.get("reason_code") or exc.code), exc.message, cmd_id=cmd_id)
     if exc.code in TRANSIENT_SUBMIT_CODES:
@@ -404,15 +388,15 @@ def _submit_refused(exc: SubmitRefused, cmd_id: str) -> TaskOutcome:
     return _fail(exc.code, exc.message, error_code=exc.code, action_required=True, cmd_id=cmd_id)
 
 
-def command_outcome(row: CommandRecord, task_type: str) -> TaskOutcome:
+def command_outcome(row: CommandRecord, task_type: str) -> Outcome:
     """The outcome of a task's command as its row stands (not terminal: the deadline ended the wait)."""
     status = str(row.status)
     submitted = status not in UNSENT_STATUSES
     fields: dict[str, Any] = {"command_submitted": submitted, "cmd_id": row.cmd_id}
     target = f"{row.cmd} on {row.node_uid}/{row.channel}"
     if status == "DONE":
-        return TaskOutcome(status="completed", decision="run", reason_code=f"{task_type}_done",
-                           command_effect_confirmed=True, message=f"{target}: DONE", **fields)
+        return Outcome(status=TaskStatus.COMPLETED, decision=Decision.RUN, reason_code=f"{task_type}_done",
+                       command_effect_confirmed=True, message=f"{target}: DONE", **fields)
     if not row.terminal:
         return _fail("task_deadline_exceeded", f"{target} still {status} at expires_at", **fields)
     detail = f"{target}: {status}" + (f" ({row.error_code})" if row.error_code else "")
@@ -429,15 +413,15 @@ def command_outcome(row: CommandRecord, task_type: str) -> TaskOutcome:
                  action_required=status != "NO_EFFECT", **fields)
 
 
-def workflow_outcome(record: WorkflowRecord) -> TaskOutcome:
+def workflow_outcome(record: WorkflowRecord) -> Outcome:
     """The outcome of a task's terminal workflow; also what restart recovery can finalise a task with once the
     workflow it started has ended."""
     fields: dict[str, Any] = {"command_submitted": _submitted(record), "workflow_id": record.id}
     reason = record.reason_code or record.status
     message = f"workflow {record.id} {record.status}: {record.message or reason}"
     if record.status == "completed":
-        return TaskOutcome(status="completed", decision="run", reason_code=reason, command_effect_confirmed=True,
-                           message=message, **fields)
+        return Outcome(status=TaskStatus.COMPLETED, decision=Decision.RUN, reason_code=reason,
+                       command_effect_confirmed=True, message=message, **fields)
     if record.status == "cancelled":  # an operator's decision, already taken: nothing more to ask of them
         return _fail("workflow_cancelled", message, error_code=reason, **fields)
     if not _actuated(record) and reason.endswith("_probe_failed"):

@@ -54,6 +54,7 @@ def test_a_posted_task_waits_for_its_due_time_then_runs_through_the_zone(plant_z
     done = terminal(zone, posted["id"])
     assert (done["status"], done["decision"], done["reason_code"]) == ("completed", "run", "lighting_done"), done
     assert done["command_submitted"] and done["command_effect_confirmed"], done
+    assert done["message"].endswith(": DONE"), done
     started = dt.datetime.fromisoformat(done["started_at"])
     assert started >= dt.datetime.fromisoformat(posted["due_at"])
     assert zone.nodes["light"].actions.is_on("light")

@@ -72,7 +72,7 @@ def metric(base_url: str, name: str) -> dict[str, float]:
 
 def tasks_of(dsn: str, zone_uid: str) -> list[dict[str, Any]]:
     return asyncio.run(fetch(dsn, "SELECT id, correlation_id, parent_correlation_id, status, decision, reason_code, "
-                                  "cmd_id, started_at, expires_at FROM tasks WHERE zone_uid = $1", zone_uid))
+                                  "message, cmd_id, started_at, expires_at FROM tasks WHERE zone_uid = $1", zone_uid))
 
 
 def commands_of(dsn: str, zone_uid: str) -> list[dict[str, Any]]:
@@ -278,7 +278,7 @@ def test_running_tasks_left_by_a_dead_process_are_resumed_or_failed_after_restar
         for task_id in dead:
             row = final[task_id]
             assert (row["status"], row["reason_code"]) == ("failed", "task_recovered_after_restart"), (row, summary)
-            assert row["cmd_id"] is None, (row, summary)
+            assert row["cmd_id"] is None and "after a restart" in row["message"], (row, summary)
         assert sorted(c["trace_id"] for c in commands) == sorted(final[i]["correlation_id"] for i in alive), summary
         assert recoveries == {'{outcome="resumed"}': 3.0, '{outcome="failed"}': 3.0}, summary
     except BaseException:

@@ -45,7 +45,7 @@ def test_accepted_task_is_stored_as_sent_and_read_back_with_its_timeline(running
     assert task["zone_uid"] == "zn-1" and task["task_type"] == "irrigation" and task["payload"] == {"duration_s": 60}
     assert task["correlation_id"] == body["correlation_id"] and task["created_by"] in ("operator", "admin")
     assert dt.datetime.fromisoformat(task["due_at"]) == dt.datetime.fromisoformat(body["due_at"])
-    assert task["id"].startswith("tk-") and task["finished_at"] is None
+    assert task["id"].startswith("tk-") and task["finished_at"] is None and task["message"] is None
     assert not (task["command_submitted"] or task["command_effect_confirmed"] or task["action_required"])
     reply = call(running, "GET", f"/api/v1/tasks/{task['id']}")
     assert reply.status == 200
@@ -128,6 +128,7 @@ def test_received_after_expiry_is_stored_expired_and_after_due_rejected(running:
     for task in (expired, rejected):
         assert task["decision"] == "fail" and task["finished_at"] is not None and task["started_at"] is None
         assert not task["command_submitted"]
+        assert "never executed" in task["message"], task
         timeline = call(running, "GET", f"/api/v1/tasks/{task['id']}").json()["data"]["timeline"]
         assert [e["type"] for e in timeline] == [task["status"]]
 

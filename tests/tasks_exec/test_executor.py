@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from hydrovisor.sim import Faults
-from hydrovisor.tasks.executor import TaskExecutor, TaskOrder, TaskOutcome
+from hydrovisor.store.repos.tasks import Outcome
+from hydrovisor.tasks.executor import TaskExecutor, TaskOrder
 from tests.helpers import http, wait_until
 from tests.zone_plant import NODE_TYPES, SINGLE_TANK_PLANT, SINGLE_TANK_SETTINGS, SINGLE_TANK_TYPES, PlantZone
 
@@ -24,11 +25,11 @@ def order(zone: PlantZone, task_type: str, payload: dict[str, Any] | None = None
                      expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=expires_in))
 
 
-def execute(zone: PlantZone, task: TaskOrder) -> TaskOutcome:
+def execute(zone: PlantZone, task: TaskOrder) -> Outcome:
     """Run the executor on the instance's loop, as the dispatcher will."""
     services = zone.instance.app.services
     assert services is not None
-    outcome: TaskOutcome = zone.instance.loop.run(TaskExecutor.from_services(services).execute(task), timeout=90)
+    outcome: Outcome = zone.instance.loop.run(TaskExecutor.from_services(services).execute(task), timeout=90)
     return outcome
 
 

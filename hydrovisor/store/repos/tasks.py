@@ -49,6 +49,14 @@ Pool: TypeAlias = asyncpg.Pool | asyncpg.Connection  # either runs one statement
 
 REASON_EXPIRED_BEFORE_DISPATCH = "task_expired_before_dispatch"
 REASON_RECOVERED = "task_recovered_after_restart"
+MESSAGES = {
+    "task_received_after_expiry": "received at or after its expires_at: stored expired, never executed",
+    "task_received_after_due": "received after its due_at: stored rejected, never executed",
+    REASON_EXPIRED_BEFORE_DISPATCH: "its expires_at passed before it was dispatched: never executed",
+    REASON_RECOVERED: "found unfinished after a restart (or a change of scheduler leader) past its expires_at: not "
+                      "resumed; whether its command acted is not known here, check the zone",
+}
+"""The message stored with each terminal the store itself decides (the executor words its own outcomes)."""
 
 
 class TaskRecord(msgspec.Struct, kw_only=True):
@@ -66,6 +74,7 @@ class TaskRecord(msgspec.Struct, kw_only=True):
     decision: Decision | None
     reason_code: str | None
     error_code: str | None
+    message: str | None
     action_required: bool
     command_submitted: bool
     command_effect_confirmed: bool
@@ -111,6 +120,7 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     command_effect_confirmed: bool = False
     workflow_id: str | None = None
     cmd_id: str | None = None
+    message: str | None = None
 
     def __post_init__(self) -> None:
         allowed = OUTCOME_DECISIONS.get(self.status)
@@ -135,7 +145,7 @@ class IdempotencyMismatch(Exception):
 _COLUMNS = ("id, zone_uid, task_type, payload, scheduled_for, due_at, expires_at, correlation_id, status, decision, "
             "reason_code, error_code, action_required, command_submitted, command_effect_confirmed, attempt, "
             "parent_correlation_id, workflow_id, cmd_id, created_by, accepted_at, started_at, finished_at, "
-            "next_attempt_at")
+            "next_attempt_at, message")
 _T_COLUMNS = ", ".join(f"t.{c.strip()}" for c in _COLUMNS.split(","))
 
 
@@ -199,13 +209,13 @@ async def _create(pool: asyncpg.Pool, request: TaskRequest, *, status: TaskStatu
         row = await conn.fetchrow(
             f"INSERT INTO tasks (id, zone_uid, task_type, payload, scheduled_for, due_at, expires_at, correlation_id, "
             "fingerprint, status, decision, reason_code, attempt, parent_correlation_id, created_by, accepted_at, "
-            "finished_at, next_attempt_at) "
+            "finished_at, next_attempt_at, message) "
             "VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, "
-            f"CASE WHEN $17::boolean THEN $16::timestamptz END, $18) RETURNING {_COLUMNS}",
+            f"CASE WHEN $17::boolean THEN $16::timestamptz END, $18, $19) RETURNING {_COLUMNS}",
             task_id, request.zone_uid, str(request.task_type), msgspec.json.encode(request.payload).decode(),
             request.scheduled_for, request.due_at, request.expires_at, request.correlation_id, digest, str(status),
             str(Decision.FAIL) if terminal else None, reason_code, request.attempt, request.parent_correlation_id,
-            created_by, now, terminal, next_attempt_at)
+            created_by, now, terminal, next_attempt_at, MESSAGES.get(reason_code or ""))
     task = _record(row)
     await _event(pool, task, str(status), {"created_by": created_by, "attempt": task.attempt})
     return task, True
@@ -341,16 +351,16 @@ async def finish(pool: Pool, task_id: str, outcome: Outcome, now: dt.datetime | 
         "UPDATE tasks t SET status = $2, decision = $3, reason_code = $4, error_code = $5, action_required = $6, "
         "command_submitted = command_submitted OR $7, command_effect_confirmed = $8, "
         "workflow_id = coalesce($9, workflow_id), cmd_id = coalesce($10, cmd_id), "
-        "finished_at = coalesce($11, now()), updated_at = now() "
+        "finished_at = coalesce($11, now()), message = $13, updated_at = now() "
         f"WHERE id = $1 AND status = ANY($12::text[]) RETURNING {_T_COLUMNS}",
         task_id, str(outcome.status), str(outcome.decision), outcome.reason_code, outcome.error_code,
         outcome.action_required, outcome.command_submitted, outcome.command_effect_confirmed, outcome.workflow_id,
-        outcome.cmd_id, now, [str(TaskStatus.RUNNING)])  # not _from(): only restart recovery fails an accepted task
+        outcome.cmd_id, now, [str(TaskStatus.RUNNING)], outcome.message)  # not _from(): only restart recovery fails an accepted task
     if row is None:
         return None
     task = _record(row)
     await _event(pool, task, str(task.status), {"decision": task.decision, "reason_code": task.reason_code,
-                                                "error_code": task.error_code})
+                                                "error_code": task.error_code, "message": task.message})
     return task
 
 
@@ -359,8 +369,9 @@ async def expire_overdue(pool: Pool, now: dt.datetime) -> list[TaskRecord]:
     ``task_expired_before_dispatch``, ``action_required``: a deadline was missed); returns them."""
     rows = await pool.fetch(
         "UPDATE tasks t SET status = 'expired', decision = 'fail', reason_code = $2, action_required = true, "
-        f"finished_at = $1, updated_at = now() WHERE status = ANY($3::text[]) AND expires_at <= $1 "
-        f"RETURNING {_T_COLUMNS}", now, REASON_EXPIRED_BEFORE_DISPATCH, _from(TaskStatus.EXPIRED))
+        f"finished_at = $1, message = $4, updated_at = now() WHERE status = ANY($3::text[]) AND expires_at <= $1 "
+        f"RETURNING {_T_COLUMNS}", now, REASON_EXPIRED_BEFORE_DISPATCH, _from(TaskStatus.EXPIRED),
+        MESSAGES[REASON_EXPIRED_BEFORE_DISPATCH])
     tasks = [_record(r) for r in rows]
     for task in tasks:
         await _event(pool, task, "expired", {"reason_code": REASON_EXPIRED_BEFORE_DISPATCH})
@@ -372,9 +383,9 @@ async def fail_recovered(pool: Pool, task_id: str, now: dt.datetime | None = Non
     ``task_recovered_after_restart``, ``action_required``. False when it had ended meanwhile."""
     row = await pool.fetchrow(
         "UPDATE tasks t SET status = 'failed', decision = 'fail', reason_code = $2, action_required = true, "
-        "finished_at = coalesce($3, now()), updated_at = now() "
+        "finished_at = coalesce($3, now()), message = $5, updated_at = now() "
         f"WHERE id = $1 AND status = ANY($4::text[]) RETURNING {_T_COLUMNS}",
-        task_id, REASON_RECOVERED, now, _from(TaskStatus.FAILED))
+        task_id, REASON_RECOVERED, now, _from(TaskStatus.FAILED), MESSAGES[REASON_RECOVERED])
     if row is None:
         return False
     await _event(pool, _record(row), "failed", {"reason_code": REASON_RECOVERED})
