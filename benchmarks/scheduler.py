@@ -351,7 +351,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=None, help="measured minutes (default 3; quick 0.1)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir (embedded PostgreSQL)")
     parser.add_argument("--max-running", type=int, default=None,
-                        help="what-if: the dispatcher's cap on running tasks (Cadence.max_running, default 200)")
+                        help="what-if: the dispatcher's cap on running tasks (Cadence.max_running, default 1,000)")
     args = parse_args(__doc__ or "", parser)
     args.zones = args.zones or (5 if args.quick else 1000)
     args.minutes = args.minutes if args.minutes is not None else (0.1 if args.quick else 3.0)
