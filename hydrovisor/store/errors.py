@@ -40,6 +40,8 @@ class MigrationError(StoreError):
 
 DB_DOWN: tuple[type[BaseException], ...] = (
     DatabaseUnavailable, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
-    OSError)
+    asyncpg.InternalClientError, OSError)
 """What a stopped, restarting or unreachable PostgreSQL looks like through asyncpg (a refused TCP connection is
-a ``ConnectionError``, a vanished unix socket a ``FileNotFoundError``: both ``OSError``)."""
+a ``ConnectionError``, a vanished unix socket a ``FileNotFoundError``: both ``OSError``; a connection torn down in
+the middle of a statement can leave asyncpg's protocol saying "cannot switch to state ..., another operation is in
+progress", an ``InternalClientError``: seen as a 500 during the fault campaign's database outages)."""
