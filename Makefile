@@ -19,7 +19,7 @@ run: venv
 test: venv
 	$(BIN)/ruff check hydrovisor tests benchmarks scripts
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -148,10 +148,19 @@ def command_row(zone: PlantZone, cmd_id: str) -> dict[str, Any]:
 
 
 def terminal(zone: PlantZone, cmd_id: str) -> dict[str, Any]:
-    """The command's row once it is terminal."""
-    row: dict[str, Any] = wait_for(lambda: command_row(zone, cmd_id),
-                                   lambda r: r["status"] not in ("QUEUED", "SENT", "ACK"), f"{cmd_id} to end")
-    return row
+    """The command's row once it is terminal (a workflow records a cmd_id before the command is stored: the row
+    may not exist yet)."""
+    def read() -> dict[str, Any] | None:
+        reply = http("GET", f"{zone.base_url}/api/v1/commands/{cmd_id}")
+        if reply.status == 404:
+            return None
+        assert reply.status == 200, reply.raw
+        row: dict[str, Any] = reply.json()["data"]
+        return row
+
+    found: dict[str, Any] = wait_for(read, lambda r: r is not None and r["status"] not in ("QUEUED", "SENT", "ACK"),
+                                     f"{cmd_id} to end")
+    return found
 
 
 def command_done(zone: PlantZone, wf_id: str, role: str, state: int) -> dict[str, Any]:
