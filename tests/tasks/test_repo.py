@@ -141,10 +141,12 @@ def test_expire_overdue_and_restart_recovery(repo_pool_run: Run) -> None:
         assert [t.id for t in expired] == [overdue.id]
         assert expired[0].status == TaskStatus.EXPIRED and expired[0].reason_code == "task_expired_before_dispatch"
         assert expired[0].action_required and expired[0].decision == Decision.FAIL
-        assert {t.id for t in await tasks.unfinished(pool)} == {running.id, waiting.id}
-        for task in await tasks.unfinished(pool):
-            assert await tasks.fail_recovered(pool, task.id)
-        assert await tasks.unfinished(pool) == []
+        assert [t.id for t in await tasks.running(pool)] == [running.id]  # the sweep's view: not the accepted one
+        assert await tasks.fail_recovered(pool, running.id)
+        assert not await tasks.fail_recovered(pool, running.id)  # a terminal status never changes
+        assert await tasks.running(pool) == []
+        still = await tasks.get(pool, waiting.id)
+        assert still is not None and still.status == TaskStatus.ACCEPTED  # due tomorrow stays due tomorrow
         recovered = await tasks.get(pool, running.id)
         assert recovered is not None and recovered.status == TaskStatus.FAILED
         assert recovered.reason_code == "task_recovered_after_restart" and recovered.action_required

@@ -289,13 +289,6 @@ async def running(pool: Pool) -> list[TaskRecord]:
     return [_record(r) for r in rows]
 
 
-async def unfinished(pool: Pool) -> list[TaskRecord]:
-    """Tasks still ``accepted`` or ``running``, by due time: what restart recovery must finalise or resume."""
-    rows = await pool.fetch(f"SELECT {_COLUMNS} FROM tasks WHERE status IN ('accepted', 'running') "
-                            "ORDER BY due_at, id")
-    return [_record(r) for r in rows]
-
-
 # --- the dispatcher ---------------------------------------------------------------------------------
 
 async def due_tasks(pool: Pool, now: dt.datetime, limit: int) -> list[TaskRecord]:
