@@ -140,25 +140,26 @@ def manual(zone: PlantZone, channel: str, state: int) -> Any:
         "zone_uid": zone.zone_uid})
 
 
-def command_row(zone: PlantZone, cmd_id: str) -> dict[str, Any]:
+def stored_command(zone: PlantZone, cmd_id: str) -> dict[str, Any] | None:
+    """The command's row; None while it does not exist (a workflow records a cmd_id before it is stored)."""
     reply = http("GET", f"{zone.base_url}/api/v1/commands/{cmd_id}")
+    if reply.status == 404:
+        return None
     assert reply.status == 200, reply.raw
     row: dict[str, Any] = reply.json()["data"]
     return row
 
 
-def terminal(zone: PlantZone, cmd_id: str) -> dict[str, Any]:
-    """The command's row once it is terminal (a workflow records a cmd_id before the command is stored: the row
-    may not exist yet)."""
-    def read() -> dict[str, Any] | None:
-        reply = http("GET", f"{zone.base_url}/api/v1/commands/{cmd_id}")
-        if reply.status == 404:
-            return None
-        assert reply.status == 200, reply.raw
-        row: dict[str, Any] = reply.json()["data"]
-        return row
+def command_row(zone: PlantZone, cmd_id: str) -> dict[str, Any]:
+    row = stored_command(zone, cmd_id)
+    assert row is not None, f"command {cmd_id} not stored"
+    return row
 
-    found: dict[str, Any] = wait_for(read, lambda r: r is not None and r["status"] not in ("QUEUED", "SENT", "ACK"),
+
+def terminal(zone: PlantZone, cmd_id: str) -> dict[str, Any]:
+    """The command's row once it is terminal."""
+    found: dict[str, Any] = wait_for(lambda: stored_command(zone, cmd_id),
+                                     lambda r: r is not None and r["status"] not in ("QUEUED", "SENT", "ACK"),
                                      f"{cmd_id} to end")
     return found
 
