@@ -299,13 +299,17 @@ def _instant(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
+REASON_RECEIVED_AFTER_EXPIRY = "task_received_after_expiry"
+REASON_RECEIVED_AFTER_DUE = "task_received_after_due"
+
+
 def initial_status(request: TaskRequest, now: dt.datetime) -> tuple[TaskStatus, str | None]:
     """The status a request is stored with, and why when it is a fail-fast terminal: received at or after
     ``expires_at`` → ``expired``; after ``due_at`` → ``rejected``; never executed either way."""
     if now >= request.expires_at:
-        return TaskStatus.EXPIRED, "task_received_after_expiry"
+        return TaskStatus.EXPIRED, REASON_RECEIVED_AFTER_EXPIRY
     if now > request.due_at:
-        return TaskStatus.REJECTED, "task_received_after_due"
+        return TaskStatus.REJECTED, REASON_RECEIVED_AFTER_DUE
     return TaskStatus.ACCEPTED, None
 
 

@@ -32,6 +32,8 @@ from hydrovisor.tasks.contract import (
     IDEMPOTENCY_WINDOW,
     OUTCOME_DECISIONS,
     PREDECESSORS,
+    REASON_RECEIVED_AFTER_DUE,
+    REASON_RECEIVED_AFTER_EXPIRY,
     Decision,
     TaskRequest,
     TaskStatus,
@@ -50,8 +52,8 @@ Pool: TypeAlias = asyncpg.Pool | asyncpg.Connection  # either runs one statement
 REASON_EXPIRED_BEFORE_DISPATCH = "task_expired_before_dispatch"
 REASON_RECOVERED = "task_recovered_after_restart"
 MESSAGES = {
-    "task_received_after_expiry": "received at or after its expires_at: stored expired, never executed",
-    "task_received_after_due": "received after its due_at: stored rejected, never executed",
+    REASON_RECEIVED_AFTER_EXPIRY: "received at or after its expires_at: stored expired, never executed",
+    REASON_RECEIVED_AFTER_DUE: "received after its due_at: stored rejected, never executed",
     REASON_EXPIRED_BEFORE_DISPATCH: "its expires_at passed before it was dispatched: never executed",
     REASON_RECOVERED: "found unfinished after a restart (or a change of scheduler leader) past its expires_at: not "
                       "resumed; whether its command acted is not known here, check the zone",
