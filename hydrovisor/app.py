@@ -140,7 +140,8 @@ class Hydrovisor:
         submitter = CommandSubmitter(db=db, control=control, zones=zones, plane=commands_plane, system=system,
                                      outage_stops=OutageStops(commands_plane, registry))
         workflows = WorkflowRuntime(system, WorkflowPlane(
-            db=db, clock=clock, submitter=submitter, hang_timeout=settings.supervision.hang_timeout), zones,
+            db=db, clock=clock, submitter=submitter, last_heard=nodes_view.last_seen,
+            hang_timeout=settings.supervision.hang_timeout), zones,
             timezone=settings.timezone)
         services = Services(
             settings=settings, registry=registry, bridge=bridge, system=system, db=db, broker=broker,
@@ -261,6 +262,7 @@ class Hydrovisor:
             if self._router is not None:
                 await self._router.stop()
             await services.scheduler.leadership.stop()  # another instance may dispatch from now on
+            await services.workflows.stop()
             await asyncio.to_thread(services.system.stop, self.settings.shutdown_timeout)
             await services.db.close()
             services.loop_lag.stop()

@@ -14,11 +14,13 @@ Failure paths, all ending in a compensating stop before the outcome is stored:
 - this actor crashes and is restarted, or the process dies and the zone adopts the workflow again: the
   new incarnation knows nothing it did not store, so it stops every pump and valve of the plant
   (confirmed) and then resumes *only* a resumable stage (whose first step is a probe that must find the
-  plant stopped); otherwise it fails ``workflow_interrupted``.
+  plant stopped); otherwise it fails ``workflow_interrupted``;
+- a node driving a pump this workflow may have on sends nothing for ``safety.pump_node_silence_s``: the
+  server cannot see that pump's tank, so the workflow fails closed (``pump_node_silent``).
 
 The compensating stop stops every role a start was sent to (confirmed or not: an unanswered start may
-have run) that no DONE stop followed, pumps first; a stop that is never DONE makes the outcome
-``failed <stage>_stop_not_confirmed``, whatever it would have been.
+have run) that no DONE stop followed, pumps first (and at once, before any reply is awaited); a stop that
+is never DONE makes the outcome ``failed <stage>_stop_not_confirmed``, whatever it would have been.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from hydrovisor.store.repos.workflows import CommandRef, Progress, StageRecord, 
 from hydrovisor.supervisors import ActorContext, SupervisedActor, SupervisionError
 from hydrovisor.workflows import catalog, steps
 from hydrovisor.workflows.context import WorkflowContext
-from hydrovisor.workflows.effects import Decide, Effect, Fail, Finish, Script, Send, Sent, Stage, Wait, Waited
+from hydrovisor.workflows.effects import Decide, Effect, Fail, Finish, Script, Send, Sent, Settle, Stage, Wait, Waited
 from hydrovisor.workflows.plane import WorkflowPlane
 from hydrovisor.zoneplane.spawn import zone_actor_path
 from hydrovisor.zones.clock import real_seconds
@@ -56,6 +58,8 @@ SAVE_RETRY_S = 1.0
 INTERRUPTED = "workflow_interrupted"
 TIMED_COMMANDS = frozenset({"run_pump", "dose"})  # they stop by themselves: DONE means the run is over
 EMERGENCY_STOP = "emergency_stop"
+PUMP_NODE_SILENT = "pump_node_silent"
+VIGIL_S = (0.05, 5.0)  # real seconds between checks of the pumps' nodes: an eighth of the silence, within these
 
 
 class Cancel(msgspec.Struct, frozen=True):
@@ -107,6 +111,10 @@ class _RetryFinal(msgspec.Struct, frozen=True):
     pass
 
 
+class _Vigil(msgspec.Struct, frozen=True):
+    """Time to check that the nodes of the pumps that may be on are still heard from."""
+
+
 class _Renew(msgspec.Struct, frozen=True):
     pass
 
@@ -147,6 +155,7 @@ class WorkflowActor(SupervisedActor):
         self._solution_started = False
         self._stop_retries = 0  # resends of the stop on its way (see _stop_not_sent)
         self._final: tuple[Progress, str | None, str | None] | None = None
+        self._heard_since = 0.0  # zone time this incarnation began to listen: no node is silent before it
 
     # lifecycle ------------------------------------------------------------------------------------------
 
@@ -175,8 +184,10 @@ class WorkflowActor(SupervisedActor):
             if message.seq == self._seq and isinstance(self._pending, Wait):
                 self._resume(Waited("timeout"))
         elif isinstance(message, _Settled):
-            if self._script is not None and not self._done:
-                self._advance(None)  # the previous incarnation's commands have ended (or timed out): stop now
+            if isinstance(self._pending, Settle) and not self._done:
+                self._resume(None)  # the previous incarnation's commands have ended (or timed out)
+        elif isinstance(message, _Vigil):
+            self._vigil()
         elif isinstance(message, _Resend):
             if message.seq == self._seq and isinstance(self._pending, Send):
                 immediate = self._send(self._pending)
@@ -217,6 +228,8 @@ class WorkflowActor(SupervisedActor):
         self._context = WorkflowContext(record.zone_uid, record.id, msgspec.convert(record.params, kind.params))
         self._watch()
         self.tell_self_every(RENEW_WATCH_S, _Renew())
+        self._heard_since = self._plane.clock.now()
+        self._vigil()
         # nothing runs before the zone's first view arrives (its settings, devices and state)
 
     # inputs ---------------------------------------------------------------------------------------------
@@ -286,14 +299,19 @@ class WorkflowActor(SupervisedActor):
                                          message=f"interrupted in stage {last.name}, which cannot be resumed")
         self._event("WORKFLOW_RECOVERY", "retry" if resume_at else "fail",
                     "workflow_resumed" if resume_at else INTERRUPTED, {"stage": last.name})
-        self._script = self._compensation(then=resume_at)
-        # a command the previous incarnation submitted may still be on its way to the node: stopping before it
-        # ended would let it act after the stop (a pump started behind the compensation's back)
-        in_flight = [c.cmd_id for c in self._commands if c.status is None]
-        if in_flight:
-            self.pipe_to_self(self._plane.settle(in_flight), _Settled)
-            return
+        self._script = self._recovery(resume_at, tuple(c.cmd_id for c in self._commands if c.status is None))
         self._advance(None)
+
+    def _recovery(self, then: str | None, in_flight: tuple[str, ...]) -> Script:
+        """A new incarnation's compensation. A command the previous one submitted may still be on its way to
+        the node: the compensation waits for it to end, or it could act after the stop (a pump started
+        behind the compensation's back); the pumps are stopped blindly meanwhile (one may be running dry)."""
+        if in_flight:
+            yield from steps.stop_blindly(self._maybe_on)
+            yield Settle(in_flight)
+            self._maybe_on = set(steps.PLANT)  # a start on its way may have landed after the blind stop
+        result: Finish = yield from self._compensation(then)
+        return result
 
     def _compensation(self, then: str | None) -> Script:
         """Stop what may be on; then resume ``then`` (a resumable stage) or end as interrupted (after putting
@@ -356,6 +374,10 @@ class WorkflowActor(SupervisedActor):
                 if immediate is None:
                     return
                 value = immediate
+            elif isinstance(effect, Settle):
+                self._pending = effect
+                self.pipe_to_self(self._plane.settle(list(effect.cmd_ids)), _Settled)
+                return
             else:
                 reason = self._wait(effect)
                 if reason is None:
@@ -482,7 +504,7 @@ class WorkflowActor(SupervisedActor):
         commands in flight) is sent again every ``STOP_RETRY_S`` real seconds, ``STOP_RETRIES`` times, before
         the script hears of it: stopping must outlast an outage. True when a resend is scheduled."""
         transient = (sent.status is None and sent.refused not in PERMANENT_REFUSALS) or sent.status == "SEND_FAILED"
-        if starts_actuator(send.cmd, send.params) or send.cmd == "state" or not transient:
+        if starts_actuator(send.cmd, send.params) or send.cmd == "state" or not transient or send.best_effort:
             self._stop_retries = 0
             return False
         if self._stop_retries >= STOP_RETRIES:
@@ -538,6 +560,33 @@ class WorkflowActor(SupervisedActor):
         if wait.until is not None and self._context is not None:
             return wait.until(self._context)
         return None
+
+    def _vigil(self) -> None:
+        """Fail closed when a pump this workflow may have on is on a node not heard from for
+        ``safety.pump_node_silence_s`` (zone time; the router's last traffic, heartbeats included); then check
+        again in an eighth of that."""
+        ctx = self._context
+        if ctx is None or self._done:
+            return
+        limit = ctx.settings.safety.pump_node_silence_s
+        now = self._plane.clock.now()
+        if ctx.observed is not None and not self._compensating and self._interrupt is None:
+            for role in steps.stop_order(self._maybe_on & PUMPS):
+                device = ctx.device(role)
+                if device is None:
+                    continue
+                silent = now - max(self._plane.last_heard(device.node_uid) or 0.0, self._heard_since)
+                if silent > limit:
+                    log.warning("workflow %s: %s's node %s silent for %.0f s; failing closed", self.wf_id,
+                                role.value, device.node_uid, silent, extra={
+                                    "event": PUMP_NODE_SILENT, "zone_id": self.zone_uid, "node_uid": device.node_uid})
+                    self._event("WORKFLOW_DECISION", "fail", PUMP_NODE_SILENT, {
+                        "role": role.value, "node_uid": device.node_uid, "silent_s": round(silent, 1)})
+                    self._abandon(_Interrupt(status="failed", reason_code=PUMP_NODE_SILENT, message=(
+                        f"{role.value} may be on and its node {device.node_uid} sent nothing for {silent:.0f} s")))
+                    break
+        low, high = VIGIL_S
+        self.tell_self_after(min(high, max(low, real_seconds(self._plane.clock, limit) / 8)), _Vigil())
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -29,7 +29,8 @@ class Send:
 
     ``channel`` overrides the role's channel (sensor mode goes to the node's ``system`` channel).
     ``wait``: the result is the terminal status; else it comes back once the command is SENT and its
-    terminal can be awaited with :class:`Wait` (``command``).
+    terminal can be awaited with :class:`Wait` (``command``). ``best_effort``: a stop that could not go
+    out is not sent again (a durable stop follows it); without it the driver resends a stop until it is out.
     """
 
     role: Role
@@ -37,6 +38,7 @@ class Send:
     params: dict[str, Any] = field(default_factory=dict)
     channel: str | None = None
     wait: bool = True
+    best_effort: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,14 @@ class Wait:
 
 
 @dataclass(frozen=True)
+class Settle:
+    """Wait until every command in ``cmd_ids`` has ended (or its timeout and a grace have passed): commands
+    an earlier incarnation submitted may still be on their way to the node."""
+
+    cmd_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Waited:
     """Why a :class:`Wait` ended: the condition's reason, ``event:<code>``, ``command:<status>`` or
     ``timeout``."""
@@ -115,5 +125,5 @@ class Fail(Exception):
         self.water_state = water_state
 
 
-Effect = Stage | Send | Wait | Decide
+Effect = Stage | Send | Wait | Settle | Decide
 Script = Generator[Effect, Any, Finish]

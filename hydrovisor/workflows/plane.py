@@ -37,6 +37,8 @@ class WorkflowPlane:
     db: Database
     clock: Clock
     submitter: CommandSubmitter
+    last_heard: Callable[[str], float | None]
+    """Zone time of a node's latest traffic the router saw (None: nothing since this process started)."""
     hang_timeout: float | None = 30.0
 
     async def load(self, wf_id: str) -> WorkflowRecord | None:

@@ -9,7 +9,9 @@ so a process restart or a zone subtree restart never leaves one hanging.
 
 The emergency stop latches first (stored, the zone refuses every start from then on), then tells the
 running workflow to fail, then stops every pump and valve of the zone (pump first), each confirmed or
-reported as not confirmed. Nothing resumes by itself; an operator clears the latch.
+reported as not confirmed. A stop not confirmed (its node just reconnecting, its reply lost) is sent
+again in the background every ``RESEND_S`` until it is, for ``RESEND_FOR_S``, while the latch holds; the
+timeline says how that ended. Nothing resumes by itself; an operator clears the latch.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import msgspec
 
 from hydrovisor.actors.zone import SetEmergencyStop, ZoneObserved
 from hydrovisor.commands.submit import SubmitRefused, SubmitRequest
+from hydrovisor.store.errors import DB_DOWN
 from hydrovisor.store.repos import events, fleet, workflows
 from hydrovisor.store.repos.workflows import WorkflowRecord
 from hydrovisor.supervisors import (
@@ -35,7 +38,7 @@ from hydrovisor.supervisors import (
     TerminateChild,
 )
 from hydrovisor.workflows import catalog, steps
-from hydrovisor.workflows.actor import Cancel, EmergencyStop
+from hydrovisor.workflows.actor import PERMANENT_REFUSALS, Cancel, EmergencyStop
 from hydrovisor.workflows.plane import WorkflowPlane
 from hydrovisor.workflows.spawn import WATER_CYCLE, water_cycle_spec, workflow_path, workflow_spec
 from hydrovisor.workflows.water_cycle import WaterCyclePlane
@@ -47,6 +50,8 @@ log = logging.getLogger(__name__)
 
 START_WITHIN_S = 15.0
 STOP_WAIT_S = 30.0
+RESEND_S = 2.0  # real seconds between the rounds of an emergency stop's unconfirmed stops
+RESEND_FOR_S = 120.0
 
 
 class WorkflowRefused(Exception):
@@ -58,6 +63,10 @@ class WorkflowRefused(Exception):
         self.code = code
         self.message = message
         self.extra = extra
+
+
+# a resend round that fails this way waits for the next one
+RESEND_ROUND_FAILURES: tuple[type[BaseException], ...] = (WorkflowRefused, *DB_DOWN)
 
 
 class StopOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,6 +89,8 @@ class EmergencyStopReport(msgspec.Struct, frozen=True, kw_only=True):
     workflow_id: str | None
     stops: list[StopOutcome]
     all_confirmed: bool
+    resending: list[str] = []
+    """Roles whose stop was not confirmed and is being sent again (see the module docstring)."""
 
 
 class WorkflowRuntime:
@@ -90,6 +101,7 @@ class WorkflowRuntime:
         self._plane = plane
         self._zones = zones
         self._water_cycle = WaterCyclePlane(plane, self.start, timezone)
+        self._resends: set[asyncio.Task[None]] = set()
 
     @property
     def _pool(self) -> Any:
@@ -207,8 +219,47 @@ class WorkflowRuntime:
         for wf_id in running:
             self._tell_workflow(zone_uid, wf_id, EmergencyStop(text))
         stops = await self._stop_everything(zone_uid)
+        resending = [s.role for s in stops if not s.confirmed and s.error not in PERMANENT_REFUSALS]
+        if resending:
+            task = asyncio.get_running_loop().create_task(self._keep_stopping(zone_uid, set(resending)),
+                                                          name=f"estop-resend-{zone_uid}")
+            self._resends.add(task)
+            task.add_done_callback(self._resends.discard)
         return EmergencyStopReport(zone_uid=zone_uid, latched=latched, workflow_id=running[0] if running else None,
-                                   stops=stops, all_confirmed=all(s.confirmed for s in stops))
+                                   stops=stops, all_confirmed=all(s.confirmed for s in stops), resending=resending)
+
+    async def stop(self) -> None:
+        """Stop resending emergency stops (the process is stopping)."""
+        for task in list(self._resends):
+            task.cancel()
+        await asyncio.gather(*self._resends, return_exceptions=True)
+
+    async def _keep_stopping(self, zone_uid: str, roles: set[str]) -> None:
+        """Send the stops of ``roles`` again until each is confirmed, the latch is cleared (an operator took
+        over) or ``RESEND_FOR_S`` has passed; the outcome goes on the timeline."""
+        log.warning("zone %s: emergency stop of %s not confirmed; sending it again", zone_uid, sorted(roles),
+                    extra={"event": "estop_resend", "zone_id": zone_uid})
+        deadline = asyncio.get_running_loop().time() + RESEND_FOR_S
+        while roles and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(RESEND_S)
+            try:
+                if not (await workflows.automation(self._pool, zone_uid)).estop_active:
+                    return
+                stops = await self._stop_everything(zone_uid, only=roles)
+            except RESEND_ROUND_FAILURES as exc:  # the zone or the database is away: the next round
+                log.info("zone %s: emergency stop resend round failed: %s", zone_uid, exc,
+                         extra={"event": "estop_resend_failed", "zone_id": zone_uid})
+                continue
+            roles = {s.role for s in stops if not s.confirmed and s.error not in PERMANENT_REFUSALS}
+        confirmed = not roles
+        with contextlib.suppress(*DB_DOWN):
+            await events.add_zone_event(
+                self._pool, zone_uid, None, "EMERGENCY_STOP_CONFIRMED" if confirmed else "EMERGENCY_STOP_NOT_CONFIRMED",
+                {"roles": sorted(roles)}, decision="stop",
+                reason_code="estop_confirmed" if confirmed else "estop_stop_not_confirmed")
+        log.log(logging.INFO if confirmed else logging.ERROR, "zone %s: emergency stop %s", zone_uid,
+                "confirmed after resending" if confirmed else f"of {sorted(roles)} still not confirmed",
+                extra={"event": "estop_resend_ended", "zone_id": zone_uid})
 
     async def clear_emergency_stop(self, zone_uid: str, by: str, reason: str) -> bool:
         """An operator clears the latch (audited on the timeline); False when it was not latched."""
@@ -219,11 +270,13 @@ class WorkflowRuntime:
             self._tell_zone(zone_uid, SetEmergencyStop(None))
         return cleared
 
-    async def _stop_everything(self, zone_uid: str) -> list[StopOutcome]:
-        """Pumps first (each awaited), then every valve at once; a stop answered ``NO_EFFECT`` ("already off")
-        is confirmed by the node's own snapshot (a ``state`` probe) showing it off, as in the workflows."""
+    async def _stop_everything(self, zone_uid: str, only: set[str] | None = None) -> list[StopOutcome]:
+        """Pumps first (each awaited), then every valve at once (``only``: those roles); a stop answered
+        ``NO_EFFECT`` ("already off") is confirmed by the node's own snapshot (a ``state`` probe) showing it
+        off, as in the workflows."""
         view = await self._observed(zone_uid)
-        bound = [(role, device) for role in steps.PLANT if (device := view.devices.get(role)) is not None]
+        bound = [(role, device) for role in steps.PLANT if (device := view.devices.get(role)) is not None
+                 and (only is None or role.value in only)]
         pumps = [item for item in bound if item[0] in PUMPS]
         outcomes = [await self._stop_one(zone_uid, role, device) for role, device in pumps]
         outcomes += await asyncio.gather(*(self._stop_one(zone_uid, role, device) for role, device in bound

@@ -13,7 +13,7 @@ from typing import Any
 
 from hydrovisor.workflows.context import WorkflowContext
 from hydrovisor.workflows.effects import Decide, Effect, Fail, Send, Sent
-from hydrovisor.zones.roles import Role
+from hydrovisor.zones.roles import PUMPS, Role
 from hydrovisor.zones.state import SNAPSHOT_KEYS
 
 Steps = Generator[Effect, Any, Any]
@@ -132,6 +132,14 @@ def stop(roles: Iterable[Role]) -> Steps:
     return stop_order(unconfirmed)
 
 
+def stop_blindly(roles: Iterable[Role]) -> Steps:
+    """Stop the pumps among ``roles`` without waiting for their replies, once each: a pump that may be running
+    on an empty tank stops now, not after a probe's round trip (or its timeout, when the node cannot be
+    heard). The confirmed stop still follows; this one only shortens the time the pump may run."""
+    for role in stop_order(r for r in roles if r in PUMPS):
+        yield Send(role, "set_relay", {"state": 0}, wait=False, best_effort=True)
+
+
 def stop_or_fail(roles: Iterable[Role], stage: str) -> Steps:
     """:func:`stop`, failing with ``<stage>_stop_not_confirmed`` when a stop is not DONE."""
     unconfirmed: list[Role] = yield from stop(roles)
@@ -160,9 +168,11 @@ def compensate(roles: Iterable[Role], ctx: WorkflowContext, sensors_active: bool
     """The compensating stop after a failure, a cancel, an emergency stop or an interrupted run: every
     role that may be on is stopped (pumps first), sensor mode is left; returns the roles not confirmed.
 
-    A probe comes first: a role its snapshot shows off is confirmed off already (no stop to send, which
-    the node would answer ``NO_EFFECT``); without an answer every role is stopped."""
+    The pumps are stopped blindly first (:func:`stop_blindly`); then a probe: a role its snapshot shows off is
+    confirmed off already (no stop to send, which the node would answer ``NO_EFFECT``); without an answer
+    every role is stopped."""
     candidates = list(roles)
+    yield from stop_blindly(candidates)
     if candidates:
         state: dict[Role, bool] | None = yield from probe_quietly()
         if state is not None:

@@ -201,6 +201,9 @@ class Safety(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     # sensor reads a few tens of mA of noise with the pump off, which must not look like a stuck pump
     flow_present_min: Annotated[float, msgspec.Meta(gt=0.0)] = 0.5
     current_present_min: Annotated[float, msgspec.Meta(gt=0.0)] = 300.0
+    # a pump a workflow may have on is stopped (the workflow fails closed) once its node has sent nothing
+    # for this long: three firmware heartbeats (15 s apart) missed; the server is blind to that tank
+    pump_node_silence_s: Annotated[int, msgspec.Meta(ge=1, le=45)] = 45
 
 
 class ZoneSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -4,14 +4,17 @@ and resumes the stage only where that is safe; a non-resumable stage fails close
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 import pytest
 
 from hydrovisor.config.settings import HttpSettings, MqttSettings
+from hydrovisor.sim import Faults
 from tests.app.conftest import Running
-from tests.helpers import wait_until
+from tests.helpers import http, wait_until
 from tests.workflows.conftest import SCALE
+from tests.workflows.test_two_tank_guards import LONG_SOLUTION_FILL, stored_command
 from tests.zone_plant import PlantZone
 
 
@@ -71,5 +74,38 @@ def test_a_restart_during_irrigation_fails_closed_with_the_pump_stopped(
         record = zone.wait_end(wf_id, timeout=60)
         assert record["status"] == "failed" and record["reason_code"] == "workflow_interrupted", json.dumps(record)
         wait_until(zone.all_stopped, timeout=10, what="the plant stopped")  # a second run would water twice
+    finally:
+        zone.stop()
+
+
+def test_a_pump_start_whose_reply_was_lost_in_the_restart_is_stopped_without_waiting_for_its_timeout(
+        start_app: Callable[..., Running], monkeypatch: pytest.MonkeyPatch) -> None:
+    # the node answers 1 s late; its answer to the pump start is discarded (chaos node_silence on the first
+    # process), so the new process finds that start SENT (or ACK) and unanswered until its 30 s deadline: the new
+    # incarnation must not leave the pump running (maybe on an empty tank) while it waits for that start to end
+    first = start_app(time_scale=SCALE, chaos_enabled=True)
+    zone = PlantZone(first, plant=LONG_SOLUTION_FILL, faults={"irrig": Faults(delay_reply_s=1.0)})
+    zone.start()
+    try:
+        reply = zone.start_workflow("two_tank_startup")
+        assert reply.status == 202, reply.raw
+        wf_id = reply.json()["data"]["id"]
+        wait_until(lambda: "pump_main" in zone.physics.pumps, timeout=30, what="the pump started")
+        reply = http("POST", zone.base_url + "/admin/chaos/inject",
+                     body={"type": "node_silence", "duration": 60, "node_uid": zone.uids["irrig"]})
+        assert reply.status == 202, reply.raw
+        time.sleep(1.3)  # the node's late DONE arrives and is discarded
+        start_cmd = next(c["cmd_id"] for c in zone.workflow(wf_id)["commands"]
+                         if c["role"] == "pump_main" and c["params"] == {"state": 1})
+        assert (stored_command(zone, start_cmd) or {}).get("status") in ("SENT", "ACK")
+        second = _restart(start_app, first, monkeypatch)
+        zone.instance = second
+        restarted = time.monotonic()
+        wait_until(lambda: "pump_main" not in zone.physics.pumps, timeout=10, what="the pump stopped")
+        print(f"pump stopped {time.monotonic() - restarted:.2f} s after the restart")
+        # stopped while the start it may have crossed was still unanswered: the stop did not wait for it
+        assert (stored_command(zone, start_cmd) or {}).get("status") in ("SENT", "ACK")
+        sent = [(c["role"], c["cmd"], c["params"].get("state")) for c in zone.workflow(wf_id)["commands"]]
+        assert sent[sent.index(("pump_main", "set_relay", 1)) + 1] == ("pump_main", "set_relay", 0), sent
     finally:
         zone.stop()

@@ -389,6 +389,32 @@ def test_node_offline_mid_stage_leaves_the_stop_unconfirmed_and_says_so(plant_zo
     assert plant(zone)["valves"] == ["valve_clean_fill"]
 
 
+def test_a_pump_whose_node_falls_silent_is_stopped_at_once_and_the_workflow_fails_closed(
+        plant_zone: ZoneFactory, short_command_timeout: float) -> None:
+    # the server discards everything the irrigation node sends (its level switches and replies) while it
+    # still receives commands: the server is blind to the clean tank the pump is emptying
+    zone = plant_zone(plant=LONG_SOLUTION_FILL)
+    wf_id = started(zone.start_workflow("two_tank_startup"))
+    command_done(zone, wf_id, "pump_main", 1)
+    silenced_at = time.monotonic()
+    reply = http("POST", zone.base_url + "/admin/chaos/inject",
+                 body={"type": "node_silence", "duration": 60, "node_uid": zone.uids["irrig"]})
+    assert reply.status == 202, reply.raw
+    wait_plant(zone, lambda p: "pump_main" not in p["pumps"], "the pump stopped", timeout=20)
+    print(f"pump stopped {time.monotonic() - silenced_at:.2f} s after its node fell silent "
+          f"(limit 45 zone s = {45 / 20:.2f} s at scale 20)")
+    ids = decisions(zone, wf_id)
+    assert ("WORKFLOW_DECISION", "fail", "pump_node_silent") in ids, ids
+    sent = commands(zone.workflow(wf_id))
+    start = sent.index(("pump_main", "set_relay", 1, "DONE"))
+    assert sent[start + 1][:3] == ("pump_main", "set_relay", 0), sent  # the pump first, before any probe
+    record = zone.wait_end(wf_id, 60)
+    # its replies never arrive: nothing is confirmed, and the workflow does not claim otherwise
+    assert (record["status"], record["reason_code"]) == ("failed", "solution_fill_stop_not_confirmed"), dump(record)
+    assert [a for a in alerts(zone) if a["code"] == "biz_stop_not_confirmed"], alerts(zone)
+    assert "pump_main" not in plant(zone)["pumps"]
+
+
 # 5. a start that fails after an earlier start succeeded -------------------------------------------------
 
 
@@ -575,6 +601,22 @@ def test_operator_emergency_stop_mid_solution_fill(plant_zone: ZoneFactory) -> N
     # node's snapshot confirms)
     unconfirmed = [(s["role"], s["status"]) for s in report["stops"] if not s["confirmed"]]
     assert report["all_confirmed"] is True and not unconfirmed, unconfirmed
+
+
+def test_an_emergency_stop_that_cannot_reach_the_node_is_sent_again_until_it_is_confirmed(
+        plant_zone: ZoneFactory, short_command_timeout: float) -> None:
+    zone = plant_zone(plant=LONG_SOLUTION_FILL)
+    started(zone.start_workflow("two_tank_startup"))
+    wait_plant(zone, lambda p: "pump_main" in p["pumps"], "the solution fill to pump")
+    assert zone.instance.loop.run(zone.nodes["irrig"].go_offline(4.0))  # away while the operator presses stop
+    reply = http("POST", f"{zone.base_url}/api/v1/zones/{zone.zone_uid}/emergency-stop",
+                 body={"reason": "test"}, timeout=60)
+    assert reply.status == 202, reply.raw
+    report = reply.json()["data"]
+    assert report["all_confirmed"] is False and "pump_main" in report["resending"], report
+    wait_until(lambda: ("EMERGENCY_STOP_CONFIRMED", "estop_confirmed") in [
+        (e["type"], e["reason_code"]) for e in timeline(zone)], timeout=30, what="the stop confirmed by a resend")
+    assert stopped(zone)
 
 
 # 9. cancel -----------------------------------------------------------------------------------------------
