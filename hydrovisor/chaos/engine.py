@@ -34,6 +34,7 @@ from hydrovisor.chaos.stalls import StallKind, schedule_stall
 from hydrovisor.chaos.worker import CHAOS_WORKER_PATH, RunInActor
 from hydrovisor.process.incidents import Incident, IncidentKind, IncidentStore
 from hydrovisor.process.states import new_incident_id
+from hydrovisor.refusals import Refused
 from hydrovisor.supervisors import ActorSystem, InjectedCrash, InjectedHang, NoSuchActor
 
 log = logging.getLogger("hydrovisor.chaos")
@@ -82,13 +83,8 @@ class Injection(msgspec.Struct, frozen=True):
     attributes: dict[str, str]
 
 
-class ChaosRefused(Exception):
-    """The injection cannot run; ``status`` / ``code`` become the HTTP error."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
+class ChaosRefused(Refused):
+    """The injection cannot run."""
 
 
 DbOutage = Callable[[float], Awaitable[None]]

@@ -22,6 +22,7 @@ from hydrovisor.commands.spawn import StartQueued, start_command_actor
 from hydrovisor.commands.waiters import StatusNews
 from hydrovisor.process.control import SystemControl
 from hydrovisor.protocol import CommandInvalid, CommandStatus, sign_command
+from hydrovisor.refusals import Refused
 from hydrovisor.store.database import Database
 from hydrovisor.store.repos import commands, nodes
 from hydrovisor.store.repos.commands import CommandRecord, NewCommand
@@ -55,18 +56,8 @@ class Submission(msgspec.Struct, frozen=True, kw_only=True):
     created: bool
 
 
-class SubmitRefused(Exception):
-    """The command was refused or failed to go out: ``status`` is the HTTP status the API answers with,
-    ``code`` the machine code, ``extra`` more fields of the error body (``reason_code`` of a gate refusal)."""
-
-    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
-                 **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-        self.extra = extra
+class SubmitRefused(Refused):
+    """The command was refused or failed to go out (``extra``: the gate's ``reason_code``, ...)."""
 
 
 class CommandSubmitter:

@@ -11,6 +11,7 @@ import msgspec
 from aiohttp import web
 
 from hydrovisor.http.keys import MAX_BODY_BYTES
+from hydrovisor.refusals import Refused
 from hydrovisor.store.errors import DB_DOWN
 
 log = logging.getLogger("hydrovisor.http")
@@ -32,17 +33,8 @@ _CODES = {
 }
 
 
-class ApiError(Exception):
+class ApiError(Refused):
     """Raise from a handler to answer with a JSON error; ``extra`` fields join the body."""
-
-    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None,
-                 **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-        self.extra = extra
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -69,7 +61,8 @@ def _nul_in_url(request: web.Request) -> bool:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn ApiError, aiohttp's HTTP exceptions and unexpected failures into JSON bodies."""
+    """Turn refusals (:class:`ApiError` and the services' own), aiohttp's HTTP exceptions and unexpected failures
+    into JSON bodies."""
     limit = request.app[MAX_BODY_BYTES]
     try:
         if request.content_length is not None and request.content_length > limit:
@@ -77,7 +70,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if _nul_in_url(request):  # PostgreSQL text holds no NUL: refused here for every API route at once
             raise ApiError(400, "nul_character", "the URL contains a NUL character (%00)")
         return await handler(request)
-    except ApiError as exc:
+    except Refused as exc:
         return json_response(error_body(exc.code, exc.message, **exc.extra), exc.status, exc.headers)
     except DB_DOWN as exc:
         log.warning("database unavailable during %s %s: %s", request.method, request.path, exc,

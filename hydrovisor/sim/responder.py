@@ -4,7 +4,8 @@ terminal reply on ``{channel}/command_response`` with ``ts`` in milliseconds, an
 - rejected by ``commands.check_command`` → one terminal (``INVALID``/``ERROR``), no ACK, not cached;
 - known ``cmd_id`` (firmware cache, 128 entries / 5 min) → ``ACK`` again while running, the same terminal
   after ``DONE`` (or ``NO_EFFECT``/``BUSY``/``INVALID``), ``ERROR command_already_failed`` after ``ERROR``;
-- refused by ``Actions.plan`` → one terminal, no ACK (cached); otherwise ``ACK``, run, terminal.
+- refused by ``Actions.plan`` → one terminal, no ACK (cached); otherwise ``ACK`` and the run at once (the run
+  does not wait for the ACK's PUBACK, nor for a delayed ACK), then the terminal once the ACK is out.
 
 Reply faults apply to every ``command_response`` publish: delay, drop, duplicate, corrupt (via ``publish``), and
 a contradictory ``ACK`` + ``BUSY`` after a ``DONE``.
@@ -91,13 +92,19 @@ class Responder:
             self.cache.finish(cmd_id, plan.status)
             await self._answer(channel, cmd_id, plan)
             return
-        await self._reply(channel, cmd_id, "ACK")
+        # firmware acts without waiting for the broker's PUBACK of its ACK (its MQTT client queues the
+        # publish): a server holding that PUBACK (a database outage) delays the replies, not the action
+        ack = asyncio.create_task(self._reply(channel, cmd_id, "ACK"))
         try:
-            outcome = await plan()
-        except Exception as exc:
-            log.exception("sim node command failed", extra={"event": "sim_command_crashed", "cmd": checked.cmd})
-            outcome = Outcome(status="ERROR", error_code="internal_error", error_message=repr(exc))
-        self.cache.finish(cmd_id, outcome.status)
+            try:
+                outcome = await plan()
+            except Exception as exc:
+                log.exception("sim node command failed", extra={"event": "sim_command_crashed", "cmd": checked.cmd})
+                outcome = Outcome(status="ERROR", error_code="internal_error", error_message=repr(exc))
+            self.cache.finish(cmd_id, outcome.status)
+            await ack  # the ACK goes out before the terminal
+        finally:
+            ack.cancel()
         if outcome.follow_up == "report_config":
             await self._report_config()
         await self._answer(channel, cmd_id, outcome)

@@ -18,6 +18,10 @@ Failure paths, all ending in a compensating stop before the outcome is stored:
 - a node driving a pump this workflow may have on sends nothing for ``safety.pump_node_silence_s``: the
   server cannot see that pump's tank, so the workflow fails closed (``pump_node_silent``).
 
+While the script waits on a command rather than on a condition of its own (a start whose reply is late or
+lost), no stage condition watches the tanks: a pump that may be on whose source tank shows dry is stopped
+at once beside the script (``pump_source_empty`` on the timeline); the script then sees the empty tank itself.
+
 The compensating stop stops every role a start was sent to (confirmed or not: an unanswered start may
 have run) that no DONE stop followed, pumps first (and at once, before any reply is awaited); a stop that
 is never DONE makes the outcome ``failed <stage>_stop_not_confirmed``, whatever it would have been.
@@ -25,30 +29,30 @@ is never DONE makes the outcome ``failed <stage>_stop_not_confirmed``, whatever 
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 from typing import Any
 
 import msgspec
 
-from hydrovisor.actors.zone import EMERGENCY_STOP_EVENT, SetWaterState, UnwatchZone, WatchZone, ZoneObserved
+from hydrovisor.actors.zone import EMERGENCY_STOP_EVENT, SetWaterState, ZoneObserved
 from hydrovisor.commands.submit import SubmitRequest
 from hydrovisor.runtime.bridge import Outcome
 from hydrovisor.runtime.timers import Timer
 from hydrovisor.store.repos.workflows import CommandRef, Progress, StageRecord, WorkflowRecord
-from hydrovisor.supervisors import ActorContext, SupervisedActor, SupervisionError
+from hydrovisor.supervisors import ActorContext
 from hydrovisor.workflows import catalog, steps
 from hydrovisor.workflows.context import WorkflowContext
 from hydrovisor.workflows.effects import Decide, Effect, Fail, Finish, Script, Send, Sent, Settle, Stage, Wait, Waited
 from hydrovisor.workflows.plane import WorkflowPlane
+from hydrovisor.workflows.watcher import ZoneWatcher
 from hydrovisor.zoneplane.spawn import zone_actor_path
 from hydrovisor.zones.clock import real_seconds
 from hydrovisor.zones.roles import PUMPS, VALVES, Role
-from hydrovisor.zones.safety import starts_actuator
+from hydrovisor.zones.safety import CLEAN_TANK, SOLUTION_TANK, Tank, starts_actuator
 
 log = logging.getLogger(__name__)
 
-RENEW_WATCH_S = 15.0  # real seconds: a restarted zone actor learns its watchers again within this
 STOP_RETRY_S = 2.0  # real seconds between sends of a stop that could not go out (the database, the broker)
 STOP_RETRIES = 60
 # refusals that no retry changes: the stop is reported as it is
@@ -59,6 +63,7 @@ INTERRUPTED = "workflow_interrupted"
 TIMED_COMMANDS = frozenset({"run_pump", "dose"})  # they stop by themselves: DONE means the run is over
 EMERGENCY_STOP = "emergency_stop"
 PUMP_NODE_SILENT = "pump_node_silent"
+PUMP_SOURCE_EMPTY = "pump_source_empty"
 VIGIL_S = (0.05, 5.0)  # real seconds between checks of the pumps' nodes: an eighth of the silence, within these
 
 
@@ -111,12 +116,13 @@ class _RetryFinal(msgspec.Struct, frozen=True):
     pass
 
 
+class _DrySent(msgspec.Struct, frozen=True):
+    cmd_id: str
+    outcome: Outcome
+
+
 class _Vigil(msgspec.Struct, frozen=True):
     """Time to check that the nodes of the pumps that may be on are still heard from."""
-
-
-class _Renew(msgspec.Struct, frozen=True):
-    pass
 
 
 class _Interrupt(msgspec.Struct, frozen=True, kw_only=True):
@@ -125,7 +131,7 @@ class _Interrupt(msgspec.Struct, frozen=True, kw_only=True):
     message: str
 
 
-class WorkflowActor(SupervisedActor):
+class WorkflowActor(ZoneWatcher):
     """See the module docstring."""
 
     def __init__(self, ctx: ActorContext, *, wf_id: str, zone_uid: str, plane: WorkflowPlane) -> None:
@@ -156,6 +162,7 @@ class WorkflowActor(SupervisedActor):
         self._stop_retries = 0  # resends of the stop on its way (see _stop_not_sent)
         self._final: tuple[Progress, str | None, str | None] | None = None
         self._heard_since = 0.0  # zone time this incarnation began to listen: no node is silent before it
+        self._stopped_dry: set[Role] = set()  # pumps stopped beside the script since their last start
 
     # lifecycle ------------------------------------------------------------------------------------------
 
@@ -164,8 +171,7 @@ class WorkflowActor(SupervisedActor):
 
     def on_stop(self) -> None:
         self._cancel_timer()
-        with contextlib.suppress(SupervisionError):  # the zone is being stopped too
-            self.ctx.system.tell(zone_actor_path(self.zone_uid), UnwatchZone(self.path))
+        super().on_stop()
 
     def on_failure(self, *_: Any) -> None:
         self._cancel_timer()
@@ -188,6 +194,8 @@ class WorkflowActor(SupervisedActor):
                 self._resume(None)  # the previous incarnation's commands have ended (or timed out)
         elif isinstance(message, _Vigil):
             self._vigil()
+        elif isinstance(message, _DrySent):
+            self._dry_sent(message)
         elif isinstance(message, _Resend):
             if message.seq == self._seq and isinstance(self._pending, Send):
                 immediate = self._send(self._pending)
@@ -205,14 +213,9 @@ class WorkflowActor(SupervisedActor):
             self._final_stored(message.outcome)
         elif isinstance(message, _RetryFinal):
             self._store_final()
-        elif isinstance(message, _Renew):
-            self._watch()
         else:
             return super().on_receive(message)
         return None
-
-    def _watch(self) -> None:
-        self.ctx.system.tell(zone_actor_path(self.zone_uid), WatchZone(self.path, self.actor_ref))
 
     def _loaded(self, outcome: Outcome) -> None:
         if outcome.error is not None:
@@ -226,8 +229,7 @@ class WorkflowActor(SupervisedActor):
         self._commands = list(record.commands)
         kind = catalog.KINDS[record.type]
         self._context = WorkflowContext(record.zone_uid, record.id, msgspec.convert(record.params, kind.params))
-        self._watch()
-        self.tell_self_every(RENEW_WATCH_S, _Renew())
+        self.watch_zone()
         self._heard_since = self._plane.clock.now()
         self._vigil()
         # nothing runs before the zone's first view arrives (its settings, devices and state)
@@ -251,6 +253,7 @@ class WorkflowActor(SupervisedActor):
             return
         if event is not None:
             self._stage_events.append(event.code)
+        self._guard_dry_run()
         if isinstance(self._pending, Wait):
             reason = self._wait_reason(self._pending, event.code if event is not None else None)
             if reason is not None:
@@ -461,6 +464,8 @@ class WorkflowActor(SupervisedActor):
         channel = send.channel or device.channel
         self._commands.append(CommandRef(cmd_id=cmd_id, stage=stage, role=send.role.value, node_uid=device.node_uid,
                                          channel=channel, cmd=send.cmd, params=dict(send.params)))
+        if starts_actuator(send.cmd, send.params):
+            self._stopped_dry.discard(send.role)
         if (send.role in PUMPS or send.role in VALVES) and starts_actuator(send.cmd, send.params) \
                 and send.cmd not in TIMED_COMMANDS:
             # an unanswered start may have run: assume it did (a timed run stops by itself on the node, and a
@@ -587,6 +592,52 @@ class WorkflowActor(SupervisedActor):
                     break
         low, high = VIGIL_S
         self.tell_self_after(min(high, max(low, real_seconds(self._plane.clock, limit) / 8)), _Vigil())
+
+    def _guard_dry_run(self) -> None:
+        """A pump that may be on, whose source tank shows dry while the script waits on a start, a probe or a
+        dose (not on a stop, and not on a condition of its own, which watches the tanks): stopped now, beside
+        the script (see the module docstring)."""
+        ctx, pending = self._context, self._pending
+        if ctx is None or self._done or self._compensating or self._interrupt is not None \
+                or not isinstance(pending, Send) or steps.is_stop(pending):
+            return
+        for role in steps.stop_order(self._maybe_on & PUMPS - self._stopped_dry):
+            dry = next((tank for tank in self._sources(role) if ctx.level(tank.min_role) is False), None)
+            device = ctx.device(role)
+            if dry is None or device is None:
+                continue
+            self._stopped_dry.add(role)
+            self._event("WORKFLOW_DECISION", "stop", PUMP_SOURCE_EMPTY, {"role": role.value, "tank": dry.name})
+            cmd_id = f"{self.wf_id}-{len(self._commands) + 1:03d}"
+            stage = self._stages[-1].name if self._stages else "startup"
+            self._commands.append(CommandRef(cmd_id=cmd_id, stage=stage, role=role.value, node_uid=device.node_uid,
+                                             channel=device.channel, cmd="set_relay", params={"state": 0}))
+            request = SubmitRequest(cmd="set_relay", node_uid=device.node_uid, channel=device.channel,
+                                    params={"state": 0}, cmd_id=cmd_id, zone_uid=self.zone_uid,
+                                    source=f"workflow:{self._record.type if self._record else ''}",
+                                    trace_id=self.wf_id)
+            self.pipe_to_self(self._plane.send(self.wf_id, self._progress(), request, False),
+                              functools.partial(_DrySent, cmd_id))
+
+    def _sources(self, role: Role) -> tuple[Tank, ...]:
+        """The tanks ``role`` draws from, as far as this workflow opened them."""
+        assert self._context is not None
+        single = self._context.settings.topology == "single_tank"
+        if role is Role.PUMP_DRAIN or (role is Role.PUMP_MAIN and single):
+            return (SOLUTION_TANK,)
+        if role is not Role.PUMP_MAIN:
+            return ()
+        return tuple(tank for tank, valve in ((CLEAN_TANK, Role.VALVE_CLEAN_SUPPLY),
+                                              (SOLUTION_TANK, Role.VALVE_SOLUTION_SUPPLY)) if valve in self._maybe_on)
+
+    def _dry_sent(self, message: _DrySent) -> None:
+        if not message.outcome.ok:  # not stored (the database): published without its row if it could be
+            return
+        sent: Sent = message.outcome.value
+        self._note_result(message.cmd_id, sent)
+        if sent.cmd_id is not None and sent.status in ("SENT", "ACK", "QUEUED"):
+            self.pipe_to_self(self._plane.wait_terminal(message.cmd_id, {"state": 0}),
+                              lambda outcome: _Terminal(message.cmd_id, outcome))
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

@@ -26,6 +26,7 @@ import msgspec
 
 from hydrovisor.actors.zone import SetEmergencyStop, ZoneObserved
 from hydrovisor.commands.submit import SubmitRefused, SubmitRequest
+from hydrovisor.refusals import Refused
 from hydrovisor.store.errors import DB_DOWN
 from hydrovisor.store.repos import events, fleet, workflows
 from hydrovisor.store.repos.workflows import WorkflowRecord
@@ -54,15 +55,8 @@ RESEND_S = 2.0  # real seconds between the rounds of an emergency stop's unconfi
 RESEND_FOR_S = 120.0
 
 
-class WorkflowRefused(Exception):
-    """A workflow request that cannot be carried out: HTTP ``status``, machine ``code``, ``extra`` fields."""
-
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra
+class WorkflowRefused(Refused):
+    """A workflow request that cannot be carried out."""
 
 
 # a resend round that fails this way waits for the next one
@@ -128,8 +122,8 @@ class WorkflowRuntime:
                                          created_by=created_by)
         if isinstance(created, str):
             code, _, running = created.partition(":")
-            raise WorkflowRefused(409, code, f"zone {zone_uid}: {code.replace('_', ' ')}",
-                                  **({"workflow_id": running} if running else {}))
+            extra: dict[str, Any] = {"workflow_id": running} if running else {}
+            raise WorkflowRefused(409, code, f"zone {zone_uid}: {code.replace('_', ' ')}", **extra)
         await self._start_actor(zone_uid, wf_id)
         return created
 

@@ -14,6 +14,7 @@ from typing import Any
 from hydrovisor.workflows.context import WorkflowContext
 from hydrovisor.workflows.effects import Decide, Effect, Fail, Send, Sent
 from hydrovisor.zones.roles import PUMPS, Role
+from hydrovisor.zones.safety import starts_actuator
 from hydrovisor.zones.state import SNAPSHOT_KEYS
 
 Steps = Generator[Effect, Any, Any]
@@ -130,6 +131,11 @@ def stop(roles: Iterable[Role]) -> Steps:
         state: dict[Role, bool] | None = yield from probe_quietly()
         unconfirmed += [r for r in already_off if state is None or state.get(r) is not False]
     return stop_order(unconfirmed)
+
+
+def is_stop(send: Send) -> bool:
+    """``set_relay`` off: what :func:`stop` sends."""
+    return send.cmd == "set_relay" and not starts_actuator(send.cmd, send.params)
 
 
 def stop_blindly(roles: Iterable[Role]) -> Steps:

@@ -18,7 +18,6 @@ as messages, one piece of work at a time.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import uuid
@@ -29,14 +28,14 @@ from typing import Any
 
 import msgspec
 
-from hydrovisor.actors.zone import UnwatchZone, WatchZone, ZoneObserved
+from hydrovisor.actors.zone import ZoneObserved
 from hydrovisor.commands.submit import SubmitRefused, SubmitRequest
 from hydrovisor.runtime.bridge import Outcome
 from hydrovisor.store.database import Database
 from hydrovisor.store.repos import events, workflows
-from hydrovisor.supervisors import ActorContext, SupervisedActor, SupervisionError
+from hydrovisor.supervisors import ActorContext
 from hydrovisor.workflows.plane import WorkflowPlane
-from hydrovisor.zoneplane.spawn import zone_actor_path
+from hydrovisor.workflows.watcher import ZoneWatcher
 from hydrovisor.zones.clock import real_seconds
 from hydrovisor.zones.roles import Role
 from hydrovisor.zones.water_cycle import recirc_desired, water_change_due
@@ -45,7 +44,6 @@ log = logging.getLogger(__name__)
 
 TICK_S = 30.0  # zone seconds between looks
 MIN_TICK_REAL_S = 0.2
-RENEW_WATCH_S = 15.0
 FAILED_ALERT = "biz_water_change_failed"
 WATER_CYCLE = "water_cycle"
 
@@ -122,16 +120,12 @@ class _Tick(msgspec.Struct, frozen=True):
     pass
 
 
-class _Renew(msgspec.Struct, frozen=True):
-    pass
-
-
 class _Done(msgspec.Struct, frozen=True):
     what: str
     outcome: Outcome
 
 
-class WaterCycleActor(SupervisedActor):
+class WaterCycleActor(ZoneWatcher):
     """See the module docstring."""
 
     def __init__(self, ctx: ActorContext, *, zone_uid: str, plane: WaterCyclePlane) -> None:
@@ -143,14 +137,9 @@ class WaterCycleActor(SupervisedActor):
         self._busy = False
 
     def on_start(self) -> None:
-        self._watch()
-        self.tell_self_every(RENEW_WATCH_S, _Renew())
+        self.watch_zone()
         clock = self._plane.workflows.clock
         self.tell_self_every(max(MIN_TICK_REAL_S, real_seconds(clock, TICK_S)), _Tick())
-
-    def on_stop(self) -> None:
-        with contextlib.suppress(SupervisionError):
-            self.ctx.system.tell(zone_actor_path(self.zone_uid), UnwatchZone(self.path))
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, ZoneObserved):
@@ -163,15 +152,9 @@ class WaterCycleActor(SupervisedActor):
             if not message.outcome.ok:
                 log.warning("zone %s: %s failed (%s)", self.zone_uid, message.what, message.outcome.error,
                             extra={"event": "water_cycle_failed", "zone_id": self.zone_uid})
-        elif isinstance(message, _Renew):
-            self._watch()
         else:
             return super().on_receive(message)
         return None
-
-    def _watch(self) -> None:
-        with contextlib.suppress(SupervisionError):
-            self.ctx.system.tell(zone_actor_path(self.zone_uid), WatchZone(self.path, self.actor_ref))
 
     def _tick(self) -> None:
         observed = self._observed

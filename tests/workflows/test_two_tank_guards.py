@@ -415,6 +415,23 @@ def test_a_pump_whose_node_falls_silent_is_stopped_at_once_and_the_workflow_fail
     assert "pump_main" not in plant(zone)["pumps"]
 
 
+def test_a_tank_running_dry_while_the_pump_start_is_unanswered_is_stopped_beside_the_workflow(
+        plant_zone: ZoneFactory) -> None:
+    # the node acts at once and answers 2 s late; the clean tank empties in half a real second: it runs dry
+    # while the workflow still waits for the start's DONE, when no stage condition watches it yet
+    fast = PlantOptions(clean_capacity_l=40.0, solution_capacity_l=200.0, clean_start_pct=100.0,
+                        solution_start_pct=0.0, mains_fill_lpm=60.0, pump_flow_lpm=240.0)
+    zone = plant_zone(plant=fast, faults={"irrig": Faults(delay_reply_s=1.0)})
+    wf_id = started(zone.start_workflow("two_tank_startup"))
+    record = zone.wait_end(wf_id, 90)
+    assert ("WORKFLOW_DECISION", "stop", "pump_source_empty") in decisions(zone, wf_id), decisions(zone, wf_id)
+    sent = commands(record)
+    start = next(i for i, c in enumerate(sent) if c[:3] == ("pump_main", "set_relay", 1))
+    assert sent[start + 1][:3] == ("pump_main", "set_relay", 0), dump(record)  # before the start was answered
+    assert (record["status"], record["reason_code"]) == ("failed", "solution_fill_source_empty"), dump(record)
+    assert stopped(zone)
+
+
 # 5. a start that fails after an earlier start succeeded -------------------------------------------------
 
 

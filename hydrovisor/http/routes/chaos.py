@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from hydrovisor.chaos.engine import ChaosRefused, ChaosRequest
+from hydrovisor.chaos.engine import ChaosRequest
 from hydrovisor.http.auth import Role, require_role
 from hydrovisor.http.body import read_body
 from hydrovisor.http.errors import ApiError, ok
@@ -24,10 +24,7 @@ async def inject(request: web.Request) -> web.Response:
     """Start one fault; 202 with its incident id. It ends by itself after ``duration`` seconds."""
     _allowed(request)
     body = await read_body(request, ChaosRequest, storable=True)
-    try:
-        injection = await request.app[SERVICES].chaos.inject(body)
-    except ChaosRefused as exc:
-        raise ApiError(exc.status, exc.code, str(exc)) from None
+    injection = await request.app[SERVICES].chaos.inject(body)
     return ok(injection, status=202)
 
 

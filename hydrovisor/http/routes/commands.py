@@ -7,12 +7,11 @@ from typing import Annotated, Any
 import msgspec
 from aiohttp import web
 
-from hydrovisor.commands.submit import SubmitRefused, SubmitRequest
+from hydrovisor.commands.submit import SubmitRequest
 from hydrovisor.http.body import Uid, check_storable, decode_json, path_uid, query_int, query_time, query_uid
 from hydrovisor.http.errors import ApiError, ok
 from hydrovisor.http.keys import SERVICES
 from hydrovisor.protocol import CommandStatus
-from hydrovisor.services import Services
 from hydrovisor.store.repos import commands
 from hydrovisor.store.repos.commands import CommandRecord
 
@@ -65,29 +64,14 @@ def _view(row: CommandRecord) -> dict[str, Any]:
     return data
 
 
-def refused(exc: SubmitRefused) -> ApiError:
-    """The API error for a refused submit."""
-    return ApiError(exc.status, exc.code, exc.message, headers=exc.headers, **exc.extra)
-
-
 async def submit(request: web.Request, **forced: str) -> web.Response:
     """Store QUEUED, start the tracker, answer once SENT is stored (202) or the send failed."""
     services = request.app[SERVICES]
     body = await _decode(request, **forced)
-    try:
-        done = await services.submitter.submit(SubmitRequest(
-            cmd=body.cmd, node_uid=body.node_uid, channel=body.channel, params=body.params, cmd_id=body.cmd_id,
-            zone_uid=body.zone_uid, source=body.source, timeout_s=body.timeout_s, trace_id=body.trace_id))
-    except SubmitRefused as exc:
-        raise refused(exc) from None
+    done = await services.submitter.submit(SubmitRequest(
+        cmd=body.cmd, node_uid=body.node_uid, channel=body.channel, params=body.params, cmd_id=body.cmd_id,
+        zone_uid=body.zone_uid, source=body.source, timeout_s=body.timeout_s, trace_id=body.trace_id))
     return ok(_view(done.row), status=202 if done.created else 200)
-
-
-async def _row(services: Services, cmd_id: str) -> CommandRecord:
-    try:
-        return await services.submitter.row(cmd_id)
-    except SubmitRefused as exc:
-        raise refused(exc) from None
 
 
 def _cmd_id(request: web.Request) -> str:
@@ -122,12 +106,8 @@ async def read(request: web.Request) -> web.Response:
     cmd_id = _cmd_id(request)
     wait = query_int(request, "wait", 0, low=0, high=MAX_WAIT_S)
     if not wait:
-        return ok(_view(await _row(services, cmd_id)))
-    try:
-        row = await services.submitter.wait_terminal(cmd_id, wait)
-    except SubmitRefused as exc:
-        raise refused(exc) from None
-    return ok(_view(row))
+        return ok(_view(await services.submitter.row(cmd_id)))
+    return ok(_view(await services.submitter.wait_terminal(cmd_id, wait)))
 
 
 @routes.get("/api/v1/commands/{cmd_id}/events")
@@ -135,7 +115,7 @@ async def timeline(request: web.Request) -> web.Response:
     """Every status report of a command, applied or not (late replies included)."""
     services = request.app[SERVICES]
     cmd_id = _cmd_id(request)
-    await _row(services, cmd_id)
+    await services.submitter.row(cmd_id)
     return ok(await commands.events(services.db.pool, cmd_id))
 
 

@@ -12,7 +12,6 @@ from hydrovisor.http.errors import ApiError, ok
 from hydrovisor.http.keys import SERVICES
 from hydrovisor.http.routes.zones import who, zone_or_404
 from hydrovisor.store.repos import workflows
-from hydrovisor.workflows.runtime import WorkflowRefused
 
 routes = web.RouteTableDef()
 
@@ -46,10 +45,6 @@ def _wf_id(request: web.Request) -> str:
     return value
 
 
-def _refused(exc: WorkflowRefused) -> ApiError:
-    return ApiError(exc.status, exc.code, exc.message, **exc.extra)
-
-
 @routes.post("/api/v1/zones/{uid}/workflows")
 async def start(request: web.Request) -> web.Response:
     """Start a workflow: 202 with it; 409 when one runs, the zone is not ready for it, its emergency stop is
@@ -57,10 +52,7 @@ async def start(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     uid = path_uid(request)
     body = await read_body(request, StartBody, storable=True)
-    try:
-        record = await services.workflows.start(uid, body.type, body.params, who(request))
-    except WorkflowRefused as exc:
-        raise _refused(exc) from None
+    record = await services.workflows.start(uid, body.type, body.params, who(request))
     return ok(record, status=202)
 
 
@@ -92,10 +84,7 @@ async def read(request: web.Request) -> web.Response:
 async def cancel(request: web.Request) -> web.Response:
     """Cancel: 202; the workflow stops what it started (confirmed) and ends ``cancelled``."""
     services = request.app[SERVICES]
-    try:
-        record = await services.workflows.cancel(path_uid(request), _wf_id(request))
-    except WorkflowRefused as exc:
-        raise _refused(exc) from None
+    record = await services.workflows.cancel(path_uid(request), _wf_id(request))
     return ok(record, status=202)
 
 
@@ -106,10 +95,7 @@ async def emergency_stop(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     uid = path_uid(request)
     body = await read_body(request, StopBody, storable=True) if request.can_read_body else StopBody()
-    try:
-        report = await services.workflows.emergency_stop(uid, body.reason, who(request))
-    except WorkflowRefused as exc:
-        raise _refused(exc) from None
+    report = await services.workflows.emergency_stop(uid, body.reason, who(request))
     return ok(report, status=202)
 
 
