@@ -22,6 +22,12 @@ A restarted incarnation rebuilds from the row: a SENT/ACK command is never publi
 QUEUED/SEND_FAILED one is (same cmd_id: the node's cache dedupes), and a deadline already past
 becomes TIMEOUT at once. The actor stops (normal exit, not restarted) once the row is terminal.
 
+One exception: a plain stop (``set_relay`` off) that nothing has answered ``RETRANSMIT_S`` after it was
+published goes out again, re-signed, up to ``RETRANSMITS`` times before its deadline. A stop published
+while its node was reconnecting (connected, not yet subscribed) is lost on the broker, and a pump left
+running must not wait for the command timeout; a stop is always safe to repeat (the node's cache answers
+a copy it has seen, and a stop it has not seen can only stop).
+
 The actor never blocks (it runs pooled). A new command's first incarnation starts from the row and
 node its submitter read (:class:`Preload`); any other one (a restart, an adoption) starts at once and
 *loads* them as a continuation (:meth:`ContinuingActor.then`): whatever arrives meanwhile (replies,
@@ -40,6 +46,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from hydrovisor.commands.outage_stops import is_plain_stop
 from hydrovisor.commands.plane import PUBLISH_ATTEMPTS, PUBLISH_BACKOFF_S, CommandPlane, NodeNotConnected
 from hydrovisor.commands.waiters import StatusNews
 from hydrovisor.protocol import TERMINAL, CommandResponse, CommandStatus, channel_topic, encode_command
@@ -57,6 +64,8 @@ S = CommandStatus
 # loading the row (and its node), or reading it again, not done by then: OutcomeUnknown, a crash (the
 # actor restarts and loads again); the bound of a blocking bridge call's two waits
 LOAD_WITHIN_S = 20.0
+RETRANSMIT_S = 1.0
+RETRANSMITS = 3
 
 
 class Preload(msgspec.Struct, frozen=True):
@@ -112,6 +121,14 @@ class _Published(msgspec.Struct, frozen=True):
     chained: bool = False
 
 
+class _Retransmit(msgspec.Struct, frozen=True):
+    count: int
+
+
+class _Retransmitted(msgspec.Struct, frozen=True):
+    outcome: Outcome
+
+
 class _Stored(msgspec.Struct, frozen=True):
     reports: list[Report]
     outcome: Outcome
@@ -147,6 +164,7 @@ class CommandActor(ContinuingActor):
         self._sent_queued = False  # SENT is stored or on its way
         self._timers: list[Timer] = []
         self._reply_slots: list[tuple[Report, LoopReply]] = []  # device reports whose router awaits their write
+        self._answered = False  # the node has replied (or a new incarnation found the row past SENT)
 
     # lifecycle -------------------------------------------------------------------------------
 
@@ -225,6 +243,12 @@ class CommandActor(ContinuingActor):
                         error_message="no terminal reply before the deadline")
         elif isinstance(message, _Tick):
             self._next_write()
+        elif isinstance(message, _Retransmit):
+            self._retransmit(message.count)
+        elif isinstance(message, _Retransmitted):
+            if not message.outcome.ok:
+                log.info("command %s: retransmission not published (%s)", self.cmd_id, message.outcome.error,
+                         extra={"event": "command_retransmit_failed", "cmd_id": self.cmd_id})
         else:
             return super().on_receive(message)
         return None
@@ -287,6 +311,7 @@ class CommandActor(ContinuingActor):
     def _reply(self, reply: DeviceReply) -> None:
         # a reply proves the publish worked, even if the broker's acknowledgement is still on its
         # way to us: SENT goes first, so the stored history is QUEUED, SENT, ACK, terminal
+        self._answered = True
         self._ensure_sent()
         report = device_report(reply.response)
         self._writes.append(report)
@@ -295,10 +320,24 @@ class CommandActor(ContinuingActor):
         self._next_write()
 
     def _replies_stored(self, rows: list[CommandRecord]) -> None:
+        self._answered = True
         for row in rows:
             self._applied(row)
         if self._finished and not self._writes:
             self.stop()
+
+    def _retransmit(self, count: int) -> None:
+        """Publish the unanswered stop again (see the module docstring)."""
+        row = self._row
+        if row is None or self._answered or self._finished or row.status != S.SENT \
+                or time.time() >= row.deadline_at:
+            return
+        log.info("command %s: stop unanswered after %.0f s; published again (%d)", self.cmd_id,
+                 count * RETRANSMIT_S, count, extra={"event": "command_retransmitted", "cmd_id": self.cmd_id})
+        payload = encode_command(row.cmd, row.cmd_id, row.params, int(self._plane.clock.now()), self._secret)
+        self.pipe_to_self(self._plane.publish(self._topic, payload), _Retransmitted)
+        if count < RETRANSMITS:
+            self._timers.append(self.tell_self_after(RETRANSMIT_S, _Retransmit(count + 1)))
 
     # storing ---------------------------------------------------------------------------------
 
@@ -355,7 +394,10 @@ class CommandActor(ContinuingActor):
 
     def _applied(self, row: CommandRecord) -> None:
         # the news went out on the loop with the write (CommandPlane.store, the reply router)
+        first_sent = row.status == S.SENT and (self._row is None or self._row.status != S.SENT)
         self._row = row
+        if first_sent and is_plain_stop(row.cmd, row.params):
+            self._timers.append(self.tell_self_after(RETRANSMIT_S, _Retransmit(1)))
         log.info("command %s -> %s", self.cmd_id, row.status,
                  extra={"event": "command_status", "cmd_id": self.cmd_id, "status": row.status,
                         "node_uid": row.node_uid, "zone_id": row.zone_uid})

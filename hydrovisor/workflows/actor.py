@@ -50,6 +50,7 @@ from hydrovisor.zoneplane.spawn import zone_actor_path
 from hydrovisor.zones.clock import real_seconds
 from hydrovisor.zones.roles import PUMPS, VALVES, Role
 from hydrovisor.zones.safety import CLEAN_TANK, SOLUTION_TANK, Tank, starts_actuator
+from hydrovisor.zones.settings import ResolvedDevice
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ class WorkflowActor(ZoneWatcher):
         self._final: tuple[Progress, str | None, str | None] | None = None
         self._heard_since = 0.0  # zone time this incarnation began to listen: no node is silent before it
         self._stopped_dry: set[Role] = set()  # pumps stopped beside the script since their last start
+        self._pending_cmd_id: str | None = None  # the cmd_id of the pending Send
 
     # lifecycle ------------------------------------------------------------------------------------------
 
@@ -459,11 +461,7 @@ class WorkflowActor(ZoneWatcher):
         if device is None:
             return Sent(cmd_id=None, status=None, refused="role_not_configured",
                         message=f"{send.role.value} is not bound to a node channel")
-        cmd_id = f"{self.wf_id}-{len(self._commands) + 1:03d}"
-        stage = self._stages[-1].name if self._stages else "startup"
-        channel = send.channel or device.channel
-        self._commands.append(CommandRef(cmd_id=cmd_id, stage=stage, role=send.role.value, node_uid=device.node_uid,
-                                         channel=channel, cmd=send.cmd, params=dict(send.params)))
+        cmd_id, request = self._record_command(send.role, device, send.cmd, send.params, send.channel)
         if starts_actuator(send.cmd, send.params):
             self._stopped_dry.discard(send.role)
         if (send.role in PUMPS or send.role in VALVES) and starts_actuator(send.cmd, send.params) \
@@ -473,20 +471,31 @@ class WorkflowActor(ZoneWatcher):
             self._maybe_on.add(send.role)
         if send.cmd == "activate_sensor_mode":
             self._sensors_active = True
-        request = SubmitRequest(cmd=send.cmd, node_uid=device.node_uid, channel=channel, params=dict(send.params),
-                                cmd_id=cmd_id, zone_uid=self.zone_uid, source=f"workflow:{record.type}",
-                                trace_id=self.wf_id)
         self._seq += 1
         seq = self._seq
         self._pending = send
+        self._pending_cmd_id = cmd_id
         self.pipe_to_self(self._plane.send(self.wf_id, self._progress(), request, send.wait),
                           lambda outcome: _Sent(seq, outcome))
         return None
 
+    def _record_command(self, role: Role, device: ResolvedDevice, cmd: str, params: dict[str, Any],
+                        channel: str | None = None) -> tuple[str, SubmitRequest]:
+        """Number a command and add it to the record (stored before it is submitted); its id and request."""
+        assert self._record is not None
+        cmd_id = f"{self.wf_id}-{len(self._commands) + 1:03d}"
+        stage = self._stages[-1].name if self._stages else "startup"
+        channel = channel or device.channel
+        self._commands.append(CommandRef(cmd_id=cmd_id, stage=stage, role=role.value, node_uid=device.node_uid,
+                                         channel=channel, cmd=cmd, params=dict(params)))
+        return cmd_id, SubmitRequest(cmd=cmd, node_uid=device.node_uid, channel=channel, params=dict(params),
+                                     cmd_id=cmd_id, zone_uid=self.zone_uid, source=f"workflow:{self._record.type}",
+                                     trace_id=self.wf_id)
+
     def _pending_sent(self, outcome: Outcome) -> None:
         send = self._pending
-        assert isinstance(send, Send)
-        cmd_id = self._commands[-1].cmd_id
+        assert isinstance(send, Send) and self._pending_cmd_id is not None
+        cmd_id = self._pending_cmd_id
         if outcome.ok:
             sent: Sent = outcome.value
         else:  # the loop side failed (the database): the command may or may not have gone out
@@ -497,11 +506,8 @@ class WorkflowActor(ZoneWatcher):
         if sent.refused is not None and send.role in self._maybe_on and starts_actuator(send.cmd, send.params) \
                 and sent.refused != "command_outcome_unknown":
             self._maybe_on.discard(send.role)  # refused before it was stored: it never went out
-        if not send.wait and sent.status is not None and sent.status not in ("SENT", "ACK", "QUEUED"):
-            self._terminals[cmd_id] = sent.status
-        elif not send.wait and sent.cmd_id is not None and sent.status is not None:
-            self.pipe_to_self(self._plane.wait_terminal(cmd_id, send.params),
-                              lambda outcome: _Terminal(cmd_id, outcome))
+        if not send.wait:
+            self._follow(cmd_id, sent, send.params)
         self._resume(sent)
 
     def _stop_not_sent(self, send: Send, sent: Sent) -> bool:
@@ -608,14 +614,7 @@ class WorkflowActor(ZoneWatcher):
                 continue
             self._stopped_dry.add(role)
             self._event("WORKFLOW_DECISION", "stop", PUMP_SOURCE_EMPTY, {"role": role.value, "tank": dry.name})
-            cmd_id = f"{self.wf_id}-{len(self._commands) + 1:03d}"
-            stage = self._stages[-1].name if self._stages else "startup"
-            self._commands.append(CommandRef(cmd_id=cmd_id, stage=stage, role=role.value, node_uid=device.node_uid,
-                                             channel=device.channel, cmd="set_relay", params={"state": 0}))
-            request = SubmitRequest(cmd="set_relay", node_uid=device.node_uid, channel=device.channel,
-                                    params={"state": 0}, cmd_id=cmd_id, zone_uid=self.zone_uid,
-                                    source=f"workflow:{self._record.type if self._record else ''}",
-                                    trace_id=self.wf_id)
+            cmd_id, request = self._record_command(role, device, "set_relay", {"state": 0})
             self.pipe_to_self(self._plane.send(self.wf_id, self._progress(), request, False),
                               functools.partial(_DrySent, cmd_id))
 
@@ -635,9 +634,14 @@ class WorkflowActor(ZoneWatcher):
             return
         sent: Sent = message.outcome.value
         self._note_result(message.cmd_id, sent)
-        if sent.cmd_id is not None and sent.status in ("SENT", "ACK", "QUEUED"):
-            self.pipe_to_self(self._plane.wait_terminal(message.cmd_id, {"state": 0}),
-                              lambda outcome: _Terminal(message.cmd_id, outcome))
+        self._follow(message.cmd_id, sent, {"state": 0})
+
+    def _follow(self, cmd_id: str, sent: Sent, params: dict[str, Any]) -> None:
+        """A command sent without waiting: its terminal, known now or piped in once it comes."""
+        if sent.status is not None and sent.status not in ("SENT", "ACK", "QUEUED"):
+            self._terminals[cmd_id] = sent.status
+        elif sent.cmd_id is not None and sent.status is not None:
+            self.pipe_to_self(self._plane.wait_terminal(cmd_id, params), lambda outcome: _Terminal(cmd_id, outcome))
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

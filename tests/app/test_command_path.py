@@ -169,3 +169,15 @@ def test_a_reply_left_in_a_stopped_command_actors_mailbox_fails_its_waiter_at_on
     error = asyncio.run(close_with_reply_queued())
     assert isinstance(error, ReplyLost), error
     assert "stopped after its terminal" in str(error)
+
+
+def test_an_unanswered_stop_is_published_again_and_nothing_else_is(node_factory: Callable[..., Node]) -> None:
+    # the node acts but never answers (as when a stop went out before a reconnecting node had subscribed,
+    # or its reply is lost): a stop is sent again, re-signed, within its deadline; a probe is not
+    node = node_factory(faults=Faults(drop_reply=1.0))
+    assert node.command(cmd_id="probe-1", timeout_s=4.0, **STATE_PROBE).status == 202
+    assert node.command(cmd_id="stop-1", timeout_s=4.0, channel="pump_main", cmd="set_relay",
+                        params={"state": 0}).status == 202
+    assert node.get("stop-1", wait=10)["status"] == "TIMEOUT"
+    assert node.get("probe-1", wait=10)["status"] == "TIMEOUT"
+    assert node.sim.stats.commands_received == 1 + 1 + 3, node.sim.stats  # the probe once, the stop 1 + 3 times
