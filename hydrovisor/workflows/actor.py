@@ -21,6 +21,8 @@ Failure paths, all ending in a compensating stop before the outcome is stored:
 While the script waits on a command rather than on a condition of its own (a start whose reply is late or
 lost), no stage condition watches the tanks: a pump that may be on whose source tank shows dry is stopped
 at once beside the script (``pump_source_empty`` on the timeline); the script then sees the empty tank itself.
+So is every pump that may be on when a cancel, an emergency stop or a silent node interrupts such a wait:
+the compensation starts only once that command's result is in.
 
 The compensating stop stops every role a start was sent to (confirmed or not: an unanswered start may
 have run) that no DONE stop followed, pumps first (and at once, before any reply is awaited); a stop that
@@ -163,7 +165,7 @@ class WorkflowActor(ZoneWatcher):
         self._stop_retries = 0  # resends of the stop on its way (see _stop_not_sent)
         self._final: tuple[Progress, str | None, str | None] | None = None
         self._heard_since = 0.0  # zone time this incarnation began to listen: no node is silent before it
-        self._stopped_dry: set[Role] = set()  # pumps stopped beside the script since their last start
+        self._stopped_beside: set[Role] = set()  # pumps stopped beside the script since their last start
         self._pending_cmd_id: str | None = None  # the cmd_id of the pending Send
 
     # lifecycle ------------------------------------------------------------------------------------------
@@ -430,7 +432,12 @@ class WorkflowActor(ZoneWatcher):
             return
         self._interrupt = interrupt
         if isinstance(self._pending, Send):
-            return  # a command is on its way: its result arrives first, then the compensation starts
+            # a command is on its way: its result arrives first, then the compensation starts; a pump that
+            # may be on is not left running meanwhile (the start may be the one whose reply is late)
+            if not steps.is_stop(self._pending):
+                for role in steps.stop_order(self._maybe_on & PUMPS - self._stopped_beside):
+                    self._stop_beside(role, interrupt.reason_code, {"role": role.value})
+            return
         self._cancel_timer()
         self._start_compensation()
 
@@ -463,7 +470,7 @@ class WorkflowActor(ZoneWatcher):
                         message=f"{send.role.value} is not bound to a node channel")
         cmd_id, request = self._record_command(send.role, device, send.cmd, send.params, send.channel)
         if starts_actuator(send.cmd, send.params):
-            self._stopped_dry.discard(send.role)
+            self._stopped_beside.discard(send.role)
         if (send.role in PUMPS or send.role in VALVES) and starts_actuator(send.cmd, send.params) \
                 and send.cmd not in TIMED_COMMANDS:
             # an unanswered start may have run: assume it did (a timed run stops by itself on the node, and a
@@ -604,19 +611,23 @@ class WorkflowActor(ZoneWatcher):
         dose (not on a stop, and not on a condition of its own, which watches the tanks): stopped now, beside
         the script (see the module docstring)."""
         ctx, pending = self._context, self._pending
-        if ctx is None or self._done or self._compensating or self._interrupt is not None \
-                or not isinstance(pending, Send) or steps.is_stop(pending):
+        if ctx is None or self._done or self._compensating or not isinstance(pending, Send) or steps.is_stop(pending):
             return
-        for role in steps.stop_order(self._maybe_on & PUMPS - self._stopped_dry):
+        for role in steps.stop_order(self._maybe_on & PUMPS - self._stopped_beside):
             dry = next((tank for tank in self._sources(role) if ctx.level(tank.min_role) is False), None)
-            device = ctx.device(role)
-            if dry is None or device is None:
-                continue
-            self._stopped_dry.add(role)
-            self._event("WORKFLOW_DECISION", "stop", PUMP_SOURCE_EMPTY, {"role": role.value, "tank": dry.name})
-            cmd_id, request = self._record_command(role, device, "set_relay", {"state": 0})
-            self.pipe_to_self(self._plane.send(self.wf_id, self._progress(), request, False),
-                              functools.partial(_DrySent, cmd_id))
+            if dry is not None:
+                self._stop_beside(role, PUMP_SOURCE_EMPTY, {"role": role.value, "tank": dry.name})
+
+    def _stop_beside(self, role: Role, reason_code: str, details: dict[str, Any]) -> None:
+        """Stop ``role`` now, beside the script (which waits on another command), once per start."""
+        device = self._context.device(role) if self._context is not None else None
+        if device is None:
+            return
+        self._stopped_beside.add(role)
+        self._event("WORKFLOW_DECISION", "stop", reason_code, details)
+        cmd_id, request = self._record_command(role, device, "set_relay", {"state": 0})
+        self.pipe_to_self(self._plane.send(self.wf_id, self._progress(), request, False),
+                          functools.partial(_DrySent, cmd_id))
 
     def _sources(self, role: Role) -> tuple[Tank, ...]:
         """The tanks ``role`` draws from, as far as this workflow opened them."""

@@ -432,6 +432,25 @@ def test_a_tank_running_dry_while_the_pump_start_is_unanswered_is_stopped_beside
     assert stopped(zone)
 
 
+def test_a_cancel_while_the_pump_start_is_unanswered_stops_the_pump_without_waiting_for_that_reply(
+        plant_zone: ZoneFactory) -> None:
+    zone = plant_zone(plant=LONG_SOLUTION_FILL, faults={"irrig": Faults(delay_reply_s=1.0)})
+    wf_id = started(zone.start_workflow("two_tank_startup"))
+    wait_plant(zone, lambda p: "pump_main" in p["pumps"], "the pump started", timeout=60)
+    reply = http("POST", f"{zone.base_url}/api/v1/zones/{zone.zone_uid}/workflows/{wf_id}/cancel")
+    assert reply.status == 202, reply.raw
+    record = zone.wait_end(wf_id, 60)
+    assert ("WORKFLOW_DECISION", "stop", "cancelled") in decisions(zone, wf_id), decisions(zone, wf_id)
+    refs = record["commands"]
+    start = next(i for i, c in enumerate(refs) if c["role"] == "pump_main" and c["params"] == {"state": 1})
+    stop = refs[start + 1]
+    assert (stop["role"], stop["params"]) == ("pump_main", {"state": 0}), dump(record)
+    # the stop went out while the start's reply was still on its way
+    assert command_row(zone, stop["cmd_id"])["created_at"] < command_row(zone, refs[start]["cmd_id"])["terminal_at"]
+    assert (record["status"], record["reason_code"]) == ("cancelled", "cancelled"), dump(record)
+    assert stopped(zone)
+
+
 # 5. a start that fails after an earlier start succeeded -------------------------------------------------
 
 
