@@ -164,7 +164,7 @@ class CommandActor(ContinuingActor):
         self._sent_queued = False  # SENT is stored or on its way
         self._timers: list[Timer] = []
         self._reply_slots: list[tuple[Report, LoopReply]] = []  # device reports whose router awaits their write
-        self._answered = False  # the node has replied (or a new incarnation found the row past SENT)
+        self._answered = False  # the node has replied (only then is a stop not retransmitted)
 
     # lifecycle -------------------------------------------------------------------------------
 

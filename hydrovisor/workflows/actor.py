@@ -619,14 +619,15 @@ class WorkflowActor(ZoneWatcher):
                 self._stop_beside(role, PUMP_SOURCE_EMPTY, {"role": role.value, "tank": dry.name})
 
     def _stop_beside(self, role: Role, reason_code: str, details: dict[str, Any]) -> None:
-        """Stop ``role`` now, beside the script (which waits on another command), once per start."""
+        """Stop ``role`` now, beside the script (which waits on another command), once per start; the stop
+        goes out only after that command has (it must not overtake a start on its way)."""
         device = self._context.device(role) if self._context is not None else None
-        if device is None:
+        if device is None or self._pending_cmd_id is None:
             return
         self._stopped_beside.add(role)
         self._event("WORKFLOW_DECISION", "stop", reason_code, details)
         cmd_id, request = self._record_command(role, device, "set_relay", {"state": 0})
-        self.pipe_to_self(self._plane.send(self.wf_id, self._progress(), request, False),
+        self.pipe_to_self(self._plane.send_after(self._pending_cmd_id, self.wf_id, self._progress(), request),
                           functools.partial(_DrySent, cmd_id))
 
     def _sources(self, role: Role) -> tuple[Tank, ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -40,6 +40,8 @@ class WorkflowPlane:
     last_heard: Callable[[str], float | None]
     """Zone time of a node's latest traffic the router saw (None: nothing since this process started)."""
     hang_timeout: float | None = 30.0
+    # cmd_id -> set once that command's submit is over (published, refused or failed): loop-side only
+    _going_out: dict[str, asyncio.Event] = field(default_factory=dict, init=False, repr=False)
 
     async def load(self, wf_id: str) -> WorkflowRecord | None:
         """The workflow's row."""
@@ -56,6 +58,7 @@ class WorkflowPlane:
         row (:class:`~hydrovisor.commands.outage_stops.OutageStops`), then the error is raised as before: the
         workflow keeps sending it through the durable path until it is confirmed."""
         assert request.cmd_id is not None
+        going_out = self._going_out[request.cmd_id] = asyncio.Event()
         try:
             await workflows.save(self.db.pool, wf_id, progress)
             submitted = await self.submitter.submit(request)
@@ -66,10 +69,21 @@ class WorkflowPlane:
         except SubmitRefused as exc:
             return Sent(cmd_id=request.cmd_id, status=None, refused=exc.code, reason_code=exc.extra.get("reason_code"),
                         message=exc.message)
+        finally:
+            going_out.set()
+            self._going_out.pop(request.cmd_id, None)
         row = submitted.row
         if wait and not row.terminal:
             row = await self.submitter.wait_terminal(request.cmd_id, _wait_s(row))
         return _sent(row)
+
+    async def send_after(self, pending: str, wf_id: str, progress: Progress, request: SubmitRequest) -> Sent:
+        """:meth:`send` without waiting, once the command ``pending`` has gone out: a stop sent beside a
+        pending start must not overtake it on its way to the node (the start would land after the stop)."""
+        going_out = self._going_out.get(pending)
+        if going_out is not None:
+            await going_out.wait()
+        return await self.send(wf_id, progress, request, False)
 
     async def wait_terminal(self, cmd_id: str, params: dict[str, Any]) -> Sent:
         """The terminal of a command sent without waiting."""

@@ -95,7 +95,7 @@ class WorkflowRuntime:
         self._plane = plane
         self._zones = zones
         self._water_cycle = WaterCyclePlane(plane, self.start, timezone)
-        self._resends: set[asyncio.Task[None]] = set()
+        self._resends: dict[str, asyncio.Task[None]] = {}  # zone uid -> its emergency stop's resending
 
     @property
     def _pool(self) -> Any:
@@ -214,19 +214,24 @@ class WorkflowRuntime:
             self._tell_workflow(zone_uid, wf_id, EmergencyStop(text))
         stops = await self._stop_everything(zone_uid)
         resending = [s.role for s in stops if not s.confirmed and s.error not in PERMANENT_REFUSALS]
+        earlier = self._resends.pop(zone_uid, None)
+        if earlier is not None:
+            earlier.cancel()  # a new emergency stop of the zone: one resending at a time
         if resending:
             task = asyncio.get_running_loop().create_task(self._keep_stopping(zone_uid, set(resending)),
                                                           name=f"estop-resend-{zone_uid}")
-            self._resends.add(task)
-            task.add_done_callback(self._resends.discard)
+            self._resends[zone_uid] = task
+            task.add_done_callback(lambda done: self._resends.pop(zone_uid, None) if self._resends.get(
+                zone_uid) is done else None)
         return EmergencyStopReport(zone_uid=zone_uid, latched=latched, workflow_id=running[0] if running else None,
                                    stops=stops, all_confirmed=all(s.confirmed for s in stops), resending=resending)
 
     async def stop(self) -> None:
         """Stop resending emergency stops (the process is stopping)."""
-        for task in list(self._resends):
+        tasks = list(self._resends.values())
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._resends, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _keep_stopping(self, zone_uid: str, roles: set[str]) -> None:
         """Send the stops of ``roles`` again until each is confirmed, the latch is cleared (an operator took
