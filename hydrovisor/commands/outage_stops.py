@@ -4,14 +4,14 @@ DOMAIN §1 stores a command (``QUEUED``) before it is published, so during a dat
 be sent at all, stops included: a pump the automation wants off keeps running for the whole outage and
 can run its tank dry. That is the one case where publishing first is safer than storing first.
 
-:class:`OutageStops` keeps what signing a stop needs (the node's secret, zone and greenhouse) for every
-node a command was submitted to, and, when a *plain stop* (``set_relay`` off, not timed) cannot be stored,
-publishes it directly under its own ``cmd_id`` (``os-...``). It is never the confirmation: the caller
-still sends the stop through the durable path until it is stored and answered DONE (sending a stop again
-is always safe; the node answers the second ``NO_EFFECT``). The direct publish is recorded: a structured
-warning and ``hydrovisor_outage_stops_total`` at once, and the node's reply, which cannot be stored during
-the outage either, is redelivered by the node (QoS 1, not acknowledged) and stored as a row of its own
-once PostgreSQL is back (``commands.apply_orphan_reply``).
+:class:`OutageStops` keeps what signing a stop needs (the node's secret, zone and greenhouse) for every node a
+command was submitted to, and, when a *plain stop* (``set_relay`` off, not timed) cannot be stored (or not
+quickly: a write to a database going down can take seconds to fail), publishes it directly under its own
+``cmd_id`` (``os-...``). It is never the confirmation: the caller still sends the stop through the durable
+path until it is stored and answered DONE (sending a stop again is always safe; the node answers the second
+``NO_EFFECT``). The direct publish is recorded: a structured warning and ``hydrovisor_outage_stops_total`` at
+once, and the node's reply, which cannot be stored during the outage either, is redelivered by the node (QoS
+1, not acknowledged) and stored as a row of its own once PostgreSQL is back (``commands.apply_orphan_reply``).
 """
 
 from __future__ import annotations
@@ -51,10 +51,13 @@ class OutageStops:
                                 "Stops published without their durable row because PostgreSQL was unreachable.",
                                 ["outcome"], registry=registry)
 
-    def learn(self, node: NodeRecord) -> None:
+    def learn(self, node: NodeRecord, channel: str, cmd: str, params: dict[str, Any]) -> None:
         """Remember ``node`` (called with every submitted command's target, so any node the process has
-        started something on can be stopped later)."""
+        started something on can be stopped later). Anything but a stop may start ``channel`` again: the
+        next stop of it goes out however recent the last one was."""
         self._nodes[node.uid] = node
+        if not is_plain_stop(cmd, params):
+            self._last.pop((node.uid, channel), None)
 
     async def publish(self, cmd: str, params: dict[str, Any], *, node_uid: str, channel: str,
                       reason: str) -> str | None:
@@ -88,6 +91,6 @@ class OutageStops:
             return None
         self._last[(node_uid, channel)] = now
         self._counter.labels(outcome="published").inc()
-        log.warning("database unreachable (%s): stop %s published to %s/%s without its row", reason, cmd_id,
+        log.warning("stop not stored yet (%s): %s published to %s/%s without its row", reason, cmd_id,
                     node_uid, channel, extra=fields)
         return cmd_id

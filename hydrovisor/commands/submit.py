@@ -162,7 +162,7 @@ class CommandSubmitter:
                                 f"node {body.node_uid} is bound to {node.zone_uid}, not {body.zone_uid}")
         if body.channel not in SYSTEM_CHANNELS and channel_type != "ACTUATOR":
             raise SubmitRefused(400, "channel_not_actuator", f"{body.channel} is not an actuator channel of {node.uid}")
-        self.outage_stops.learn(node)
+        self.outage_stops.learn(node, body.channel, body.cmd, body.params)
         return node
 
     async def _check_safety(self, body: SubmitRequest, node: NodeRecord) -> None:

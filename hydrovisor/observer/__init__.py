@@ -28,7 +28,8 @@ Rules (``Violation.rule``):
   is no plant reading) longer than ``max_recirc_off_s`` (not counted during an emergency stop).
 - ``left_running_after_stop``: ``grace_s`` after a workflow failure/cancellation or an emergency stop,
   a pump still runs or a valve is open in the plant (the single-tank NC pump excepted), unless a new start
-  was sent since (workflow marks only).
+  was sent since (workflow marks only; a start heard within ``WIRE_LAG_SHARE`` x ``grace_s`` after that
+  reading included: the node acts on it before the tap hears it).
 - ``start_during_estop``: a start between an emergency stop and ``mark(zone, "estop_cleared")``.
 
 Wiring for a campaign: one ``SafetyObserver``; ``configure_zone`` per zone; a ``PlantSampler`` over the

@@ -69,6 +69,9 @@ log = logging.getLogger(__name__)
 
 _MAX_COMMANDS = 100_000  # commands remembered for matching replies (oldest forgotten first)
 _MAX_ORPHANS = 1_000  # replies that arrived before their command (broker delivery order is per publisher)
+WIRE_LAG_SHARE = 0.1
+"""A start heard on the wire up to ``grace_s`` x this after a reading found something left running still
+lifts the stop: the node acts on a start before the tap receives it (the readings and the tap race)."""
 _ESTOP_EVENT = "emergency_stop_activated"
 _LEVEL_SWITCH_EVENT = "level_switch_changed"
 _SNAPSHOT_LEVELS = {"clean_level_min": "level_clean_min", "clean_level_max": "level_clean_max",
@@ -446,18 +449,24 @@ class SafetyObserver:
             self._violation(NC_PUMP_OFF_TOO_LONG, zone_uid, node_uid, at,
                             f"NC pump {channel} {how} off for {at - start:.1f} s (limit {limit:g} s)")
 
-    def _judge_marks(self, zone_uid: str, zone: ZoneState, plant: PlantReading, at: float) -> None:
-        due = [pending for pending in zone.marks if at >= pending.at + zone.limits.grace_s]
-        for pending in due:
+    def _judge_marks(self, zone_uid: str, zone: ZoneState, plant: PlantReading | None, at: float) -> None:
+        grace = zone.limits.grace_s
+        for pending in [pending for pending in zone.marks if at >= pending.at + grace]:
+            if pending.found_at is None and plant is not None:
+                pending.found, pending.found_at = rules.left_running(zone.limits, plant), at
+            if pending.found_at is None or (pending.found and pending.liftable
+                                            and at < pending.found_at + grace * WIRE_LAG_SHARE):
+                continue  # no reading yet, or a start that lifts it may still be on its way to the tap
             zone.marks.remove(pending)
-            still = rules.left_running(zone.limits, plant)
-            if still:
-                self._violation(LEFT_RUNNING_AFTER_STOP, zone_uid, None, at,
-                                f"{at - pending.at:.1f} s after {pending.kind} at {pending.at:.1f}: "
-                                f"{', '.join(still)}")
+            if pending.found:
+                self._violation(LEFT_RUNNING_AFTER_STOP, zone_uid, None, pending.found_at,
+                                f"{pending.found_at - pending.at:.1f} s after {pending.kind} at {pending.at:.1f}: "
+                                f"{', '.join(pending.found)}")
 
     def _lift_marks(self, zone: ZoneState, at: float) -> None:
-        zone.marks = [pending for pending in zone.marks if not (pending.liftable and at >= pending.at)]
+        lag = zone.limits.grace_s * WIRE_LAG_SHARE
+        zone.marks = [pending for pending in zone.marks if not (
+            pending.liftable and at >= pending.at and (pending.found_at is None or at < pending.found_at + lag))]
 
     def _emergency_stop(self, zone: ZoneState, at: float) -> None:
         if zone.estop_since is not None:
@@ -466,7 +475,11 @@ class SafetyObserver:
         zone.marks.append(StopMark(kind="emergency_stop", at=at, liftable=False))
 
     def _tick(self, at: float) -> None:
-        """Time-based rules on wire knowledge alone (zones with plant readings are judged on those)."""
+        """Time-based rules on wire knowledge alone (zones with plant readings are judged on those), and the
+        verdicts on stops that have waited out the wire's lag."""
+        for zone_uid, zone in self._zones.items():
+            if zone.marks:
+                self._judge_marks(zone_uid, zone, None, at)
         for zone_uid in list(self._nc_wire_zones):  # only these: _tick runs on every publish
             zone = self._zones[zone_uid]
             if zone.plant is not None or zone.nc_wire_off is None:

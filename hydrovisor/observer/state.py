@@ -77,12 +77,16 @@ class NodeState:
 
 @dataclass
 class StopMark:
-    """A stop the zone must honour: after ``grace_s`` nothing may run (checked once, on the first plant
-    reading due). ``liftable``: a later start command lifts it (not for an emergency stop until cleared)."""
+    """A stop the zone must honour: after ``grace_s`` nothing may run (checked on the first plant reading
+    due). ``liftable``: a later start command lifts it (not for an emergency stop until cleared).
+    ``found``/``found_at``: what the due reading found running; it counts only if no start is seen on the
+    wire within the wire's lag after it (a node can act on a start before the tap hears of it)."""
 
     kind: str
     at: float
     liftable: bool
+    found: list[str] = field(default_factory=list)
+    found_at: float | None = None
 
 
 @dataclass

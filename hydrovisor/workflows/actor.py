@@ -45,7 +45,20 @@ from hydrovisor.store.repos.workflows import CommandRef, Progress, StageRecord, 
 from hydrovisor.supervisors import ActorContext
 from hydrovisor.workflows import catalog, steps
 from hydrovisor.workflows.context import WorkflowContext
-from hydrovisor.workflows.effects import Decide, Effect, Fail, Finish, Script, Send, Sent, Settle, Stage, Wait, Waited
+from hydrovisor.workflows.effects import (
+    AnswerStops,
+    Decide,
+    Effect,
+    Fail,
+    Finish,
+    Script,
+    Send,
+    Sent,
+    Settle,
+    Stage,
+    Wait,
+    Waited,
+)
 from hydrovisor.workflows.plane import WorkflowPlane
 from hydrovisor.workflows.watcher import ZoneWatcher
 from hydrovisor.zoneplane.spawn import zone_actor_path
@@ -103,6 +116,7 @@ class _Resend(msgspec.Struct, frozen=True):
 
 
 class _Settled(msgspec.Struct, frozen=True):
+    seq: int
     outcome: Outcome
 
 
@@ -167,6 +181,7 @@ class WorkflowActor(ZoneWatcher):
         self._heard_since = 0.0  # zone time this incarnation began to listen: no node is silent before it
         self._stopped_beside: set[Role] = set()  # pumps stopped beside the script since their last start
         self._pending_cmd_id: str | None = None  # the cmd_id of the pending Send
+        self._loose_stops: dict[str, Role] = {}  # stops sent without waiting, until an AnswerStops reports them
 
     # lifecycle ------------------------------------------------------------------------------------------
 
@@ -194,8 +209,10 @@ class WorkflowActor(ZoneWatcher):
             if message.seq == self._seq and isinstance(self._pending, Wait):
                 self._resume(Waited("timeout"))
         elif isinstance(message, _Settled):
-            if isinstance(self._pending, Settle) and not self._done:
+            if message.seq == self._seq and isinstance(self._pending, Settle) and not self._done:
                 self._resume(None)  # the previous incarnation's commands have ended (or timed out)
+            elif message.seq == self._seq and isinstance(self._pending, AnswerStops) and not self._done:
+                self._resume(self._loose_answered(message.outcome.value if message.outcome.ok else {}))
         elif isinstance(message, _Vigil):
             self._vigil()
         elif isinstance(message, _DrySent):
@@ -332,7 +349,7 @@ class WorkflowActor(ZoneWatcher):
             raise Fail(f"{stage}_stop_not_confirmed",
                        f"compensating stop of {', '.join(r.value for r in unconfirmed)} not confirmed")
         if then is None or self._interrupt is not None:
-            yield from self._restore(kind)
+            yield from self._restore(kind, stage)
             interrupt = self._interrupt
             assert interrupt is not None
             raise _Ended(interrupt)
@@ -341,8 +358,10 @@ class WorkflowActor(ZoneWatcher):
         result: Finish = yield from kind.script(ctx, then)
         return result
 
-    def _restore(self, kind: catalog.Kind) -> Script:
+    def _restore(self, kind: catalog.Kind, stage: str) -> Script:
         """Put ``kind.restore`` roles back on; a refusal (the gate: an empty tank) is a decision, not a failure."""
+        if kind.restore:
+            yield from steps.confirm_loose_stops(stage)
         for role in kind.restore:
             sent: Sent = yield Send(role, "set_relay", {"state": 1})
             if not sent.done:
@@ -381,15 +400,27 @@ class WorkflowActor(ZoneWatcher):
                 if immediate is None:
                     return
                 value = immediate
-            elif isinstance(effect, Settle):
+            elif isinstance(effect, Settle | AnswerStops):
+                cmd_ids = list(effect.cmd_ids if isinstance(effect, Settle) else self._loose_stops)
+                if not cmd_ids:
+                    value = []
+                    continue
+                self._seq += 1
+                seq = self._seq
                 self._pending = effect
-                self.pipe_to_self(self._plane.settle(list(effect.cmd_ids)), _Settled)
+                self.pipe_to_self(self._plane.settle(cmd_ids), functools.partial(_Settled, seq))
                 return
             else:
                 reason = self._wait(effect)
                 if reason is None:
                     return
                 value = Waited(reason)
+
+    def _loose_answered(self, statuses: dict[str, str]) -> list[Role]:
+        """The roles of the loose stops not answered DONE (all of them when the answers are unknown)."""
+        roles = {role for cmd_id, role in self._loose_stops.items() if statuses.get(cmd_id) != "DONE"}
+        self._loose_stops.clear()
+        return steps.stop_order(roles)
 
     def _resume(self, value: Any) -> None:
         self._cancel_timer()
@@ -478,6 +509,8 @@ class WorkflowActor(ZoneWatcher):
             self._maybe_on.add(send.role)
         if send.cmd == "activate_sensor_mode":
             self._sensors_active = True
+        if not send.wait and steps.is_stop(send):
+            self._loose_stops[cmd_id] = send.role
         self._seq += 1
         seq = self._seq
         self._pending = send
@@ -550,7 +583,13 @@ class WorkflowActor(ZoneWatcher):
                     self._sensors_active = False
                 snapshot = (sent.details or {}).get("snapshot") if sent.done and ref.cmd == "state" else None
                 if isinstance(snapshot, dict):  # the node's own word: what it shows off is confirmed off
-                    self._maybe_on -= {r for r, on in steps.snapshot_state(snapshot).items() if not on}
+                    off = {r for r, on in steps.snapshot_state(snapshot).items() if not on}
+                    self._maybe_on -= off
+                    # a loose stop answered before this snapshot is confirmed by it (one still unanswered is
+                    # not: it may be published again after the probe)
+                    for loose_id, loose_role in list(self._loose_stops.items()):
+                        if loose_role in off and loose_id in self._terminals:
+                            del self._loose_stops[loose_id]
                 return
 
     def _wait(self, wait: Wait) -> str | None:
@@ -627,6 +666,7 @@ class WorkflowActor(ZoneWatcher):
         self._stopped_beside.add(role)
         self._event("WORKFLOW_DECISION", "stop", reason_code, details)
         cmd_id, request = self._record_command(role, device, "set_relay", {"state": 0})
+        self._loose_stops[cmd_id] = role
         self.pipe_to_self(self._plane.send_after(self._pending_cmd_id, self.wf_id, self._progress(), request),
                           functools.partial(_DrySent, cmd_id))
 

@@ -89,6 +89,12 @@ class Settle:
 
 
 @dataclass(frozen=True)
+class AnswerStops:
+    """Wait until every stop this workflow sent without waiting for it (blindly, or beside the script) is
+    answered; the value is the roles such a stop of which was not answered DONE (each stop reported once)."""
+
+
+@dataclass(frozen=True)
 class Waited:
     """Why a :class:`Wait` ended: the condition's reason, ``event:<code>``, ``command:<status>`` or
     ``timeout``."""
@@ -125,5 +131,5 @@ class Fail(Exception):
         self.water_state = water_state
 
 
-Effect = Stage | Send | Wait | Settle | Decide
+Effect = Stage | Send | Wait | Settle | AnswerStops | Decide
 Script = Generator[Effect, Any, Finish]

@@ -15,8 +15,9 @@ from typing import Any
 
 import asyncpg
 
+from hydrovisor.commands.outage_stops import is_plain_stop
 from hydrovisor.commands.plane import DEFAULT_TIMEOUT_S, default_timeout
-from hydrovisor.commands.submit import CommandSubmitter, SubmitRefused, SubmitRequest
+from hydrovisor.commands.submit import CommandSubmitter, Submission, SubmitRefused, SubmitRequest
 from hydrovisor.store.database import Database
 from hydrovisor.store.errors import DB_DOWN
 from hydrovisor.store.repos import events, workflows
@@ -27,6 +28,7 @@ from hydrovisor.zones.clock import Clock
 
 CRITICAL_ALERTS = frozenset({"biz_stop_not_confirmed"})  # something may be left running: a person must look
 REPLY_GRACE_S = 5.0  # real seconds past a command's own timeout before the workflow stops waiting for it
+STORE_BEFORE_STOP_S = 0.1  # a stop not stored and submitted by then is published without its row first
 DbCall = Callable[[asyncpg.Pool], Coroutine[Any, Any, Any]]
 
 
@@ -56,20 +58,26 @@ class WorkflowPlane:
 
         A stop that cannot be stored because the database is unreachable is published at once without its
         row (:class:`~hydrovisor.commands.outage_stops.OutageStops`), then the error is raised as before: the
-        workflow keeps sending it through the durable path until it is confirmed."""
+        workflow keeps sending it through the durable path until it is confirmed. A stop whose storing takes
+        longer than :data:`STORE_BEFORE_STOP_S` goes out the same way before its row is there: the database
+        may be going down (a failing write can take seconds) and a pump must not wait for that."""
         assert request.cmd_id is not None
-        going_out = self._going_out[request.cmd_id] = asyncio.Event()
+        going_out = self._going_out.setdefault(request.cmd_id, asyncio.Event())
+        storing = asyncio.ensure_future(self._store_and_submit(wf_id, progress, request))
         try:
-            await workflows.save(self.db.pool, wf_id, progress)
-            submitted = await self.submitter.submit(request)
+            if is_plain_stop(request.cmd, request.params):
+                await asyncio.wait({storing}, timeout=STORE_BEFORE_STOP_S)
+                if not storing.done():
+                    await self._publish_unstored(request, f"not stored within {STORE_BEFORE_STOP_S:g} s")
+            submitted = await storing
         except DB_DOWN as exc:
-            await self.submitter.outage_stops.publish(request.cmd, request.params, node_uid=request.node_uid,
-                                                      channel=request.channel, reason=str(exc))
+            await self._publish_unstored(request, str(exc))
             raise
         except SubmitRefused as exc:
             return Sent(cmd_id=request.cmd_id, status=None, refused=exc.code, reason_code=exc.extra.get("reason_code"),
                         message=exc.message)
         finally:
+            storing.cancel()  # only when this send itself was cancelled: otherwise it is over already
             going_out.set()
             self._going_out.pop(request.cmd_id, None)
         row = submitted.row
@@ -77,22 +85,44 @@ class WorkflowPlane:
             row = await self.submitter.wait_terminal(request.cmd_id, _wait_s(row))
         return _sent(row)
 
+    async def _store_and_submit(self, wf_id: str, progress: Progress, request: SubmitRequest) -> Submission:
+        await workflows.save(self.db.pool, wf_id, progress)
+        return await self.submitter.submit(request)
+
+    async def _publish_unstored(self, request: SubmitRequest, reason: str) -> None:
+        await self.submitter.outage_stops.publish(request.cmd, request.params, node_uid=request.node_uid,
+                                                  channel=request.channel, reason=reason)
+
     async def send_after(self, pending: str, wf_id: str, progress: Progress, request: SubmitRequest) -> Sent:
         """:meth:`send` without waiting, once the command ``pending`` has gone out: a stop sent beside a
         pending start must not overtake it on its way to the node (the start would land after the stop)."""
+        assert request.cmd_id is not None
+        mine = self._going_out.setdefault(request.cmd_id, asyncio.Event())  # a settle of this stop waits for it
         going_out = self._going_out.get(pending)
-        if going_out is not None:
-            await going_out.wait()
+        try:
+            if going_out is not None:
+                await going_out.wait()
+        except BaseException:
+            mine.set()
+            self._going_out.pop(request.cmd_id, None)
+            raise
         return await self.send(wf_id, progress, request, False)
 
     async def wait_terminal(self, cmd_id: str, params: dict[str, Any]) -> Sent:
         """The terminal of a command sent without waiting."""
         return _sent(await self.submitter.wait_terminal(cmd_id, default_timeout(params) + REPLY_GRACE_S))
 
-    async def settle(self, cmd_ids: list[str]) -> None:
-        """Until every command in ``cmd_ids`` is terminal (each within its own timeout and a grace)."""
-        await asyncio.gather(*(self.submitter.wait_terminal(cmd_id, DEFAULT_TIMEOUT_S + REPLY_GRACE_S)
-                               for cmd_id in cmd_ids), return_exceptions=True)
+    async def settle(self, cmd_ids: list[str]) -> dict[str, str]:
+        """Until every command in ``cmd_ids`` has gone out and is terminal (each within its own timeout and a
+        grace); the status of each one stored (a command never stored is left out)."""
+        async def ended(cmd_id: str) -> CommandRecord:
+            going_out = self._going_out.get(cmd_id)
+            if going_out is not None:
+                await going_out.wait()
+            return await self.submitter.wait_terminal(cmd_id, DEFAULT_TIMEOUT_S + REPLY_GRACE_S)
+
+        rows = await asyncio.gather(*(ended(cmd_id) for cmd_id in cmd_ids), return_exceptions=True)
+        return {row.cmd_id: row.status for row in rows if isinstance(row, CommandRecord)}
 
     async def event(self, zone_uid: str, event_type: str, details: dict[str, Any], *, decision: str | None = None,
                     reason_code: str | None = None, cmd_id: str | None = None, node_uid: str | None = None) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Generator, Iterable, Mapping
 from typing import Any
 
 from hydrovisor.workflows.context import WorkflowContext
-from hydrovisor.workflows.effects import Decide, Effect, Fail, Send, Sent
+from hydrovisor.workflows.effects import AnswerStops, Decide, Effect, Fail, Send, Sent
 from hydrovisor.zones.roles import PUMPS, Role
 from hydrovisor.zones.safety import starts_actuator
 from hydrovisor.zones.state import SNAPSHOT_KEYS
@@ -102,7 +102,10 @@ def check_levels(state: Mapping[Role, bool], tanks: tuple[str, ...] = ("clean", 
 
 
 def start(roles: Iterable[Role], stage: str) -> Steps:
-    """Open/start ``roles`` in order (valves before the pump: callers list them so); each must be DONE."""
+    """Open/start ``roles`` in order (valves before the pump: callers list them so); each must be DONE.
+    Nothing starts while a stop sent without waiting is unanswered or was not answered DONE
+    (:func:`confirm_loose_stops`)."""
+    yield from confirm_loose_stops(stage)
     for role in roles:
         sent: Sent = yield Send(role, "set_relay", {"state": 1})
         if not sent.done:
@@ -131,6 +134,16 @@ def stop(roles: Iterable[Role]) -> Steps:
         state: dict[Role, bool] | None = yield from probe_quietly()
         unconfirmed += [r for r in already_off if state is None or state.get(r) is not False]
     return stop_order(unconfirmed)
+
+
+def confirm_loose_stops(stage: str) -> Steps:
+    """Before a start: wait for the answers to the stops sent without waiting (:func:`stop_blindly`, a stop
+    beside the script); a role whose such stop was not answered DONE (``NO_EFFECT``: it was off; a reply lost
+    in a restart) is stopped again, confirmed, else ``<stage>_stop_not_confirmed``. A start must never go out
+    while a stop to its node is unanswered."""
+    loose: list[Role] = yield AnswerStops()
+    if loose:
+        yield from stop_or_fail(loose, stage)
 
 
 def is_stop(send: Send) -> bool:

@@ -44,6 +44,8 @@ def test_the_sampler_feeds_every_zone_until_stopped() -> None:
         await asyncio.sleep(0.05)
         clock.advance(31.0)  # past the default 30 s grace
         await asyncio.sleep(0.05)
+        clock.advance(3.0)  # and past the wire's lag after that reading (no start came)
+        await asyncio.sleep(0.05)
         await sampler.stop()
         await sampler.stop()
         return sampler.samples

@@ -350,7 +350,11 @@ def test_left_running_after_a_stop_is_flagged(observer: SafetyObserver, kind: st
     observer.observe_plant(ZONE, plant(pumps=("pump_main",), valves=RECIRC), 120.0)  # within the grace
     assert observer.violations == []
     observer.observe_plant(ZONE, plant(pumps=("pump_main",), valves=RECIRC), 131.0)
+    if kind != "emergency_stop":  # nothing lifts that one: its verdict is not deferred
+        assert observer.violations == []  # a start that lifts it may still be on its way to the tap
+    observer.check(134.0)
     assert rules_of(observer) == [LEFT_RUNNING_AFTER_STOP]
+    assert observer.violations[0].at == 131.0
     assert "pump pump_main" in observer.violations[0].detail and kind in observer.violations[0].detail
     observer.observe_plant(ZONE, plant(pumps=("pump_main",), valves=RECIRC), 200.0)
     assert len(observer.violations) == 1  # once per stop
@@ -371,6 +375,20 @@ def test_a_new_start_after_a_failed_workflow_lifts_the_check(observer: SafetyObs
     assert observer.violations == []
 
 
+def test_a_start_the_node_acted_on_before_the_tap_heard_it_lifts_the_check(observer: SafetyObserver,
+                                                                             wire: Wire) -> None:
+    wire.open_path(RECIRC, 1.0)
+    observer.mark(ZONE, "workflow_failed", 100.0)
+    observer.observe_plant(ZONE, plant(valves=("valve_clean_fill",)), 130.0)  # the node opened it already
+    wire.relay(IRR, "valve_clean_fill", True, 131.0)  # the tap hears the next workflow's start
+    observer.check(140.0)
+    assert observer.violations == []
+    observer.mark(ZONE, "workflow_failed", 200.0)
+    observer.observe_plant(ZONE, plant(valves=("valve_clean_fill",)), 230.0)
+    wire.relay(IRR, "valve_clean_fill", True, 234.0)  # too late: it was left open
+    assert rules_of(observer) == [LEFT_RUNNING_AFTER_STOP]
+
+
 def test_the_single_tank_nc_pump_may_keep_running() -> None:
     observer = SafetyObserver({ZONE: NC})
     observer.mark(ZONE, "workflow_cancelled", 0.0)
@@ -378,6 +396,7 @@ def test_the_single_tank_nc_pump_may_keep_running() -> None:
     assert observer.violations == []
     observer.mark(ZONE, "workflow_cancelled", 100.0)
     observer.observe_plant(ZONE, plant(pumps=("pump_main", "pump_acid")), 131.0)
+    observer.check(135.0)
     assert rules_of(observer) == [LEFT_RUNNING_AFTER_STOP]
     assert "pump_acid" in observer.violations[0].detail and "pump_main" not in observer.violations[0].detail
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from hydrovisor.workflows.context import flags_problem
-from hydrovisor.workflows.effects import Decide, Effect, Fail, Send, Sent, Stage, Wait, Waited
-from hydrovisor.workflows.steps import expect_stopped, stop, stop_order
+from hydrovisor.workflows.effects import AnswerStops, Decide, Effect, Fail, Send, Sent, Stage, Wait, Waited
+from hydrovisor.workflows.steps import expect_stopped, start, stop, stop_order
 from hydrovisor.zones.roles import Role
 
 Answer = Callable[[Effect], Any]
@@ -65,6 +65,34 @@ def test_no_effect_is_confirmed_only_by_a_probe_showing_it_off() -> None:
 def test_a_stop_is_retried_three_times_then_reported(status: str) -> None:
     unconfirmed, effects = drive(stop([Role.PUMP_MAIN]), relay(status))
     assert unconfirmed == [Role.PUMP_MAIN] and len(effects) == 3
+
+
+def loose(roles: list[Role], stop_status: str, probe: Sent | None = None) -> Answer:
+    """``roles`` have loose stops not answered DONE; every stop is answered ``stop_status``, a start DONE."""
+    def answer(effect: Effect) -> Any:
+        if isinstance(effect, AnswerStops):
+            return roles
+        assert isinstance(effect, Send)
+        if effect.cmd == "state":
+            return probe or snapshot()
+        return Sent(cmd_id=f"c-{effect.role.value}", status="DONE" if effect.params == {"state": 1} else stop_status)
+    return answer
+
+
+def sent(effects: list[Effect]) -> list[tuple[str, str, Any]]:
+    return [(e.role.value, e.cmd, e.params.get("state")) for e in effects if isinstance(e, Send)]
+
+
+def test_a_start_waits_for_the_loose_stops_and_confirms_one_not_answered_done() -> None:
+    _, effects = drive(start([Role.VALVE_CLEAN_FILL], "clean_fill"), loose([], "DONE"))
+    assert isinstance(effects[0], AnswerStops) and sent(effects) == [("valve_clean_fill", "set_relay", 1)]
+    # "already off" is the node's word: a stop again and a probe showing it off, then the start
+    _, effects = drive(start([Role.VALVE_CLEAN_FILL], "clean_fill"), loose([Role.PUMP_MAIN], "NO_EFFECT"))
+    assert sent(effects) == [("pump_main", "set_relay", 0), ("storage_state", "state", None),
+                             ("valve_clean_fill", "set_relay", 1)]
+    with pytest.raises(Fail) as failed:  # no stop of it is answered: nothing starts
+        drive(start([Role.VALVE_CLEAN_FILL], "clean_fill"), loose([Role.PUMP_MAIN], "TIMEOUT"))
+    assert failed.value.reason_code == "clean_fill_stop_not_confirmed"
 
 
 def test_a_plant_found_running_is_stopped_then_must_probe_stopped() -> None:

@@ -451,6 +451,36 @@ def test_a_cancel_while_the_pump_start_is_unanswered_stops_the_pump_without_wait
     assert stopped(zone)
 
 
+def test_a_stop_whose_write_ahead_row_is_held_up_goes_out_before_its_row(
+        plant_zone: ZoneFactory, short_command_timeout: float) -> None:
+    zone = plant_zone(plant=LONG_SOLUTION_FILL)
+    wf_id = started(zone.start_workflow("two_tank_startup"))
+    command_done(zone, wf_id, "pump_main", 1)
+    services = zone.instance.app.services
+    silence = {"type": "node_silence", "duration": 60, "node_uid": zone.uids["irrig"]}
+
+    async def silence_while_workflow_rows_cannot_be_written() -> tuple[Any, float | None]:
+        # a database going down can take seconds to fail a write: here the write waits on a lock instead
+        async with services.db.pool.acquire() as conn, conn.transaction():
+            await conn.execute("LOCK TABLE zone_workflows IN EXCLUSIVE MODE")
+            reply = await asyncio.to_thread(http, "POST", zone.base_url + "/admin/chaos/inject", body=silence)
+            silenced_at = time.monotonic()
+            while time.monotonic() - silenced_at < 8.0:
+                zone.physics.update()
+                if "pump_main" not in zone.physics.pumps:
+                    return reply, time.monotonic() - silenced_at
+                await asyncio.sleep(0.05)
+            return reply, None
+
+    reply, off_after = zone.instance.loop.run(silence_while_workflow_rows_cannot_be_written())
+    assert reply.status == 202, reply.raw
+    assert off_after is not None, "the pump ran on while its stop waited for the workflow's row"
+    print(f"pump stopped {off_after:.2f} s after its node fell silent, its stop's row still locked")
+    record = zone.wait_end(wf_id, 60)
+    assert (record["status"], record["reason_code"]) == ("failed", "solution_fill_stop_not_confirmed"), dump(record)
+    assert "pump_main" not in plant(zone)["pumps"]
+
+
 # 5. a start that fails after an earlier start succeeded -------------------------------------------------
 
 
