@@ -499,8 +499,9 @@ class Server:
             self.proc.wait(30)
 
     def scan_log(self) -> dict[str, int]:
-        """Counts of a few server warnings that tell a reply was lost inside the server."""
+        """Counts of a few server warnings: a reply lost or held inside the server, a stop sent without its row."""
         patterns = {"reply not stored within 10 s": "not stored within",
+                    "stop published without its row": "without its row (",
                     "reply to a stopping command actor": "messages unhandled: {'DeviceReply'",
                     "reply: actor stopped before storing it": "actor stopped before storing it"}
         counts = dict.fromkeys(patterns, 0)

@@ -91,6 +91,6 @@ class OutageStops:
             return None
         self._last[(node_uid, channel)] = now
         self._counter.labels(outcome="published").inc()
-        log.warning("stop not stored yet (%s): %s published to %s/%s without its row", reason, cmd_id,
-                    node_uid, channel, extra=fields)
+        log.warning("stop %s published to %s/%s without its row (%s)", cmd_id, node_uid, channel, reason,
+                    extra=fields)
         return cmd_id

@@ -68,7 +68,7 @@ class WorkflowPlane:
             if is_plain_stop(request.cmd, request.params):
                 await asyncio.wait({storing}, timeout=STORE_BEFORE_STOP_S)
                 if not storing.done():
-                    await self._publish_unstored(request, f"not stored within {STORE_BEFORE_STOP_S:g} s")
+                    await self._publish_unstored(request, f"its row took over {STORE_BEFORE_STOP_S:g} s")
             submitted = await storing
         except DB_DOWN as exc:
             await self._publish_unstored(request, str(exc))
