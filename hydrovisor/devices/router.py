@@ -12,6 +12,11 @@ registered, anything else once told to its node actor, a refused message once it
 A message whose handling raised is failed (the device sends it again), as is everything still
 queued when the router stops. The queue needs no bound of its own: every message in it holds a
 place in the broker's in-flight limits until settled.
+
+A command refused for the node's clock (``timestamp_expired``, ``time_not_synced``: the node synced once at
+connect and drifted, or took a late answer) makes the router broadcast the time before the refusal is stored:
+the retry that follows it (a stop is always retried) reaches the node after its resync, not into the same
+refusal. At most one such broadcast per ``CLOCK_RESYNC_S``.
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ log = logging.getLogger(__name__)
 
 WRITER_PATH = "/store/telemetry_writer"
 TIME_COALESCE_S = 0.1
+CLOCK_ERRORS = frozenset({"timestamp_expired", "time_not_synced"})
+CLOCK_RESYNC_S = 0.25
 STOP_GRACE_S = 5.0
 
 
@@ -81,6 +88,7 @@ class DeviceRouter:
         self._queue: asyncio.Queue[tuple[BrokerMessage, Receipt]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._time_answer_pending = False
+        self._clock_resynced_at = -CLOCK_RESYNC_S  # monotonic time of the last resync after a clock refusal
         self._background: set[asyncio.Task[None]] = set()
         self._silenced: dict[str, float] = {}  # node uid -> monotonic time the silence ends
         self._messages = Counter("hydrovisor_device_messages_total", "Device messages by type and outcome.",
@@ -192,6 +200,8 @@ class DeviceRouter:
             return
         self._plane.registry.touch(uid, received_at)
         view = self._plane.registry.get(uid)
+        if body.status == "ERROR" and body.error_code in CLOCK_ERRORS:
+            await self._resync_clocks(uid, body)
         try:
             outcome = await route_reply(self._system, self._commands, self._replies, body, node_uid=uid,
                                         zone_uid=view.zone_uid if view else None,
@@ -204,6 +214,16 @@ class DeviceRouter:
             return
         self._messages.labels(type="command_response", outcome=outcome).inc()
         receipt.settle()
+
+    async def _resync_clocks(self, uid: str, body: CommandResponse) -> None:
+        now = time.monotonic()
+        if now - self._clock_resynced_at < CLOCK_RESYNC_S:
+            return
+        self._clock_resynced_at = now
+        log.warning("node %s refused %s for its clock (%s): time broadcast", uid, body.cmd_id, body.error_code,
+                    extra={"event": "clock_resync", "node_uid": uid, "cmd_id": body.cmd_id})
+        self._messages.labels(type="command_response", outcome="clock_resync").inc()
+        await self._publish_time()
 
     async def _publish_time(self) -> None:
         try:

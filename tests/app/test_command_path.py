@@ -181,3 +181,22 @@ def test_an_unanswered_stop_is_published_again_and_nothing_else_is(node_factory:
     assert node.get("stop-1", wait=10)["status"] == "TIMEOUT"
     assert node.get("probe-1", wait=10)["status"] == "TIMEOUT"
     assert node.sim.stats.commands_received == 1 + 1 + 3, node.sim.stats  # the probe once, the stop 1 + 3 times
+
+
+def test_a_node_refusing_a_command_for_its_clock_is_resynced_before_the_refusal_is_stored(
+        node_factory: Callable[..., Node]) -> None:
+    # the node's clock is two minutes behind (it synced once, at connect, and drifted): every command is
+    # refused timestamp_expired until it syncs again; the server broadcasts the time as the first refusal
+    # comes in, so the retry that follows that refusal is accepted
+    node = node_factory()
+    clock = node.sim._clock  # the firmware's clock: no API moves it but a time response
+
+    async def drift() -> None:
+        clock.sync(clock.now() - 120)
+
+    node.instance.loop.run(drift())
+    assert node.command(cmd_id="skewed-1", channel="pump_main", cmd="set_relay", params={"state": 0}).status == 202
+    refused = node.get("skewed-1", wait=10)
+    assert (refused["status"], refused["error_code"]) == ("ERROR", "timestamp_expired"), refused
+    assert node.command(cmd_id="skewed-2", channel="pump_main", cmd="set_relay", params={"state": 0}).status == 202
+    assert node.get("skewed-2", wait=10)["status"] in ("DONE", "NO_EFFECT")
