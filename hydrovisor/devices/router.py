@@ -43,6 +43,7 @@ from hydrovisor.devices.plane import DevicePlane
 from hydrovisor.devices.registry import NodeView
 from hydrovisor.devices.spawn import ensure_node_actor, node_path
 from hydrovisor.protocol import (
+    CLOCK_ERRORS,
     TIME_RESPONSE,
     CommandResponse,
     DecodeError,
@@ -67,7 +68,6 @@ log = logging.getLogger(__name__)
 
 WRITER_PATH = "/store/telemetry_writer"
 TIME_COALESCE_S = 0.1
-CLOCK_ERRORS = frozenset({"timestamp_expired", "time_not_synced"})
 CLOCK_RESYNC_S = 0.25
 STOP_GRACE_S = 5.0
 

@@ -30,6 +30,7 @@ from hydrovisor.protocol.encode import (
     time_response,
 )
 from hydrovisor.protocol.messages import (
+    CLOCK_ERRORS,
     UNKNOWN_CMD_ID,
     ChannelConfig,
     Command,
@@ -110,6 +111,7 @@ from hydrovisor.protocol.vocabulary import (
 __all__ = [
     "ACCEPTED_METRICS",
     "CANONICAL_METRICS",
+    "CLOCK_ERRORS",
     "DEVICE_REPORTABLE",
     "FUTURE_TOLERANCE_S",
     "KNOWN_METRICS",

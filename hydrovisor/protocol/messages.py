@@ -187,6 +187,11 @@ class NodeHello(msgspec.Struct, frozen=True, kw_only=True):
     provisioning_meta: ProvisioningMeta | None = None
 
 
+CLOCK_ERRORS = frozenset({"timestamp_expired", "time_not_synced"})
+"""Error codes of a command the node refused for its own clock: the same command is accepted once it has
+been told the time again."""
+
+
 class CommandResponse(msgspec.Struct, frozen=True, kw_only=True):
     """``{channel}/command_response``. Match by ``cmd_id``, never by topic (PROTOCOL.md §4).
 

@@ -39,6 +39,7 @@ import msgspec
 
 from hydrovisor.actors.zone import EMERGENCY_STOP_EVENT, SetWaterState, ZoneObserved
 from hydrovisor.commands.submit import SubmitRequest
+from hydrovisor.protocol import CLOCK_ERRORS
 from hydrovisor.runtime.bridge import Outcome
 from hydrovisor.runtime.timers import Timer
 from hydrovisor.store.repos.workflows import CommandRef, Progress, StageRecord, WorkflowRecord
@@ -76,6 +77,7 @@ PERMANENT_REFUSALS = frozenset({"role_not_configured", "node_not_found", "node_n
                                 "node_zone_mismatch", "channel_not_actuator", "cmd_id_conflict"})
 SAVE_RETRY_S = 1.0
 INTERRUPTED = "workflow_interrupted"
+CLOCK_RETRIES = 3  # per role and incarnation: a node whose clock stays wrong is left to the confirmed stop
 TIMED_COMMANDS = frozenset({"run_pump", "dose"})  # they stop by themselves: DONE means the run is over
 EMERGENCY_STOP = "emergency_stop"
 PUMP_NODE_SILENT = "pump_node_silent"
@@ -182,6 +184,7 @@ class WorkflowActor(ZoneWatcher):
         self._stopped_beside: set[Role] = set()  # pumps stopped beside the script since their last start
         self._pending_cmd_id: str | None = None  # the cmd_id of the pending Send
         self._loose_stops: dict[str, Role] = {}  # stops sent without waiting, until an AnswerStops reports them
+        self._clock_retries: dict[Role, int] = {}  # loose stops sent again after a clock refusal, by role
 
     # lifecycle ------------------------------------------------------------------------------------------
 
@@ -285,6 +288,7 @@ class WorkflowActor(ZoneWatcher):
         status = sent.status or "TIMEOUT"
         self._terminals[message.cmd_id] = status
         self._note_result(message.cmd_id, sent)
+        self._retry_clock_refusal(message.cmd_id, sent)
         pending = self._pending
         if isinstance(pending, Wait) and pending.command == message.cmd_id:
             self._resume(Waited(f"command:{status}"))
@@ -665,10 +669,28 @@ class WorkflowActor(ZoneWatcher):
             return
         self._stopped_beside.add(role)
         self._event("WORKFLOW_DECISION", "stop", reason_code, details)
+        self._send_loose_stop(role, device, self._pending_cmd_id)
+
+    def _send_loose_stop(self, role: Role, device: ResolvedDevice, after: str) -> None:
+        """Stop ``role`` without waiting, once the command ``after`` has gone out."""
         cmd_id, request = self._record_command(role, device, "set_relay", {"state": 0})
         self._loose_stops[cmd_id] = role
-        self.pipe_to_self(self._plane.send_after(self._pending_cmd_id, self.wf_id, self._progress(), request),
+        self.pipe_to_self(self._plane.send_after(after, self.wf_id, self._progress(), request),
                           functools.partial(_DrySent, cmd_id))
+
+    def _retry_clock_refusal(self, cmd_id: str, sent: Sent) -> None:
+        """A loose stop the node refused for its clock is sent again at once: the router has told the node the
+        time before the refusal reached us (a new process's first stops race the nodes' resync)."""
+        role = self._loose_stops.get(cmd_id)
+        device = self._context.device(role) if self._context is not None and role is not None else None
+        if device is None or role is None or self._done or sent.error_code not in CLOCK_ERRORS:
+            return
+        tries = self._clock_retries.get(role, 0)
+        if tries >= CLOCK_RETRIES:
+            return
+        self._clock_retries[role] = tries + 1
+        self._event("WORKFLOW_DECISION", "retry", "stop_refused_for_clock", {"role": role.value, "cmd_id": cmd_id})
+        self._send_loose_stop(role, device, cmd_id)
 
     def _sources(self, role: Role) -> tuple[Tank, ...]:
         """The tanks ``role`` draws from, as far as this workflow opened them."""
@@ -692,6 +714,7 @@ class WorkflowActor(ZoneWatcher):
         """A command sent without waiting: its terminal, known now or piped in once it comes."""
         if sent.status is not None and sent.status not in ("SENT", "ACK", "QUEUED"):
             self._terminals[cmd_id] = sent.status
+            self._retry_clock_refusal(cmd_id, sent)
         elif sent.cmd_id is not None and sent.status is not None:
             self.pipe_to_self(self._plane.wait_terminal(cmd_id, params), lambda outcome: _Terminal(cmd_id, outcome))
 
