@@ -566,7 +566,12 @@ class SimNode:
         while True:
             self._plant_wake.clear()
             for event in self._physics.take_events():
-                await self.publish_event(event.channel, event.code, **event.fields)
+                fields = event.fields
+                if "snapshot" in fields:
+                    # firmware publishes an event as it happens, so its snapshot is never older than a reply
+                    # sent before it; here the event waited for this loop while commands were answered
+                    fields = {**fields, "snapshot": self._physics.snapshot()}
+                await self.publish_event(event.channel, event.code, **fields)
             if self._physics.moving() or self._actions.busy:
                 await asyncio.sleep(self._options.plant_tick_s)
             else:
