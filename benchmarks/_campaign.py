@@ -42,8 +42,10 @@ is listed; these are counted apart and do not fail the run):
   verdict on the same command too, as the node's stop had just closed the valves), or one sent while the
   node's event had been discarded by chaos ``node_silence`` and no refusal of an earlier start had reached the
   server ("excused: estop_event_discarded"; the first refusal that reaches it latches the zone).
+- a pump start published within ``CROSSING_REAL_S`` of a plant reading that showed its source tank at or above
+  its minimum (the switch's change crossed the start on the wire: "excused: crossed_the_level_switch_on_the_wire").
 - everything else counts: a command-time rule (a start during a known emergency stop, without a confirmed
-  stop, without a pump path, from a dry tank, a dose without flags) is never excused, and neither is anything
+  stop, without a pump path, from a tank known dry, a dose without flags) is never excused, and neither is anything
   left running while the node was reachable (a DB outage included: the controller was alive and connected).
 
 Stage latency overhead (``LatencyMeter``, from the tap, real milliseconds): for each workflow command, the delay
@@ -118,15 +120,19 @@ EXCUSED_STUCK = "stuck_relay"
 EXCUSED_UNREACHABLE = "unreachable"
 EXCUSED_CROSSED = "crossed_the_estop_on_the_wire"
 EXCUSED_ESTOP_UNHEARD = "estop_event_discarded"
+EXCUSED_LEVEL_CROSSED = "crossed_the_level_switch_on_the_wire"
 CROSSING_REAL_S = 0.05
 """A start published this soon (real seconds) after the node's emergency-stop event was decided before the
 event could reach the zone (the embedded broker hands it to the server in about a millisecond; the zone's
-latch is a few actor hops behind): no controller closes that window; the node refuses such a start."""
+latch is a few actor hops behind): no controller closes that window; the node refuses such a start. The same
+window for a pump start published while its source tank crossed its minimum: a plant reading at or above the
+minimum this soon before the start means the switch's change could not have reached the zone's gate."""
 _ESTOP_SINCE = re.compile(r"during the emergency stop of (-?[\d.]+)")
 _WF_CMD = re.compile(r"^(wf-[0-9a-f]+)-(\d+)$")
 _WF_ID = re.compile(r"wf-[0-9a-f]{16}")
 _LEFT_RUNNING = re.compile(r"after (\w+) at (-?[\d.]+): (.*)$")
 _DRY_FOR = re.compile(r"for ([\d.]+) s")
+_ABOVE_MIN_AT = re.compile(r"last reading at or above it at (-?[\d.]+)")
 _NO_EFFECT_STOP = re.compile(r"(\w+) \([\w-]+: ([^)]*)\)")
 DOSING_PUMPS = frozenset({"pump_acid", "pump_base", "pump_a", "pump_b"})
 HINT_DOSING_NO_EFFECT = "dosing_pump_no_effect_stop"
@@ -1518,6 +1524,10 @@ class Campaign:
             if self._unreachable_within(zone, violation.at - grace, violation.at):
                 return EXCUSED_UNREACHABLE
             return None
+        above = _ABOVE_MIN_AT.search(violation.detail)
+        if violation.rule == PUMP_ON_SOURCE_BELOW_MIN and violation.cmd_id is not None and above is not None and (
+                violation.at - float(above.group(1))) / self.cfg.scale <= CROSSING_REAL_S:
+            return EXCUSED_LEVEL_CROSSED
         if violation.rule == PUMP_ON_SOURCE_BELOW_MIN and violation.cmd_id is None:  # the physical check
             if self._stuck_at(zone, "pump_main", violation.at):
                 return EXCUSED_STUCK

@@ -72,6 +72,7 @@ _MAX_ORPHANS = 1_000  # replies that arrived before their command (broker delive
 WIRE_LAG_SHARE = 0.1
 """A start heard on the wire up to ``grace_s`` x this after a reading found something left running still
 lifts the stop: the node acts on a start before the tap receives it (the readings and the tap race)."""
+TANKS: tuple[Tank, ...] = ("clean", "solution")
 _ESTOP_EVENT = "emergency_stop_activated"
 _LEVEL_SWITCH_EVENT = "level_switch_changed"
 _SNAPSHOT_LEVELS = {"clean_level_min": "level_clean_min", "clean_level_max": "level_clean_max",
@@ -161,6 +162,9 @@ class SafetyObserver:
         self._counts["plant_readings"] += 1
         zone = self._zone(zone_uid)
         zone.plant, zone.plant_at = plant, at
+        for tank in TANKS:
+            if not plant.below_min(tank):
+                zone.above_min_at[tank] = at
         self._judge_dry_run(zone_uid, zone, plant, at)
         self._judge_nc_pump_plant(zone_uid, zone, plant, at)
         self._judge_marks(zone_uid, zone, plant, at)
@@ -384,7 +388,9 @@ class SafetyObserver:
         for tank in rules.source_tanks(zone.limits, valves):
             if plant is not None:
                 if plant.below_min(tank):
-                    dry.append((tank, f"plant level {plant.level_pct(tank):.1f} % < {plant.min_switch_pct:g} %"))
+                    above = zone.above_min_at.get(tank)
+                    since = f"; last reading at or above it at {above:.1f}" if above is not None else ""
+                    dry.append((tank, f"plant level {plant.level_pct(tank):.1f} % < {plant.min_switch_pct:g} %{since}"))
                 continue
             switch = zone.levels.get(f"level_{tank}_min")
             if switch is None:

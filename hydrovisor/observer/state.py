@@ -103,6 +103,7 @@ class ZoneState:
     marks: list[StopMark] = field(default_factory=list)
     dry_since: dict[str, float] = field(default_factory=dict)  # main pump -> physically dry since
     dry_reported: set[str] = field(default_factory=set)
+    above_min_at: dict[str, float] = field(default_factory=dict)  # tank -> last reading at or above its min
     nc_off_since: float | None = None  # NC pump physically off since (plant readings)
     nc_wire_off: tuple[float, float | None] | None = None  # (off since, reverts at) from DONE commands
     nc_reported: bool = False

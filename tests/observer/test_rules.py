@@ -47,6 +47,16 @@ def test_pump_start_judged_on_the_physical_source_tank(observer: SafetyObserver,
         assert observer.violations[0].cmd_id == cmd_id and "clean tank" in observer.violations[0].detail
 
 
+def test_a_dry_start_names_the_last_reading_that_found_its_source_at_or_above_min(observer: SafetyObserver,
+                                                                                 wire: Wire) -> None:
+    wire.open_path(SOLUTION_FILL, 1.0)
+    observer.observe_plant(ZONE, plant(clean=50.0, solution=10.0, valves=SOLUTION_FILL), 2.0)
+    observer.observe_plant(ZONE, plant(clean=2.0, solution=10.0, valves=SOLUTION_FILL), 2.5)
+    wire.relay(IRR, "pump_main", True, 3.0)
+    assert rules_of(observer) == [PUMP_ON_SOURCE_BELOW_MIN]
+    assert "last reading at or above it at 2.0" in observer.violations[0].detail
+
+
 def test_the_source_is_the_tank_whose_supply_valve_is_open(observer: SafetyObserver, wire: Wire) -> None:
     """Recirculating an empty clean tank's neighbour is fine: the solution tank is the source."""
     wire.open_path(RECIRC, 1.0)
