@@ -268,6 +268,12 @@ class SimNode:
         """The clock the node's plant and actuator runs follow."""
         return self._time
 
+    def skew_clock(self, seconds: float) -> None:
+        """Move the node's synced wall clock by ``seconds`` (as a late time answer would); the next time
+        response resyncs it. No effect before the first sync."""
+        if self._clock.synced:
+            self._clock.sync(self._clock.now() + seconds)
+
     def set_faults(self, faults: Faults) -> None:
         """Change the failure modes now (a stuck relay, frozen sensors, inconsistent switches take effect at
         once; probabilities from the next occasion)."""

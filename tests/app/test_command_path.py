@@ -189,10 +189,9 @@ def test_a_node_refusing_a_command_for_its_clock_is_resynced_before_the_refusal_
     # refused timestamp_expired until it syncs again; the server broadcasts the time as the first refusal
     # comes in, so the retry that follows that refusal is accepted
     node = node_factory()
-    clock = node.sim._clock  # the firmware's clock: no API moves it but a time response
 
     async def drift() -> None:
-        clock.sync(clock.now() - 120)
+        node.sim.skew_clock(-120)
 
     node.instance.loop.run(drift())
     assert node.command(cmd_id="skewed-1", channel="pump_main", cmd="set_relay", params={"state": 0}).status == 202
